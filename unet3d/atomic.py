@@ -1,0 +1,69 @@
+"""Atomic file writes: a file is replaced in one step or not at all, so a crash never leaves half of one.
+
+The data goes to a temporary file in the target's folder, is flushed to disk, and is renamed over the target
+(`os.replace` is atomic on POSIX and Windows within one file system).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write a file through `write(handle)` so that `path` is replaced in one step or not at all."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the permissions open() would
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Atomically replace a text file (configs, logs, summaries)."""
+    atomic_write(path, lambda handle: handle.write(text.encode()))
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    """Atomically replace a JSON file, indented for people to read."""
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def atomic_copy(source: Path, target: Path) -> None:
+    """Copy a file so that `target` is replaced atomically."""
+    with open(source, "rb") as src:
+        atomic_write(target, lambda handle: shutil.copyfileobj(src, handle))

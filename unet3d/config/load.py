@@ -1,0 +1,242 @@
+"""Read a config file into a `Config`: JSON, 3DUnetCNN's legacy spellings, file lists, paths, overrides.
+
+Relative data paths resolve against the folder of the config file (not the working directory), so a config runs
+the same from anywhere. The user's file is never written to; `Config.raw` is a normalized copy that can be saved.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import pickle
+import warnings
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from unet3d.config.schema import (
+    NAMED_SECTIONS,
+    REQUIRED_SECTIONS,
+    SECTION_RECORDS,
+    Case,
+    Config,
+    CrossValidationConfig,
+    parse_named,
+    parse_section,
+)
+from unet3d.errors import ConfigError
+from unet3d.registry import suggest
+
+TOP_LEVEL_KEYS = (*NAMED_SECTIONS, *SECTION_RECORDS)
+CASE_KEYS = ("image", "label", "case_id", "subject")
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """The JSON object in `path`; a ConfigError naming the file, line and column otherwise."""
+    try:
+        text = Path(path).read_text()
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read config ({error.strerror or error})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{path}: invalid JSON at line {error.lineno} column {error.colno}: {error.msg}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object at the top level, got {type(data).__name__}")
+    return data
+
+
+class _ArrayOnlyUnpickler(pickle.Unpickler):
+    """Unpickles numpy object arrays of plain dicts/lists/strings and refuses every other global (no code runs)."""
+
+    ALLOWED: ClassVar[set[tuple[str, str]]] = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return super().find_class(module, name)
+
+
+def load_npy_list(path: Path) -> list[Any]:
+    """A file list saved with numpy (3DUnetCNN's `.npy` lists), loaded without allowing arbitrary pickled code."""
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            _shape, _fortran, dtype = np.lib.format._read_array_header(handle, version)
+            if dtype.hasobject:
+                array = _ArrayOnlyUnpickler(io.BytesIO(handle.read())).load()
+            else:
+                handle.seek(0)
+                array = np.load(handle, allow_pickle=False)
+    except (OSError, ValueError, pickle.UnpicklingError, EOFError) as error:
+        raise ConfigError(f"{path}: cannot read file list ({error})") from None
+    return np.asarray(array).tolist()
+
+
+def case_id_from_path(path: Path) -> str:
+    """A file name without its NIfTI (or other) extension: 'BraTS_001_flair.nii.gz' → 'BraTS_001_flair'."""
+    name = path.name
+    for suffix in NIFTI_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def _resolve(path: Any, base: Path, where: str) -> Path:
+    if not isinstance(path, str) or not path:
+        raise ConfigError(f"{where}: expected a file path (a string), got {path!r}")
+    resolved = Path(path).expanduser()
+    return resolved if resolved.is_absolute() else (base / resolved).resolve()
+
+
+def parse_cases(entries: Any, base: Path, where: str) -> list[Case]:
+    """A `*_filenames` value (list of case dicts, or a path to a `.npy`/`.json` list) → cases with absolute paths."""
+    if isinstance(entries, str):
+        list_path = _resolve(entries, base, where)
+        if list_path.suffix == ".npy":
+            entries = load_npy_list(list_path)
+        elif list_path.suffix == ".json":
+            entries = json.loads(list_path.read_text()) if list_path.exists() else None
+            if entries is None:
+                raise ConfigError(f"{where}: file list {list_path} does not exist")
+        else:
+            raise ConfigError(f"{where}: a file list must be a .npy or .json file, got {list_path.name}")
+    if not isinstance(entries, list):
+        raise ConfigError(f"{where}: expected a list of cases or a path to a .npy/.json list")
+    cases = []
+    for index, entry in enumerate(entries):
+        item = f"{where}[{index}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{item}: expected an object with 'image' (and 'label'), got {type(entry).__name__}")
+        for key in entry:
+            hint = suggest(key, CASE_KEYS)
+            if key not in CASE_KEYS and hint:
+                raise ConfigError(f"{item}.{key}: unknown case key{hint}")
+        if "image" not in entry:
+            raise ConfigError(f"{item}: missing 'image'")
+        images = entry["image"] if isinstance(entry["image"], list) else [entry["image"]]
+        if not images:
+            raise ConfigError(f"{item}.image: empty list")
+        image_paths = [_resolve(p, base, f"{item}.image") for p in images]
+        label = _resolve(entry["label"], base, f"{item}.label") if entry.get("label") is not None else None
+        case_id = entry.get("case_id")
+        if case_id is not None and (not isinstance(case_id, str) or not case_id or "/" in case_id):
+            raise ConfigError(f"{item}.case_id: expected a non-empty string without '/', got {case_id!r}")
+        subject = entry.get("subject")
+        extra = {k: v for k, v in entry.items() if k not in CASE_KEYS}
+        cases.append(
+            Case(
+                image_paths,
+                label,
+                case_id or case_id_from_path(image_paths[0]),
+                None if subject is None else str(subject),
+                extra,
+            )
+        )
+    _disambiguate_ids(cases, where)
+    return cases
+
+
+def _disambiguate_ids(cases: list[Case], where: str) -> None:
+    """Make case ids unique within a group: collisions of derived ids get their parent folder as a prefix."""
+    counts: dict[str, int] = {}
+    for case in cases:
+        counts[case.case_id] = counts.get(case.case_id, 0) + 1
+    for case in cases:
+        if counts[case.case_id] > 1:
+            case.case_id = f"{case.images[0].parent.name}_{case.case_id}"
+    seen: dict[str, int] = {}
+    for index, case in enumerate(cases):
+        if case.case_id in seen:
+            raise ConfigError(
+                f"{where}[{index}]: case id {case.case_id!r} repeats {where}[{seen[case.case_id]}]; give 'case_id'"
+            )
+        seen[case.case_id] = index
+
+
+def _legacy_cross_validation(value: Any) -> Any:
+    """3DUnetCNN's documented spellings: `folds`/`seed`, possibly inside a one-element list (sppin_config.json)."""
+    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict):
+        warnings.warn("cross_validation: a one-element list is a legacy form; use an object", stacklevel=3)
+        value = value[0]
+    if isinstance(value, dict):
+        renamed = {"folds": "n_folds", "seed": "random_seed"}
+        for old, new in renamed.items():
+            if old in value:
+                if new in value:
+                    raise ConfigError(f"cross_validation: both {old!r} and {new!r} are given")
+                warnings.warn(f"cross_validation.{old} is a legacy spelling; use {new}", stacklevel=3)
+                value = {(new if k == old else k): v for k, v in value.items()}
+    return value
+
+
+def parse_config(data: dict[str, Any], base: Path, source: Path | None = None) -> Config:
+    """Turn a JSON object into a Config. Relative paths resolve against `base`. Raises ConfigError."""
+    raw = copy.deepcopy(data)
+    for key in data:
+        if key not in TOP_LEVEL_KEYS and not key.endswith("_filenames"):
+            raise ConfigError(f"{key}: unknown section{suggest(key, TOP_LEVEL_KEYS)}")
+    for key in REQUIRED_SECTIONS:
+        if key not in data:
+            raise ConfigError(f"{key}: required section is missing")
+    named = {key: parse_named(data[key], key) for key in NAMED_SECTIONS if data.get(key) is not None}
+    cross_validation = None
+    if data.get("cross_validation") is not None:
+        raw["cross_validation"] = _legacy_cross_validation(data["cross_validation"])
+        cross_validation = parse_section(CrossValidationConfig, raw["cross_validation"], "cross_validation")
+    dataset = parse_section(SECTION_RECORDS["dataset"], data.get("dataset", {}), "dataset")
+    training = parse_section(SECTION_RECORDS["training"], data.get("training", {}), "training")
+    groups = {
+        key[: -len("_filenames")]: parse_cases(value, base, key)
+        for key, value in data.items()
+        if key.endswith("_filenames")
+    }
+    for key, _value in list(raw.items()):
+        if key.endswith("_filenames"):
+            raw[key] = [case.to_json() for case in groups[key[: -len("_filenames")]]]
+    if dataset.cache_dir is not None:
+        raw["dataset"]["cache_dir"] = str(_resolve(dataset.cache_dir, base, "dataset.cache_dir"))
+        dataset.cache_dir = raw["dataset"]["cache_dir"]
+    return Config(
+        dataset=dataset,
+        training=training,
+        cross_validation=cross_validation,
+        groups=groups,
+        source=source,
+        raw=raw,
+        **named,
+    )
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `data` with dotted keys set (``{"training.batch_size": 2}``); intermediate objects are created."""
+    data = copy.deepcopy(data)
+    for dotted, value in overrides.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{dotted}: cannot set a key inside {part!r}, which is not an object")
+            node = child
+        node[leaf] = value
+    return data
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
+    """Load and parse the config at `path` (plus optional dotted overrides). Raises ConfigError."""
+    path = Path(path).expanduser().resolve()
+    data = read_json(path)
+    if overrides:
+        data = apply_overrides(data, overrides)
+    return parse_config(data, base=path.parent, source=path)

@@ -1,0 +1,293 @@
+"""The config schema: one typed record per JSON section, with defaults and a one-line doc per key.
+
+This is the single place that says which keys exist. `parse_section` turns a JSON object into a record and reports
+unknown keys (with the closest valid key), wrong types and impossible values with their JSON path. The README's config
+reference is generated from these records (`reference_markdown`).
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from unet3d.errors import ConfigError
+from unet3d.registry import suggest
+
+
+def doc(text: str, default: Any = MISSING, *, minimum: float | None = None, **extra: Any) -> Any:
+    """A dataclass field with its documentation (and an optional lower bound) attached."""
+    metadata = {"doc": text, "minimum": minimum, **extra}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class NamedSpec:
+    """A class chosen by name (`name`) plus the keyword arguments for its constructor (every other key)."""
+
+    name: str
+    kwargs: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, **self.kwargs}
+
+
+@dataclass
+class DatasetConfig:
+    """The `dataset` section: how each case is turned into network input and target."""
+
+    name: str = doc(
+        "3DUnetCNN dataset class. 'SegmentationDatasetPersistent' caches preprocessing on disk (like `cache: disk`).",
+        "SegmentationDataset",
+        choices=("SegmentationDataset", "SegmentationDatasetPersistent"),
+    )
+    labels: list[int | list[int]] | None = doc(
+        "Label values, one output channel each; a nested list makes one channel of several values.", None
+    )
+    setup_label_hierarchy: bool = doc(
+        "Channel i is the union of labels[i:] (BraTS [2,1,4] → whole tumour, tumour core, enhancing).", False
+    )
+    desired_shape: list[int] | None = doc("Spatial shape of every network input (voxels).", None, minimum=1)
+    resample: bool = doc("Resize each (cropped) volume to `desired_shape` (otherwise pad/crop to it).", False)
+    crop_foreground: bool = doc("Crop each case to the bounding box of its nonzero image voxels first.", False)
+    foreground_percentile: float = doc(
+        "With crop_foreground: voxels above this quantile (0-1) of a channel's intensities count as foreground.",
+        0.1,
+        minimum=0.0,
+        maximum=1.0,
+    )
+    orientation: str | None = doc("Reorient every case to these axis codes (e.g. 'RAS') before anything else.", None)
+    random_crop: bool = doc("Take a random `desired_shape` patch instead of resizing the whole volume.", False)
+    normalization: str | None = doc(
+        "MONAI dictionary intensity transform for the images, e.g. 'NormalizeIntensityD' ('zero_mean'); null: none.",
+        "zero_mean",
+    )
+    normalization_kwargs: dict[str, Any] = doc("Keyword arguments of the normalization transform.", {})
+    spatial_augmentations: list[NamedSpec] = doc(
+        "MONAI dictionary transforms applied to image and label: [{'name': 'RandFlipD', 'prob': 0.5, ...}].", []
+    )
+    intensity_augmentations: list[NamedSpec] = doc(
+        "MONAI dictionary transforms applied to the images only, after normalization.", []
+    )
+    cache: Literal["auto", "none", "disk", "memory"] = doc(
+        "Where deterministic preprocessing is cached: 'disk' (<work dir>/cache), 'memory', 'none', or 'auto'.",
+        "auto",
+    )
+    cache_dir: str | None = doc("Folder of the disk cache (default: <work dir>/cache); relative to the config.", None)
+    reader: str | None = doc(
+        "MONAI image reader; null lets MONAI choose by file extension.",
+        None,
+        choices=(None, "NibabelReader", "ITKReader", "PILReader", "NumpyReader", "PydicomReader", "NrrdReader"),
+    )
+    inference: bool | Literal["auto"] = doc(
+        "Accepted for 3DUnetCNN compatibility; unet3d decides per file group whether labels are read.", "auto"
+    )
+    verbose: bool = doc("Accepted for 3DUnetCNN compatibility (set by --debug); more log output.", False)
+    training: dict[str, Any] | None = doc("Dataset keys that apply to the training split only (augmentations).", None)
+    validation: dict[str, Any] | None = doc("Dataset keys that apply to validation and prediction only.", None)
+
+
+@dataclass
+class TrainingConfig:
+    """The `training` section: the loop, checkpoints and stopping."""
+
+    n_epochs: int = doc("Number of epochs; raise it and rerun to extend a finished run.", 1000, minimum=1)
+    batch_size: int = doc("Training batch size.", 1, minimum=1)
+    validation_batch_size: int = doc("Validation and prediction batch size.", 1, minimum=1)
+    amp: bool | Literal["fp16", "bf16"] = doc(
+        "Mixed precision on CUDA: true/'fp16' (with a gradient scaler) or 'bf16'; ignored with a warning on CPU.",
+        False,
+    )
+    early_stopping_patience: int | None = doc(
+        "Stop after this many epochs without a new best val_loss (null: never).", None, minimum=1
+    )
+    save_best: bool = doc("Write model_best.pth whenever val_loss reaches a new minimum.", True)
+    save_every_n_epochs: int | None = doc("Also keep model_epoch{N}.pth every N epochs.", None, minimum=1)
+    save_last_n_models: int | None = doc("Keep only the last N model_epoch{N}.pth files.", None, minimum=1)
+    samples_per_epoch: int | None = doc(
+        "Training samples drawn per epoch (with replacement when larger than the training set).", None, minimum=1
+    )
+    training_iterations_per_epoch: int = doc("Passes over the training loader per epoch (3DUnetCNN key).", 1, minimum=1)
+    prefetch_factor: int | None = doc(
+        "Batches each loader worker prepares ahead (with --nthreads > 0).", None, minimum=1
+    )
+    test_input: int = doc("Preprocessed examples written by --n_examples by default (3DUnetCNN key).", 1, minimum=0)
+    seed: int | None = doc("Random seed; null picks one and records it in the log. --seed overrides it.", None)
+    deterministic: bool = doc("Ask torch for deterministic algorithms (slower on GPU).", False)
+
+
+@dataclass
+class CrossValidationConfig:
+    """The `cross_validation` section: k-fold splitting of training_filenames."""
+
+    n_folds: int = doc("Number of folds.", 5, minimum=2)
+    random_seed: int = doc("Seed of the split.", 25)
+
+
+SECTION_RECORDS: dict[str, type] = {
+    "dataset": DatasetConfig,
+    "training": TrainingConfig,
+    "cross_validation": CrossValidationConfig,
+}
+NAMED_SECTIONS: dict[str, str] = {
+    "model": "Network from monai.networks.nets: `name` plus its constructor arguments.",
+    "optimizer": "Optimizer from torch.optim: `name` plus its arguments (lr, weight_decay, ...).",
+    "loss": "Loss from monai.losses, then torch.nn: `name` plus its arguments; sigmoid/softmax set the activation.",
+    "scheduler": "Optional scheduler from torch.optim.lr_scheduler; ReduceLROnPlateau steps on val_loss.",
+    "inference": "Optional inferer from monai.inferers (e.g. SlidingWindowInferer with roi_size).",
+}
+REQUIRED_SECTIONS = ("model", "optimizer", "loss")
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    if origin is list:
+        return "a list"
+    if origin is dict:
+        return "an object"
+    return {int: "an integer", float: "a number", bool: "true/false", str: "a string", type(None): "null"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(tp))
+    if origin is Literal:
+        return any(value == a and type(value) is type(a) for a in typing.get_args(tp))
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        return isinstance(value, list) and all(_matches(v, item) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if tp is NamedSpec:
+        return isinstance(value, dict)
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, tp)
+
+
+def parse_named(value: Any, where: str) -> NamedSpec:
+    """`{"name": ..., **kwargs}` → NamedSpec; the name itself is checked later against the registry."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected an object with a 'name', got {type(value).__name__}")
+    if "name" not in value:
+        raise ConfigError(f"{where}: missing 'name'")
+    if not isinstance(value["name"], str):
+        raise ConfigError(f"{where}.name: expected a string, got {value['name']!r}")
+    return NamedSpec(value["name"], {k: v for k, v in value.items() if k != "name"})
+
+
+def _check_bounds(value: Any, meta: typing.Mapping[str, Any], where: str) -> None:
+    values = value if isinstance(value, list) else [value]
+    minimum, maximum = meta.get("minimum"), meta.get("maximum")
+    for v in values:
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            continue
+        if minimum is not None and v < minimum:
+            raise ConfigError(f"{where}: must be at least {minimum}, got {value!r}")
+        if maximum is not None and v > maximum:
+            raise ConfigError(f"{where}: must be at most {maximum}, got {value!r}")
+    choices = meta.get("choices")
+    if choices and value not in choices:
+        allowed = ", ".join(map(repr, choices))
+        raise ConfigError(f"{where}: must be one of {allowed}, got {value!r}{suggest(str(value), map(str, choices))}")
+
+
+def parse_section(record: type, data: Any, where: str) -> Any:
+    """Build `record` from a JSON object, checking keys, types and bounds; errors name the JSON path."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected an object, got {type(data).__name__}")
+    hints = typing.get_type_hints(record)
+    known = {f.name: f for f in fields(record)}
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"{where}.{key}: unknown key{suggest(key, known)}")
+    values = {}
+    for name, f in known.items():
+        if name not in data:
+            if f.default is MISSING and f.default_factory is MISSING:
+                raise ConfigError(f"{where}.{name}: required")
+            continue
+        value, tp, path = data[name], hints[name], f"{where}.{name}"
+        if not _matches(value, tp):
+            raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+        _check_bounds(value, f.metadata, path)
+        if typing.get_args(tp) and typing.get_args(tp)[0] is NamedSpec:
+            value = [parse_named(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        values[name] = value
+    return record(**values)
+
+
+@dataclass
+class Case:
+    """One case: its image files (one per modality, in channel order), its label map, and its identifiers."""
+
+    images: list[Path]
+    label: Path | None
+    case_id: str
+    subject: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {"image": [str(p) for p in self.images]}
+        if self.label is not None:
+            entry["label"] = str(self.label)
+        entry["case_id"] = self.case_id
+        if self.subject is not None:
+            entry["subject"] = self.subject
+        return {**entry, **self.extra}
+
+
+@dataclass
+class Config:
+    """A whole, validated experiment config. `raw` is the normalized JSON that reproduces it exactly."""
+
+    model: NamedSpec
+    optimizer: NamedSpec
+    loss: NamedSpec
+    dataset: DatasetConfig
+    training: TrainingConfig
+    scheduler: NamedSpec | None = None
+    inference: NamedSpec | None = None
+    cross_validation: CrossValidationConfig | None = None
+    groups: dict[str, list[Case]] = field(default_factory=dict)
+    source: Path | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def labels(self) -> list[int | list[int]]:
+        return list(self.dataset.labels or [])
+
+
+def reference_markdown() -> str:
+    """The config reference table for the README, generated from the records above."""
+    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for section, text in NAMED_SECTIONS.items():
+        lines.append(f"| `{section}` | object | {'required' if section in REQUIRED_SECTIONS else 'none'} | {text} |")
+    for section, record in SECTION_RECORDS.items():
+        hints = typing.get_type_hints(record)
+        for f in fields(record):
+            default = f.default if f.default is not MISSING else f.default_factory()
+            type_text = _type_name(hints[f.name]).replace("|", "/")
+            lines.append(f"| `{section}.{f.name}` | {type_text} | `{default!r}` | {f.metadata['doc']} |")
+    lines.append(
+        '| `<group>_filenames` | list or path | | Cases: `{"image": path or [paths], "label": path}`; '
+        "or a `.npy`/`.json` file holding such a list. |"
+    )
+    return "\n".join(lines)

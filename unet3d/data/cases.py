@@ -1,0 +1,122 @@
+"""Check every file of every case before any compute.
+
+3DUnetCNN silently skips bad files or dies mid-epoch; here a missing, unreadable or inconsistent file stops the run
+up front, with one line per problem naming the file. Checks: the file exists and is readable; all images of a case and
+its label share one spatial shape and affine (within tolerance); label values are among the declared labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from unet3d.config.schema import Case
+from unet3d.errors import DataError
+
+AFFINE_TOLERANCE = 1e-3  # mm; scanners and converters round the affine differently between modalities
+
+
+@dataclass(frozen=True)
+class CaseInfo:
+    """What the up-front check learned about one case."""
+
+    case_id: str
+    n_channels: int
+    shape: tuple[int, ...]
+    spacing: tuple[float, ...]
+
+
+def _load_header(path: Path) -> nib.spatialimages.SpatialImage:
+    if not path.exists():
+        raise DataError(f"{path}: file does not exist")
+    try:
+        return nib.load(str(path))
+    except Exception as error:  # nibabel raises many types for corrupt or foreign files
+        raise DataError(f"{path}: cannot read as an image ({type(error).__name__}: {error})") from None
+
+
+def _spatial(image: nib.spatialimages.SpatialImage, spatial_dims: int) -> tuple[tuple[int, ...], int]:
+    shape = tuple(int(s) for s in image.shape)
+    extra = shape[spatial_dims:]
+    return shape[:spatial_dims], int(np.prod(extra)) if extra else 1
+
+
+def check_case(case: Case, labels: set[int] | None, spatial_dims: int = 3, with_label: bool = True) -> CaseInfo:
+    """Check one case's files; a DataError names the first file with a problem."""
+    reference = _load_header(case.images[0])
+    ref_shape, n_channels = _spatial(reference, spatial_dims)
+    if len(ref_shape) < spatial_dims or min(ref_shape) < 1:
+        raise DataError(f"{case.images[0]}: expected a {spatial_dims}D image, got shape {reference.shape}")
+    ref_affine = reference.affine
+    paths = list(case.images[1:]) + ([case.label] if with_label and case.label is not None else [])
+    for path in paths:
+        image = _load_header(path)
+        shape, channels = _spatial(image, spatial_dims)
+        if shape != ref_shape:
+            raise DataError(f"{path}: shape {shape} differs from {case.images[0].name} {ref_shape}")
+        if not np.allclose(image.affine, ref_affine, atol=AFFINE_TOLERANCE):
+            raise DataError(f"{path}: affine differs from {case.images[0].name} by more than {AFFINE_TOLERANCE} mm")
+        if path != case.label:
+            n_channels += channels
+    if with_label:
+        if case.label is None:
+            raise DataError(f"case {case.case_id!r}: no 'label' file")
+        _check_label_values(case.label, labels)
+    zooms = tuple(float(z) for z in reference.header.get_zooms()[:spatial_dims])
+    return CaseInfo(case.case_id, n_channels, ref_shape, zooms)
+
+
+def _check_label_values(path: Path, labels: set[int] | None) -> None:
+    try:
+        data = np.asanyarray(nib.load(str(path)).dataobj)
+    except Exception as error:
+        raise DataError(f"{path}: cannot read the label data ({type(error).__name__}: {error})") from None
+    values = np.unique(data)
+    fractional = values[~np.isclose(values, np.round(values))]
+    if fractional.size:
+        raise DataError(f"{path}: label map holds non-integer values, e.g. {fractional[0]}")
+    if labels is not None:
+        unknown = sorted(set(np.round(values).astype(int).tolist()) - labels)
+        if unknown:
+            raise DataError(f"{path}: label values {unknown} are not among the declared labels {sorted(labels)}")
+
+
+def check_cases(
+    groups: dict[str, Sequence[Case]],
+    labels: set[int] | None,
+    spatial_dims: int = 3,
+    labelled_groups: Iterable[str] = (),
+    n_threads: int = 4,
+) -> dict[str, list[CaseInfo]]:
+    """Check all cases of all groups in parallel; raise one DataError listing every problem (one line each)."""
+    labelled = set(labelled_groups)
+    jobs = [(group, case) for group, cases in groups.items() for case in cases]
+
+    def run(job: tuple[str, Case]) -> CaseInfo | DataError:
+        group, case = job
+        try:
+            return check_case(case, labels, spatial_dims, with_label=group in labelled or case.label is not None)
+        except DataError as error:
+            return error
+
+    with ThreadPoolExecutor(max(1, n_threads)) as pool:
+        results = list(pool.map(run, jobs))
+    problems = [
+        f"{group}_filenames: {result}"
+        for (group, _), result in zip(jobs, results, strict=False)
+        if isinstance(result, DataError)
+    ]
+    if problems:
+        raise DataError("\n".join(problems))
+    infos: dict[str, list[CaseInfo]] = {group: [] for group in groups}
+    for (group, _), result in zip(jobs, results, strict=False):
+        infos[group].append(result)
+    channels = {info.n_channels for group in infos.values() for info in group}
+    if len(channels) > 1:
+        raise DataError(f"cases have different numbers of image channels: {sorted(channels)}")
+    return infos

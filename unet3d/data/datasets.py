@@ -1,0 +1,103 @@
+"""Datasets and loaders: the transform chain over a list of cases, with the deterministic part cached.
+
+`cache: disk` stores each case's deterministic preprocessing (load, reorient, encode labels, crop, resize) under
+`<cache dir>/<fingerprint>/`, so epoch 2 onwards (and every later fold and rerun) skips NIfTI reading and resampling.
+The fingerprint hashes the preprocessing settings, so changing them starts a fresh cache; a case's key includes the
+size and modification time of its files, so replacing a file on disk invalidates its entry. Random crops and
+augmentations run after the cache, every epoch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset
+from monai.data.utils import pad_list_data_collate
+from monai.transforms import Compose
+
+from unet3d.config.schema import Case
+
+
+def case_items(cases: Sequence[Case], with_label: bool) -> list[dict[str, Any]]:
+    """MONAI data dicts: image paths (one per modality) and the label path, plus the case id."""
+    items = []
+    for case in cases:
+        item: dict[str, Any] = {"image": [str(p) for p in case.images], "case_id": case.case_id}
+        if with_label:
+            item["label"] = str(case.label)
+        items.append(item)
+    return items
+
+
+def file_state_hash(item: dict[str, Any]) -> bytes:
+    """Cache key of one case: its file paths with their sizes and modification times."""
+    paths = [*item["image"], *([item["label"]] if "label" in item else [])]
+    state = []
+    for path in paths:
+        stat = os.stat(path)
+        state.append((path, stat.st_size, stat.st_mtime_ns))
+    return hashlib.sha256(json.dumps(state).encode()).hexdigest().encode()
+
+
+def fingerprint_dir(cache_root: Path, fingerprint: dict[str, Any]) -> Path:
+    """`cache_root/<hash of the preprocessing settings>`, with the settings written beside it for people to read."""
+    text = json.dumps(fingerprint, sort_keys=True, default=str)
+    folder = Path(cache_root) / hashlib.sha256(text.encode()).hexdigest()[:16]
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = folder / "preprocessing.json"
+    if not settings.exists():
+        tmp = settings.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(fingerprint, indent=2, sort_keys=True, default=str))
+        os.replace(tmp, settings)
+    return folder
+
+
+def make_dataset(
+    items: list[dict[str, Any]],
+    transform: Compose,
+    cache: str,
+    cache_dir: Path | None,
+    n_workers: int = 0,
+) -> Dataset:
+    """A MONAI dataset of `items` with the requested caching ('disk' needs `cache_dir`)."""
+    if cache == "disk":
+        assert cache_dir is not None, "disk cache needs a folder"
+        return PersistentDataset(items, transform, cache_dir=cache_dir, hash_func=file_state_hash)
+    if cache == "memory":
+        return CacheDataset(items, transform, num_workers=max(1, n_workers), progress=False)
+    return Dataset(items, transform)
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    n_workers: int,
+    pin_memory: bool,
+    variable_shapes: bool = False,
+    generator: torch.Generator | None = None,
+    prefetch_factor: int | None = None,
+    sampler: torch.utils.data.Sampler | None = None,
+) -> DataLoader:
+    """A MONAI DataLoader; `variable_shapes` pads each batch to its largest case (full-volume validation)."""
+    kwargs: dict[str, Any] = {"collate_fn": pad_list_data_collate} if variable_shapes else {}
+    if n_workers > 0:
+        kwargs["persistent_workers"] = True
+        if prefetch_factor:
+            kwargs["prefetch_factor"] = prefetch_factor
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
+        num_workers=n_workers,
+        pin_memory=pin_memory,
+        generator=generator,
+        **kwargs,
+    )

@@ -1,0 +1,82 @@
+"""Label maps ↔ network channels.
+
+A config's `labels` says which label values make each output channel: `[2, 1, 4]` gives one channel per value,
+`[[1, 2], 4]` makes a channel of the values 1 and 2, and `setup_label_hierarchy` makes channel i the union of
+`labels[i:]` (BraTS: [2, 1, 4] → whole tumour {2,1,4}, tumour core {1,4}, enhancing {4}). With a softmax activation
+the channels must be mutually exclusive and a background channel is put first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform
+
+from unet3d.errors import ConfigError
+
+LabelSpec = Sequence[int | Sequence[int]]
+
+
+def channel_groups(labels: LabelSpec, hierarchy: bool = False) -> list[tuple[int, ...]]:
+    """The set of label values that make each channel, in channel order (without any background channel)."""
+    groups = [tuple(v) if isinstance(v, (list, tuple)) else (v,) for v in labels]
+    if hierarchy:
+        groups = [tuple(value for group in groups[i:] for value in group) for i in range(len(groups))]
+    return groups
+
+
+def declared_values(labels: LabelSpec) -> set[int]:
+    """Every label value the config declares, plus 0 (background)."""
+    return {0} | {value for group in channel_groups(labels) for value in group}
+
+
+def check_label_spec(labels: LabelSpec | None, hierarchy: bool, activation: str, where: str = "dataset.labels") -> None:
+    """Reject label specs that cannot be trained: none given, repeats, overlap under softmax, background as a label."""
+    if not labels:
+        raise ConfigError(f"{where}: required for training; list the label values, e.g. [1] or [2, 1, 4]")
+    flat = [value for group in channel_groups(labels) for value in group]
+    repeated = sorted({v for v in flat if flat.count(v) > 1})
+    if repeated:
+        raise ConfigError(f"{where}: label value(s) {repeated} appear in more than one channel")
+    if 0 in flat:
+        raise ConfigError(f"{where}: 0 is the background and cannot be a label channel")
+    if activation == "softmax" and hierarchy:
+        raise ConfigError(
+            "dataset.setup_label_hierarchy: nested regions overlap, so they need a sigmoid activation, not softmax"
+        )
+
+
+def n_target_channels(labels: LabelSpec, activation: str) -> int:
+    """Output channels the network needs: one per channel group, plus background under softmax."""
+    return len(labels) + (1 if activation == "softmax" else 0)
+
+
+def encode(label_map: torch.Tensor, groups: Sequence[tuple[int, ...]], background: bool) -> torch.Tensor:
+    """(1, *spatial) label values → (C, *spatial) float one-hot channels; a background channel first if asked."""
+    values = label_map[0] if label_map.shape[0] == 1 else label_map
+    channels = [torch.isin(values, torch.tensor(group, dtype=values.dtype)) for group in groups]
+    if background:
+        channels.insert(0, ~torch.stack(channels).any(0) if channels else torch.ones_like(values, dtype=torch.bool))
+    return torch.stack(channels).to(torch.float32)
+
+
+class LabelsToChannelsd(MapTransform):
+    """Dictionary transform: replace a label map with its channel encoding (see `encode`); keeps MetaTensor meta."""
+
+    def __init__(self, keys: KeysCollection, groups: Sequence[tuple[int, ...]], background: bool = False) -> None:
+        super().__init__(keys)
+        self.groups = [tuple(g) for g in groups]
+        self.background = background
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            label = d[key]
+            encoded = encode(torch.as_tensor(label).round(), self.groups, self.background)
+            if isinstance(label, MetaTensor):
+                encoded = MetaTensor(encoded, meta=label.meta, applied_operations=label.applied_operations)
+            d[key] = encoded
+        return d

@@ -1,0 +1,142 @@
+"""MONAI dictionary-transform chains built from the `dataset` section.
+
+The order follows 3DUnetCNN: load and stack modalities → orientation → label map to channels → foreground crop →
+resize / pad-or-crop to `desired_shape` (or a random patch) → spatial augmentations → normalization → intensity
+augmentations. Everything before the first random transform is deterministic, which is what the caching datasets
+store (see `unet3d.data.datasets`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import asdict
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+from monai import transforms as mt
+
+from unet3d.config.schema import DatasetConfig, NamedSpec, parse_section
+from unet3d.data.labels import LabelsToChannelsd, channel_groups
+from unet3d.errors import ConfigError
+from unet3d.registry import check_kwargs, lookup
+
+IMAGE, LABEL = "image", "label"
+NORMALIZATION_ALIASES = {"zero_mean": "NormalizeIntensityd"}
+SPLIT_BLOCKS = ("training", "validation")
+
+
+def split_dataset_config(dataset: DatasetConfig, raw: dict[str, Any], split: str) -> DatasetConfig:
+    """The dataset config for one split: the top-level keys with the split's block (`dataset.<split>`) on top."""
+    block = (raw or {}).get(split) or {}
+    merged = {k: v for k, v in (raw or {}).items() if k not in SPLIT_BLOCKS}
+    for key in block:
+        if key in SPLIT_BLOCKS or key == "name":
+            raise ConfigError(f"dataset.{split}.{key}: cannot be set per split")
+    merged.update(block)
+    return parse_section(DatasetConfig, merged, f"dataset.{split}") if block else dataset
+
+
+def foreground_above_percentile(image: torch.Tensor, percentile: float) -> torch.Tensor:
+    """Foreground mask for cropping: voxels above the given quantile (0-1) of their channel, in any channel."""
+    flat = torch.as_tensor(image, dtype=torch.float32).reshape(image.shape[0], -1)
+    thresholds = torch.quantile(flat, percentile, dim=1) if flat.shape[1] < 2**24 else _numpy_quantile(flat, percentile)
+    above = torch.as_tensor(image) > thresholds.reshape(-1, *([1] * (image.ndim - 1)))
+    return above.any(0, keepdim=True)
+
+
+def _numpy_quantile(flat: torch.Tensor, percentile: float) -> torch.Tensor:
+    # torch.quantile refuses inputs of more than 2**24 elements per row; numpy has no such limit.
+    return torch.from_numpy(np.quantile(flat.numpy(), percentile, axis=1)).to(torch.float32)
+
+
+def _build(spec: NamedSpec, keys: tuple[str, ...], where: str, label_mode: bool = False) -> mt.MapTransform:
+    cls = lookup("transform", spec.name, f"{where}.name")
+    kwargs = dict(spec.kwargs)
+    check_kwargs(cls, kwargs, where, supplied=("keys",))
+    if label_mode and LABEL in keys and "mode" in inspect.signature(cls).parameters and "mode" not in kwargs:
+        # Interpolate label channels with nearest neighbours so targets stay binary.
+        kwargs["mode"] = tuple("nearest" if key == LABEL else "bilinear" for key in keys)
+    try:
+        return cls(keys=keys, **kwargs)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{where}: {spec.name}: {error}") from None
+
+
+def normalization_transform(dataset: DatasetConfig, where: str = "dataset") -> mt.MapTransform | None:
+    """The image normalization transform, or None when `normalization` is null."""
+    if dataset.normalization is None:
+        return None
+    name = NORMALIZATION_ALIASES.get(dataset.normalization, dataset.normalization)
+    return _build(NamedSpec(name, dataset.normalization_kwargs), (IMAGE,), f"{where}.normalization")
+
+
+def build_transforms(
+    dataset: DatasetConfig,
+    with_label: bool,
+    softmax: bool,
+    augment: bool,
+    where: str = "dataset",
+) -> mt.Compose:
+    """The full chain for one split. `augment` False drops random crops and augmentations (validation, prediction)."""
+    keys = (IMAGE, LABEL) if with_label else (IMAGE,)
+    steps: list[Any] = [
+        mt.LoadImaged(keys, reader=dataset.reader, image_only=True, ensure_channel_first=True),
+        mt.EnsureTyped(keys, dtype=torch.float32, track_meta=True),
+    ]
+    if dataset.orientation:
+        steps.append(mt.Orientationd(keys, axcodes=dataset.orientation, labels=(("L", "R"), ("P", "A"), ("I", "S"))))
+    if with_label:
+        groups = channel_groups(dataset.labels or [], dataset.setup_label_hierarchy)
+        steps.append(LabelsToChannelsd(LABEL, groups, background=softmax))
+    if dataset.crop_foreground:
+        select = partial(foreground_above_percentile, percentile=dataset.foreground_percentile)
+        steps.append(mt.CropForegroundd(keys, source_key=IMAGE, select_fn=select, margin=1, allow_smaller=True))
+    steps.extend(_shape_steps(dataset, keys, augment))
+    if augment:
+        for i, spec in enumerate(dataset.spatial_augmentations):
+            steps.append(_build(spec, keys, f"{where}.spatial_augmentations[{i}]", label_mode=True))
+    normalization = normalization_transform(dataset, where)
+    if normalization is not None:
+        steps.append(normalization)
+    if augment:
+        for i, spec in enumerate(dataset.intensity_augmentations):
+            steps.append(_build(spec, (IMAGE,), f"{where}.intensity_augmentations[{i}]"))
+    steps.append(mt.EnsureTyped(keys, dtype=torch.float32, track_meta=True))
+    return mt.Compose(steps)
+
+
+def _shape_steps(dataset: DatasetConfig, keys: tuple[str, ...], augment: bool) -> list[mt.MapTransform]:
+    shape = dataset.desired_shape
+    if not shape:
+        return []
+    if dataset.random_crop:
+        # Pad first so that every case yields a full patch; without augmentation the whole volume is kept.
+        steps: list[mt.MapTransform] = [mt.SpatialPadd(keys, spatial_size=shape)]
+        if augment:
+            steps.append(mt.RandSpatialCropd(keys, roi_size=shape, random_size=False))
+        return steps
+    if dataset.resample:
+        modes = tuple("nearest" if key == LABEL else "trilinear" if len(shape) == 3 else "bilinear" for key in keys)
+        return [mt.Resized(keys, spatial_size=shape, mode=modes)]
+    return [mt.ResizeWithPadOrCropd(keys, spatial_size=shape)]
+
+
+def preprocessing_fingerprint(dataset: DatasetConfig, softmax: bool) -> dict[str, Any]:
+    """The settings that change the cached (deterministic) part of the chain; a new value means a new cache."""
+    import monai
+
+    keys = (
+        "labels",
+        "setup_label_hierarchy",
+        "desired_shape",
+        "resample",
+        "crop_foreground",
+        "foreground_percentile",
+        "orientation",
+        "random_crop",
+        "reader",
+    )
+    values = asdict(dataset)
+    return {"monai": monai.__version__, "softmax": softmax, **{k: values[k] for k in keys}}

@@ -1,0 +1,48 @@
+"""Build the network named in the `model` section (monai.networks.nets) and check it against the data."""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+
+from unet3d.config.schema import NamedSpec
+from unet3d.errors import ConfigError
+from unet3d.registry import check_kwargs, lookup
+
+
+def check_model_spec(spec: NamedSpec, in_channels: int | None, out_channels: int | None, where: str = "model") -> None:
+    """Name, constructor arguments, and channel counts against the data (when the network takes those arguments)."""
+    cls = lookup("model", spec.name, f"{where}.name")
+    check_kwargs(cls, spec.kwargs, where)
+    given_in = spec.kwargs.get("in_channels")
+    if in_channels is not None and given_in is not None and given_in != in_channels:
+        raise ConfigError(f"{where}.in_channels: is {given_in} but each case has {in_channels} image channel(s)")
+    given_out = spec.kwargs.get("out_channels")
+    if out_channels is not None and given_out is not None and given_out != out_channels:
+        raise ConfigError(f"{where}.out_channels: is {given_out} but the labels and activation need {out_channels}")
+
+
+def spatial_dims(spec: NamedSpec) -> int:
+    """The network's number of spatial dimensions (its `spatial_dims`/`dimensions` argument or default, else 3)."""
+    for key in ("spatial_dims", "dimensions"):
+        if key in spec.kwargs:
+            return int(spec.kwargs[key])
+    parameter = inspect.signature(lookup("model", spec.name, "model.name")).parameters.get("spatial_dims")
+    if parameter is not None and isinstance(parameter.default, int):
+        return parameter.default
+    return 3
+
+
+def build_model(spec: NamedSpec) -> torch.nn.Module:
+    """Instantiate the configured network; constructor errors become ConfigErrors naming the section."""
+    cls = lookup("model", spec.name, "model.name")
+    try:
+        return cls(**spec.kwargs)
+    except (TypeError, ValueError, AssertionError) as error:
+        raise ConfigError(f"model: {spec.name}: {error}") from None
+
+
+def uses_deep_supervision(spec: NamedSpec) -> bool:
+    """True when the network returns extra low-resolution heads while training (DynUNet's deep supervision)."""
+    return bool(spec.kwargs.get("deep_supervision", False))

@@ -1,0 +1,65 @@
+"""Validate a whole experiment before any compute: every name, every constructor argument, the labels, the channel
+counts against the data, and every file of every case. Each stage contributes its own checks; this runs them all.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from unet3d.config.schema import Config
+from unet3d.data.cases import CaseInfo, check_cases
+from unet3d.data.labels import check_label_spec, declared_values, n_target_channels
+from unet3d.data.transforms import SPLIT_BLOCKS, build_transforms, split_dataset_config
+from unet3d.errors import ConfigError
+from unet3d.losses import activation_from_loss, check_loss_spec
+from unet3d.models import check_model_spec, spatial_dims
+from unet3d.optim import check_optim_specs
+from unet3d.registry import check_kwargs, lookup
+
+log = logging.getLogger("unet3d")
+ORIENTATION_CODES = ("LR", "PA", "IS")
+
+
+def check_orientation(code: str | None) -> None:
+    """An axis code such as 'RAS': one letter of each of L/R, P/A, I/S."""
+    if code is None:
+        return
+    letters = code.upper()
+    axes = sorted(next((i for i, pair in enumerate(ORIENTATION_CODES) if c in pair), -1) for c in letters)
+    if len(letters) not in (2, 3) or axes != list(range(len(letters))):
+        raise ConfigError(f"dataset.orientation: {code!r} is not an axis code like 'RAS' or 'LPS'")
+
+
+def check_experiment(config: Config, train: bool = True) -> None:
+    """Everything that can be checked without reading data; raises ConfigError naming the key."""
+    activation = activation_from_loss(config.loss)
+    check_loss_spec(config.loss)
+    check_optim_specs(config.optimizer, config.scheduler)
+    if config.inference is not None:
+        check_kwargs(lookup("inferer", config.inference.name, "inference.name"), config.inference.kwargs, "inference")
+    dataset = config.dataset
+    check_label_spec(dataset.labels, dataset.setup_label_hierarchy, activation)
+    check_orientation(dataset.orientation)
+    dims = spatial_dims(config.model)
+    if dataset.desired_shape is not None and len(dataset.desired_shape) != dims:
+        raise ConfigError(f"dataset.desired_shape: has {len(dataset.desired_shape)} values but the model is {dims}D")
+    if dataset.random_crop and not dataset.desired_shape:
+        raise ConfigError("dataset.random_crop: needs dataset.desired_shape (the patch size)")
+    softmax = activation == "softmax"
+    for split in SPLIT_BLOCKS:
+        split_config = split_dataset_config(dataset, config.raw.get("dataset", {}), split)
+        build_transforms(split_config, with_label=True, softmax=softmax, augment=True, where=f"dataset.{split}")
+    check_model_spec(config.model, in_channels=None, out_channels=n_target_channels(config.labels, activation))
+    if train and not config.groups.get("training"):
+        raise ConfigError("training_filenames: required (a list of cases or a path to a .npy/.json list)")
+
+
+def check_data(config: Config, n_threads: int = 4) -> dict[str, list[CaseInfo]]:
+    """Check every file of every group, and the image channel count against model.in_channels."""
+    labelled = [g for g in ("training", "validation") if g in config.groups]
+    infos = check_cases(config.groups, declared_values(config.labels), spatial_dims(config.model), labelled, n_threads)
+    channels = next((info.n_channels for group in infos.values() for info in group), None)
+    check_model_spec(config.model, in_channels=channels, out_channels=None)
+    n_cases = sum(len(group) for group in infos.values())
+    log.info("checked %d cases in %d file groups: all readable and consistent", n_cases, len(infos))
+    return infos

@@ -1,0 +1,86 @@
+"""Checkpoints: the whole training state, written atomically, read back with ``weights_only=True``.
+
+A checkpoint holds the model, optimizer, scheduler and gradient-scaler states, the epoch it completes, the best
+metric so far, the log rows up to that epoch, the seed and the resolved config. Files are written to a temporary
+name in the same folder, flushed to disk and renamed over the target, so a crash or ``kill -9`` leaves either the old
+or the new file, never half of one. `model.pth` is written last in an epoch and is the commit point of that epoch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unet3d.atomic import atomic_write
+from unet3d.errors import CheckpointError
+
+LAST = "model.pth"
+BEST = "model_best.pth"
+
+
+def epoch_filename(epoch: int) -> str:
+    """Name of the checkpoint kept for `epoch` by save_every_n_epochs / save_last_n_models."""
+    return f"model_epoch{epoch}.pth"
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Atomically save a checkpoint dict (tensors, numbers, strings, lists and dicts only)."""
+    atomic_write(path, lambda handle: torch.save(state, handle))
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint safely (``weights_only=True``: no pickled code runs); a CheckpointError if unusable."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: checkpoint does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises many types for truncated, foreign or unsafe files
+        raise CheckpointError(f"{path}: cannot load checkpoint ({type(error).__name__}: {error})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a checkpoint (expected a dict, got {type(state).__name__})")
+    return state
+
+
+def model_state(state: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The model weights of a unet3d checkpoint, or the dict itself if it is a plain state dict (3DUnetCNN)."""
+    weights = state.get("model", state)
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise CheckpointError("checkpoint holds no model weights")
+    return {k.removeprefix("module."): v for k, v in weights.items()}
+
+
+def load_model_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], source: Path) -> None:
+    """Load weights that must match the model exactly; a CheckpointError saying what differs otherwise."""
+    result = model.state_dict()
+    missing = sorted(set(result) - set(weights))
+    unexpected = sorted(set(weights) - set(result))
+    mismatched = sorted(k for k in set(result) & set(weights) if result[k].shape != weights[k].shape)
+    if missing or unexpected or mismatched:
+        details = []
+        if mismatched:
+            k = mismatched[0]
+            details.append(
+                f"{len(mismatched)} shape mismatch(es), e.g. {k}: {tuple(weights[k].shape)} in the "
+                f"checkpoint vs {tuple(result[k].shape)} in the model"
+            )
+        if missing:
+            details.append(f"{len(missing)} missing, e.g. {missing[0]}")
+        if unexpected:
+            details.append(f"{len(unexpected)} unexpected, e.g. {unexpected[0]}")
+        raise CheckpointError(f"{source}: weights do not fit the configured model ({'; '.join(details)})")
+    model.load_state_dict(weights)
+
+
+def load_pretrained(model: torch.nn.Module, path: Path) -> tuple[list[str], list[str]]:
+    """Initialise from another model's weights where names and shapes match; returns (loaded, skipped) names."""
+    weights = model_state(load_checkpoint(path))
+    own = model.state_dict()
+    loaded = [k for k, v in weights.items() if k in own and own[k].shape == v.shape]
+    skipped = sorted(set(own) - set(loaded))
+    if not loaded:
+        raise CheckpointError(f"{path}: no layer matches the configured model by name and shape")
+    model.load_state_dict({k: weights[k] for k in loaded}, strict=False)
+    return loaded, skipped

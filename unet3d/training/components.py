@@ -1,0 +1,153 @@
+"""Assemble everything a training run needs from a validated config: data loaders, model, loss, optimizer, ..."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from monai.data import Dataset
+from monai.inferers import Inferer, SimpleInferer, SlidingWindowInferer
+from monai.transforms import Compose
+
+from unet3d.config.schema import Config, DatasetConfig
+from unet3d.data.datasets import case_items, fingerprint_dir, make_dataset, make_loader
+from unet3d.data.labels import channel_groups
+from unet3d.data.transforms import build_transforms, preprocessing_fingerprint, split_dataset_config
+from unet3d.errors import ConfigError
+from unet3d.losses import activation_from_loss, build_loss
+from unet3d.models import build_model, uses_deep_supervision
+from unet3d.optim import Scheduler, build_optimizer, build_scheduler
+from unet3d.registry import lookup
+from unet3d.training.environment import Runtime
+
+log = logging.getLogger("unet3d")
+
+
+@dataclass
+class Components:
+    """The objects of one training run. `model` is the bare network (never the DataParallel wrapper)."""
+
+    model: torch.nn.Module
+    network: torch.nn.Module  # what forward passes go through (DataParallel on several GPUs)
+    loss: torch.nn.Module
+    eval_loss: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Scheduler | None
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype | None
+    activation: str
+    channel_names: list[str]
+    train_dataset: Dataset
+    train_transform: Compose
+    train_loader: torch.utils.data.DataLoader
+    val_loader: torch.utils.data.DataLoader | None
+    inferer: Inferer
+    sampler: torch.utils.data.Sampler | None
+
+
+def amp_dtype(amp: bool | str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for `training.amp`, or None; AMP is CUDA-only here and is ignored on the CPU."""
+    if not amp:
+        return None
+    if device.type != "cuda":
+        log.warning("training.amp is ignored on the CPU (full precision)")
+        return None
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def build_inferer(config: Config, dataset: DatasetConfig) -> Inferer:
+    """The configured inferer; by default whole-volume inference, or a Gaussian sliding window over random crops."""
+    if config.inference is not None:
+        cls = lookup("inferer", config.inference.name, "inference.name")
+        try:
+            return cls(**config.inference.kwargs)
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"inference: {config.inference.name}: {error}") from None
+    if dataset.random_crop and dataset.desired_shape:
+        return SlidingWindowInferer(roi_size=dataset.desired_shape, overlap=0.5, mode="gaussian")
+    return SimpleInferer()
+
+
+def cache_settings(config: Config, work_dir: Path) -> tuple[str, Path | None]:
+    """The cache mode ('auto' and the Persistent dataset name mean disk) and the disk cache's root folder."""
+    mode = config.dataset.cache
+    if mode == "auto":
+        mode = "disk"
+    root = Path(config.dataset.cache_dir) if config.dataset.cache_dir else work_dir / "cache"
+    return mode, (root if mode == "disk" else None)
+
+
+def build_dataset(
+    config: Config, split: str, cases_group: str, work_dir: Path, runtime: Runtime, augment: bool
+) -> tuple[Dataset, Compose]:
+    """The dataset of one file group with the split's transforms and the configured caching."""
+    softmax = activation_from_loss(config.loss) == "softmax"
+    dataset_config = split_dataset_config(config.dataset, config.raw.get("dataset", {}), split)
+    transform = build_transforms(
+        dataset_config,
+        with_label=True,
+        softmax=softmax,
+        augment=augment,
+        where=f"dataset.{split}" if dataset_config is not config.dataset else "dataset",
+    )
+    mode, root = cache_settings(config, work_dir)
+    cache_dir = fingerprint_dir(root, preprocessing_fingerprint(dataset_config, softmax)) if root else None
+    items = case_items(config.groups[cases_group], with_label=True)
+    return make_dataset(items, transform, mode, cache_dir, runtime.n_workers), transform
+
+
+def build_components(config: Config, work_dir: Path, runtime: Runtime) -> Components:
+    """Everything `fit` needs, on `runtime.device`."""
+    activation = activation_from_loss(config.loss)
+    groups = channel_groups(config.labels, config.dataset.setup_label_hierarchy)
+    channel_names = ["+".join(map(str, g)) for g in groups]
+    train_dataset, train_transform = build_dataset(config, "training", "training", work_dir, runtime, augment=True)
+    sampler = None
+    samples = config.training.samples_per_epoch
+    if samples is not None:
+        sampler = torch.utils.data.RandomSampler(
+            train_dataset, replacement=samples > len(train_dataset), num_samples=samples
+        )
+    train_loader = make_loader(
+        train_dataset,
+        config.training.batch_size,
+        shuffle=True,
+        n_workers=runtime.n_workers,
+        pin_memory=runtime.pin_memory,
+        sampler=sampler,
+        prefetch_factor=config.training.prefetch_factor,
+    )
+    val_loader = None
+    if config.groups.get("validation"):
+        val_dataset, _ = build_dataset(config, "validation", "validation", work_dir, runtime, augment=False)
+        val_loader = make_loader(
+            val_dataset,
+            config.training.validation_batch_size,
+            shuffle=False,
+            n_workers=runtime.n_workers,
+            pin_memory=runtime.pin_memory,
+            variable_shapes=config.dataset.random_crop or not config.dataset.desired_shape,
+        )
+    model = build_model(config.model).to(runtime.device)
+    network = torch.nn.DataParallel(model) if runtime.n_gpus > 1 else model
+    dtype = amp_dtype(config.training.amp, runtime.device)
+    return Components(
+        model=model,
+        network=network,
+        loss=build_loss(config.loss, deep_supervision=uses_deep_supervision(config.model)),
+        eval_loss=build_loss(config.loss),
+        optimizer=(optimizer := build_optimizer(config.optimizer, model.parameters())),
+        scheduler=build_scheduler(config.scheduler, optimizer),
+        scaler=torch.amp.GradScaler("cuda", enabled=dtype == torch.float16),
+        amp_dtype=dtype,
+        activation=activation,
+        channel_names=channel_names,
+        train_dataset=train_dataset,
+        train_transform=train_transform,
+        train_loader=train_loader,
+        val_loader=val_loader,
+        inferer=build_inferer(config, config.dataset),
+        sampler=sampler,
+    )

@@ -1,0 +1,226 @@
+"""The training loop: `fit` runs epochs of named steps and resumes from the last completed epoch.
+
+Every epoch re-seeds all random number generators from (seed, epoch), so a run that was interrupted and resumed
+draws the same shuffles and augmentations as one that never stopped (bit-identical on the CPU).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.metrics import DiceMetric
+from tqdm import tqdm
+
+from unet3d.config.schema import Config
+from unet3d.errors import CheckpointError
+from unet3d.optim import current_lr, step_scheduler
+from unet3d.training import checkpoint as ckpt
+from unet3d.training.components import Components
+from unet3d.training.environment import seed_everything
+from unet3d.training.history import LOG_FILENAME, write_log
+
+log = logging.getLogger("unet3d")
+
+
+@dataclass
+class TrainingState:
+    """What a checkpoint remembers besides the weights: progress, the best metric, and the log rows."""
+
+    epoch: int = 0
+    best_metric: float = math.inf
+    best_epoch: int = 0
+    seed: int = 0
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch: distinct per epoch, the same on every rerun."""
+    return (seed * 1_000_003 + epoch) % 2**32
+
+
+def _autocast(parts: Components, device: torch.device) -> Any:
+    if parts.amp_dtype is None:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=parts.amp_dtype)
+
+
+def train_one_epoch(parts: Components, device: torch.device, epoch: int, n_epochs: int, passes: int) -> float:
+    """One epoch of optimisation; returns the mean training loss per sample."""
+    parts.network.train()
+    total, count = 0.0, 0
+    start = time.perf_counter()
+    bar = tqdm(
+        total=len(parts.train_loader) * passes,
+        desc=f"epoch {epoch}/{n_epochs}",
+        unit="batch",
+        leave=False,
+        disable=None,
+    )
+    for _ in range(passes):
+        for batch in parts.train_loader:
+            images = batch["image"].to(device, non_blocking=True)
+            target = batch["label"].to(device, non_blocking=True)
+            parts.optimizer.zero_grad(set_to_none=True)
+            with _autocast(parts, device):
+                loss = parts.loss(parts.network(images), target)
+            parts.scaler.scale(loss).backward()
+            parts.scaler.step(parts.optimizer)
+            parts.scaler.update()
+            total += float(loss.detach()) * images.shape[0]
+            count += images.shape[0]
+            bar.update()
+            bar.set_postfix(loss=f"{total / count:.4f}", samples_per_s=f"{count / (time.perf_counter() - start):.1f}")
+    bar.close()
+    if count == 0:
+        raise RuntimeError("the training loader yielded no batch")
+    return total / count
+
+
+def binarize(logits: torch.Tensor, activation: str) -> torch.Tensor:
+    """Network outputs → binary channels: sigmoid > 0.5, or the one-hot arg-max of a softmax."""
+    if activation == "sigmoid":
+        return (logits > 0).to(torch.float32)
+    return torch.nn.functional.one_hot(logits.argmax(1), logits.shape[1]).movedim(-1, 1).to(torch.float32)
+
+
+@torch.no_grad()
+def validate(parts: Components, device: torch.device) -> dict[str, float]:
+    """Mean validation loss per sample and Dice per label channel, in the preprocessed space."""
+    parts.network.eval()
+    softmax = parts.activation == "softmax"
+    dice = DiceMetric(include_background=not softmax, reduction="mean_batch", ignore_empty=False)
+    total, count = 0.0, 0
+    for batch in parts.val_loader:
+        images = batch["image"].to(device, non_blocking=True)
+        target = batch["label"].to(device, non_blocking=True)
+        with _autocast(parts, device):
+            logits = parts.inferer(images, parts.network)
+        logits = logits.float()
+        total += float(parts.eval_loss(logits, target)) * images.shape[0]
+        count += images.shape[0]
+        dice(binarize(logits, parts.activation), target)
+    per_channel = dice.aggregate().cpu().tolist()
+    result = {"val_loss": total / count, "val_dice": sum(per_channel) / len(per_channel)}
+    result.update({f"val_dice_{name}": value for name, value in zip(parts.channel_names, per_channel, strict=True)})
+    return result
+
+
+def checkpoint_state(parts: Components, state: TrainingState, config: Config) -> dict[str, Any]:
+    """The full state to save: weights, optimizer, scheduler, scaler, progress, log rows and config."""
+    return {
+        "model": parts.model.state_dict(),
+        "optimizer": parts.optimizer.state_dict(),
+        "scheduler": parts.scheduler.state_dict() if parts.scheduler is not None else None,
+        "scaler": parts.scaler.state_dict(),
+        "epoch": state.epoch,
+        "best_metric": state.best_metric,
+        "best_epoch": state.best_epoch,
+        "seed": state.seed,
+        "rows": state.rows,
+        "config": config.raw,
+    }
+
+
+def restore(parts: Components, path: Path, device: torch.device) -> TrainingState:
+    """Load a full checkpoint into the components and return the training state it records."""
+    saved = ckpt.load_checkpoint(path, map_location=device)
+    for key in ("model", "optimizer", "epoch", "rows"):
+        if key not in saved:
+            raise CheckpointError(
+                f"{path}: not a unet3d training checkpoint (no {key!r}); "
+                "use --pretrained_model_filename to start from its weights"
+            )
+    ckpt.load_model_weights(parts.model, ckpt.model_state(saved), path)
+    parts.optimizer.load_state_dict(saved["optimizer"])
+    if parts.scheduler is not None and saved.get("scheduler") is not None:
+        parts.scheduler.load_state_dict(saved["scheduler"])
+    if saved.get("scaler"):
+        parts.scaler.load_state_dict(saved["scaler"])
+    return TrainingState(
+        epoch=int(saved["epoch"]),
+        best_metric=float(saved["best_metric"]),
+        best_epoch=int(saved["best_epoch"]),
+        seed=int(saved["seed"]),
+        rows=list(saved["rows"]),
+    )
+
+
+def save_epoch(work_dir: Path, parts: Components, state: TrainingState, config: Config, improved: bool) -> None:
+    """Write this epoch's files; `model.pth` goes last (the commit point), then the log is rewritten from it."""
+    training = config.training
+    payload = checkpoint_state(parts, state, config)
+    if improved and training.save_best:
+        ckpt.save_checkpoint(work_dir / ckpt.BEST, payload)
+    keep_every = training.save_every_n_epochs and state.epoch % training.save_every_n_epochs == 0
+    if keep_every or training.save_last_n_models:
+        ckpt.save_checkpoint(work_dir / ckpt.epoch_filename(state.epoch), payload)
+    ckpt.save_checkpoint(work_dir / ckpt.LAST, payload)
+    write_log(work_dir / LOG_FILENAME, state.rows)
+    if training.save_last_n_models:
+        _prune_epoch_checkpoints(work_dir, state.epoch, training.save_last_n_models, training.save_every_n_epochs)
+
+
+def _prune_epoch_checkpoints(work_dir: Path, epoch: int, keep_last: int, every: int | None) -> None:
+    old = epoch - keep_last
+    if old >= 1 and not (every and old % every == 0):
+        (work_dir / ckpt.epoch_filename(old)).unlink(missing_ok=True)
+
+
+def should_stop(state: TrainingState, patience: int | None) -> bool:
+    """Early stopping: `patience` epochs in a row without a new best monitored metric (never if patience is None)."""
+    return patience is not None and state.epoch - state.best_epoch >= patience
+
+
+def fit(config: Config, parts: Components, work_dir: Path, device: torch.device, seed: int) -> TrainingState:
+    """Train until `training.n_epochs` or early stopping, resuming from `work_dir/model.pth` when present."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    training = config.training
+    state = TrainingState(seed=seed)
+    if (work_dir / ckpt.LAST).exists():
+        state = restore(parts, work_dir / ckpt.LAST, device)
+        write_log(work_dir / LOG_FILENAME, state.rows)
+        log.info("resuming after epoch %d from %s", state.epoch, work_dir / ckpt.LAST)
+    monitor = "val_loss" if parts.val_loader is not None else "loss"
+    if parts.val_loader is None:
+        log.warning("no validation_filenames: the best model and the scheduler follow the training loss")
+    while state.epoch < training.n_epochs and not should_stop(state, training.early_stopping_patience):
+        epoch = state.epoch + 1
+        seed_everything(epoch_seed(state.seed, epoch))
+        parts.train_transform.set_random_state(seed=epoch_seed(state.seed, epoch))
+        started = time.perf_counter()
+        row: dict[str, Any] = {"epoch": epoch, "lr": current_lr(parts.optimizer)}
+        row["loss"] = train_one_epoch(parts, device, epoch, training.n_epochs, training.training_iterations_per_epoch)
+        if parts.val_loader is not None:
+            row.update(validate(parts, device))
+        step_scheduler(parts.scheduler, row[monitor])
+        row["epoch_time"] = time.perf_counter() - started
+        improved = row[monitor] < state.best_metric
+        if improved:
+            state.best_metric, state.best_epoch = row[monitor], epoch
+        state.epoch = epoch
+        state.rows.append(row)
+        save_epoch(work_dir, parts, state, config, improved)
+        log.info(_summary(row, improved))
+    if should_stop(state, training.early_stopping_patience) and state.epoch < training.n_epochs:
+        log.info(
+            "early stopping: no better %s for %d epochs (best epoch %d)",
+            monitor,
+            training.early_stopping_patience,
+            state.best_epoch,
+        )
+    return state
+
+
+def _summary(row: dict[str, Any], improved: bool) -> str:
+    parts = [f"epoch {row['epoch']}", f"loss {row['loss']:.4f}"]
+    if "val_loss" in row:
+        parts += [f"val_loss {row['val_loss']:.4f}", f"val_dice {row['val_dice']:.3f}"]
+    parts += [f"lr {row['lr']:.3g}", f"{row['epoch_time']:.1f}s"]
+    return " | ".join(parts) + (" | best" if improved else "")

@@ -1,0 +1,127 @@
+"""Train one model in one work dir: runtime, seed, saved config, optional warm start, example dump, then `fit`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unet3d.atomic import atomic_write_json
+from unet3d.config.schema import Config
+from unet3d.data.inspect import write_examples
+from unet3d.training import checkpoint as ckpt
+from unet3d.training.components import build_components
+from unet3d.training.environment import banner, resolve_runtime, use_deterministic_algorithms
+from unet3d.training.loop import TrainingState, fit, should_stop
+
+log = logging.getLogger("unet3d")
+CONFIG_FILENAME = "config.json"
+
+
+@dataclass
+class RunOptions:
+    """Settings of a run that are not part of the experiment (where and how it executes)."""
+
+    n_gpus: int | None = None
+    n_workers: int = 0
+    pin_memory: bool = False
+    seed: int | None = None
+    pretrained_model_filename: Path | None = None
+    n_examples: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def work_dir_for(config_path: Path, output_dir: Path | None) -> Path:
+    """`<output_dir>/<config name before its first dot>/`; output_dir defaults to the config's folder."""
+    config_path = Path(config_path).resolve()
+    base = Path(output_dir).resolve() if output_dir is not None else config_path.parent
+    return base / config_path.name.split(".")[0]
+
+
+def is_finished(config: Config, work_dir: Path) -> bool:
+    """True when `work_dir` holds a checkpoint at n_epochs, or one whose run stopped early."""
+    path = work_dir / ckpt.LAST
+    if not path.exists():
+        return False
+    saved = ckpt.load_checkpoint(path)
+    state = TrainingState(epoch=int(saved.get("epoch", 0)), best_epoch=int(saved.get("best_epoch", 0)))
+    return state.epoch >= config.training.n_epochs or should_stop(state, config.training.early_stopping_patience)
+
+
+@contextmanager
+def file_log(path: Path):
+    """Copy the unet3d log into `path` while the block runs."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+def choose_seed(config: Config, options: RunOptions, work_dir: Path) -> int:
+    """--seed, else training.seed, else the seed of the run being resumed, else a fresh random one (logged)."""
+    if options.seed is not None:
+        return options.seed
+    if config.training.seed is not None:
+        return config.training.seed
+    if (work_dir / ckpt.LAST).exists():
+        return int(ckpt.load_checkpoint(work_dir / ckpt.LAST).get("seed", 0))
+    return secrets.randbelow(2**31)
+
+
+def train_model(config: Config, work_dir: Path, options: RunOptions) -> TrainingState:
+    """Train (or resume, or extend) the model of `config` in `work_dir`. The config must have passed preflight."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    with file_log(work_dir / "train.log"):
+        runtime = resolve_runtime(options.n_gpus, options.n_workers, options.pin_memory)
+        seed = choose_seed(config, options, work_dir)
+        use_deterministic_algorithms(config.training.deterministic)
+        torch.manual_seed(seed)
+        log.info(banner(runtime, seed))
+        log.info("work dir: %s", work_dir)
+        atomic_write_json(work_dir / CONFIG_FILENAME, config.raw)
+        parts = build_components(config, work_dir, runtime)
+        fresh = not (work_dir / ckpt.LAST).exists()
+        if fresh and options.pretrained_model_filename is not None:
+            loaded, skipped = ckpt.load_pretrained(parts.model, options.pretrained_model_filename)
+            log.info(
+                "pretrained weights from %s: %d tensors loaded, %d skipped%s",
+                options.pretrained_model_filename,
+                len(loaded),
+                len(skipped),
+                f" ({', '.join(skipped[:5])}{', ...' if len(skipped) > 5 else ''})" if skipped else "",
+            )
+        n_examples = options.n_examples
+        if fresh and n_examples:
+            folder = write_examples(parts.train_dataset, work_dir / "data_loader_testing", n_examples)
+            log.info("wrote %d preprocessed input/target pairs to %s", n_examples, folder)
+        log.info(
+            "training %d cases, validating %d; batch size %d",
+            len(config.groups["training"]),
+            len(config.groups.get("validation", [])),
+            config.training.batch_size,
+        )
+        state = fit(config, parts, work_dir, runtime.device, seed)
+        log.info(
+            "finished after epoch %d; best epoch %d (%s %.4f); results in %s",
+            state.epoch,
+            state.best_epoch,
+            "val_loss" if parts.val_loader is not None else "loss",
+            state.best_metric,
+            work_dir,
+        )
+        return state
+
+
+def read_saved_config(work_dir: Path) -> dict[str, Any]:
+    """The resolved config a run saved in its work dir."""
+    return json.loads((work_dir / CONFIG_FILENAME).read_text())
