@@ -126,6 +126,7 @@ class CrossValidationConfig:
 
     n_folds: int = doc("Number of folds.", 5, minimum=2)
     random_seed: int = doc("Seed of the split.", 25)
+    stratify: str | None = doc("A case key whose values are balanced across folds (e.g. 'site').", None)
 
 
 SECTION_RECORDS: dict[str, type] = {

@@ -28,7 +28,7 @@ def resolve_runtime(n_gpus: int | None, n_workers: int, pin_memory: bool) -> Run
     available = torch.cuda.device_count()
     wanted = available if n_gpus is None else n_gpus
     if wanted > 0 and available == 0:
-        log.warning("no CUDA device is available; training on the CPU")
+        log.info("no CUDA device is available; running on the CPU")
     used = min(wanted, available)
     if wanted > available > 0:
         log.warning("%d GPUs requested but %d available; using %d", wanted, available, used)

@@ -1,0 +1,31 @@
+"""Installs the `unet3d` package and its commands `unet3d-train` and `unet3d-predict`."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+here = Path(__file__).parent
+requirements = [
+    line.strip()
+    for line in (here / "requirements.txt").read_text().splitlines()
+    if line.strip() and not line.startswith("#")
+]
+
+setup(
+    name="unet3d",
+    version="0.1.0",
+    description="Cross-validation experiment runner for 3D (and 2D) medical image segmentation on PyTorch and MONAI",
+    long_description=(here / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["unet3d", "unet3d.*"]),
+    python_requires=">=3.10",
+    install_requires=requirements,
+    extras_require={"test": ["pytest>=7", "ruff"], "scipy": ["scipy"]},
+    entry_points={
+        "console_scripts": [
+            "unet3d-train=unet3d.cli.train:main",
+            "unet3d-predict=unet3d.cli.predict:main",
+        ]
+    },
+    license="MIT",
+)

@@ -1,0 +1,147 @@
+"""`unet3d-train`: train one model, or every fold of a cross-validation, from a JSON config.
+
+Flags follow 3DUnetCNN's train script. Rerunning the same command resumes where it stopped; raising
+`training.n_epochs` extends a finished run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from unet3d.cli.common import EXIT_FAILURE, EXIT_OK, run_command, setup_logging
+from unet3d.errors import ConfigError
+from unet3d.experiment import read_machine_config, run_experiment
+from unet3d.training.run import RunOptions
+
+log = logging.getLogger("unet3d")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="unet3d-train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config_filename", required=True, type=Path, help="experiment config (JSON)")
+    parser.add_argument(
+        "--output_dir",
+        type=Path,
+        help="parent of the work dir <output_dir>/<config name>/ (default: the config's folder)",
+    )
+    parser.add_argument(
+        "--setup_crossval_only",
+        action="store_true",
+        help="validate the data and write splits.json and the fold configs; train nothing",
+    )
+    parser.add_argument(
+        "--fold",
+        type=str,
+        action="append",
+        metavar="K",
+        help="train only these folds (1-based; repeat or give a list such as 1,3)",
+    )
+    parser.add_argument(
+        "--pretrained_model_filename",
+        type=Path,
+        help="initialise a new run from these weights (layers that match by name and shape)",
+    )
+    parser.add_argument("--batch_size", type=int, help="override training.batch_size")
+    parser.add_argument("--seed", type=int, help="random seed (overrides training.seed)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override a config value, JSON-typed (e.g. --set training.n_epochs=50); repeatable",
+    )
+    parser.add_argument("--debug", action="store_true", help="verbose log and third-party warnings")
+    parser.add_argument(
+        "--nthreads", type=int, default=0, help="data loader worker processes (default 0: load in the training process)"
+    )
+    parser.add_argument(
+        "--ngpus",
+        type=int,
+        default=1,
+        help="GPUs to use (default 1; 0 forces the CPU; the CPU is used when no GPU exists)",
+    )
+    parser.add_argument("--pin_memory", action="store_true", help="pin loader memory for faster GPU transfers")
+    parser.add_argument(
+        "--machine_config_filename",
+        type=Path,
+        help="JSON with n_workers, n_gpus, pin_memory (replaces --nthreads/--ngpus/--pin_memory)",
+    )
+    parser.add_argument(
+        "--n_examples",
+        type=int,
+        help="write this many preprocessed input/target pairs to <work dir>/data_loader_testing/",
+    )
+    return parser
+
+
+def parse_overrides(items: Sequence[str], batch_size: int | None) -> dict[str, object]:
+    """`KEY.PATH=VALUE` strings → {dotted key: JSON value (or the raw string if it is not JSON)}."""
+    overrides: dict[str, object] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item}: expected KEY.PATH=VALUE")
+        try:
+            overrides[key] = json.loads(text)
+        except json.JSONDecodeError:
+            overrides[key] = text
+    if batch_size is not None:
+        overrides["training.batch_size"] = batch_size
+    return overrides
+
+
+def parse_folds(values: Sequence[str] | None) -> list[int] | None:
+    """`--fold 1 --fold 3,4` → [1, 3, 4]."""
+    if not values:
+        return None
+    try:
+        return [int(v) for value in values for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--fold: expected fold numbers such as 1 or 1,3, got {values}") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse arguments and run the experiment; returns the exit code (0 ok, 1 failure, 2 bad input)."""
+    args = build_parser().parse_args(argv)
+    setup_logging(args.debug)
+
+    def body() -> int:
+        n_workers, n_gpus, pin_memory = args.nthreads, args.ngpus, args.pin_memory
+        if args.machine_config_filename is not None:
+            machine = read_machine_config(args.machine_config_filename)
+            n_workers = machine.get("n_workers", n_workers)
+            n_gpus = machine.get("n_gpus", n_gpus)
+            pin_memory = machine.get("pin_memory", pin_memory)
+        options = RunOptions(
+            n_gpus=n_gpus,
+            n_workers=n_workers,
+            pin_memory=pin_memory,
+            seed=args.seed,
+            pretrained_model_filename=args.pretrained_model_filename,
+            n_examples=args.n_examples,
+        )
+        result = run_experiment(
+            args.config_filename,
+            args.output_dir,
+            options,
+            overrides=parse_overrides(args.overrides, args.batch_size),
+            folds=parse_folds(args.fold),
+            setup_crossval_only=args.setup_crossval_only,
+        )
+        if result.failed:
+            failed = result.cross_validation.failed
+            log.error("folds %s failed: %s", sorted(failed), "; ".join(f"fold {k}: {m}" for k, m in failed.items()))
+            return EXIT_FAILURE
+        print(f"results in {result.work_dir}")
+        return EXIT_OK
+
+    return run_command(body, debug=args.debug)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,126 @@
+"""Cross-validation as numbered, restartable steps.
+
+1. Split `training_filenames` into folds once (`splits.json`).
+2. Write a self-contained config per fold (`fold{k}.json`: absolute paths, its training and held-out cases).
+3. For each selected fold: skip it if finished, else train it in `fold{k}/` (resuming where it stopped). A failed
+   fold is reported and the others still run.
+4. When every fold has finished, write `cv_summary.csv`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from unet3d.atomic import atomic_write_json
+from unet3d.config.load import load_config
+from unet3d.config.schema import Config
+from unet3d.cv.splits import SPLITS_FILENAME, load_or_make_splits
+from unet3d.cv.summary import format_table, summarize, write_summary
+from unet3d.errors import ConfigError, UserError
+from unet3d.preflight import check_experiment
+from unet3d.training.components import cache_settings
+from unet3d.training.run import RunOptions, is_finished, train_model
+
+log = logging.getLogger("unet3d")
+
+
+@dataclass
+class CrossValidationResult:
+    """What a cross-validation run did, fold by fold."""
+
+    work_dir: Path
+    trained: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)
+    summary_path: Path | None = None
+
+
+def fold_config(
+    raw: dict[str, Any], cases_by_id: dict[str, dict[str, Any]], held_out: Sequence[str], cache_dir: Path | None
+) -> dict[str, Any]:
+    """A fold's config: the experiment without `cross_validation`, with the fold's training and held-out cases."""
+    config = copy.deepcopy(raw)
+    config.pop("cross_validation", None)
+    held = set(held_out)
+    config["training_filenames"] = [case for case_id, case in cases_by_id.items() if case_id not in held]
+    config["validation_filenames"] = [cases_by_id[case_id] for case_id in held_out]
+    if cache_dir is not None:
+        config.setdefault("dataset", {}).setdefault("cache_dir", str(cache_dir))
+    return config
+
+
+def write_fold_configs(config: Config, work_dir: Path) -> list[Path]:
+    """Steps 1-2: `splits.json` (kept if present) and `fold{k}.json` (rewritten from the experiment config)."""
+    assert config.cross_validation is not None
+    cv = config.cross_validation
+    work_dir.mkdir(parents=True, exist_ok=True)
+    cases = config.groups["training"]
+    held_out = load_or_make_splits(work_dir / SPLITS_FILENAME, cases, cv.n_folds, cv.random_seed, cv.stratify)
+    if config.groups.get("validation"):
+        log.warning("validation_filenames is replaced in each fold by the fold's held-out cases")
+    _, cache_root = cache_settings(config, work_dir)
+    cases_by_id = {case.case_id: case.to_json() for case in cases}
+    paths = []
+    for k, fold_ids in enumerate(held_out, start=1):
+        path = work_dir / f"fold{k}.json"
+        atomic_write_json(path, fold_config(config.raw, cases_by_id, fold_ids, cache_root))
+        paths.append(path)
+    log.info(
+        "%d folds of %s held-out cases; split in %s",
+        len(held_out),
+        "/".join(str(len(f)) for f in held_out),
+        work_dir / SPLITS_FILENAME,
+    )
+    return paths
+
+
+def selected_folds(n_folds: int, folds: Sequence[int] | None) -> list[int]:
+    """The 1-based folds to run: all by default; a ConfigError for folds that do not exist."""
+    if not folds:
+        return list(range(1, n_folds + 1))
+    wrong = [k for k in folds if not 1 <= k <= n_folds]
+    if wrong:
+        raise ConfigError(f"--fold: {wrong} not in 1..{n_folds}")
+    return sorted(set(folds))
+
+
+def run_cross_validation(
+    config: Config, work_dir: Path, options: RunOptions, folds: Sequence[int] | None = None
+) -> CrossValidationResult:
+    """Steps 1-4 for the selected folds; returns which folds were trained, skipped or failed."""
+    assert config.cross_validation is not None
+    paths = write_fold_configs(config, work_dir)
+    result = CrossValidationResult(work_dir)
+    for k in selected_folds(len(paths), folds):
+        fold_dir = work_dir / f"fold{k}"
+        try:
+            fold = load_config(paths[k - 1])
+            check_experiment(fold)
+            if is_finished(fold, fold_dir):
+                log.info("fold %d: finished already, skipping", k)
+                result.skipped.append(k)
+                continue
+            log.info("fold %d of %d", k, len(paths))
+            train_model(fold, fold_dir, options)
+            result.trained.append(k)
+        except UserError as error:
+            log.error("fold %d failed: %s", k, error)
+            result.failed[k] = str(error)
+        except Exception as error:  # one broken fold must not cost the others their run
+            log.error("fold %d failed unexpectedly: %s\n%s", k, error, traceback.format_exc())
+            result.failed[k] = f"{type(error).__name__}: {error}"
+    all_folds = list(range(1, len(paths) + 1))
+    unfinished = [k for k in all_folds if not is_finished(load_config(paths[k - 1]), work_dir / f"fold{k}")]
+    table, _ = summarize(work_dir, all_folds)
+    if not unfinished:
+        result.summary_path = write_summary(work_dir, table)
+        log.info("cross-validation summary (%s):\n%s", result.summary_path, format_table(table))
+    else:
+        log.info("folds %s are not finished; cv_summary.csv is written once all %d are", unfinished, len(all_folds))
+    return result

@@ -1,0 +1,64 @@
+"""The cross-validation summary: one row per fold at its best epoch, then the mean and standard deviation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from unet3d.atomic import atomic_write_text
+from unet3d.training.history import LOG_FILENAME, read_log
+
+SUMMARY_FILENAME = "cv_summary.csv"
+
+
+def fold_row(fold: int, fold_dir: Path) -> dict[str, float | int] | None:
+    """The best epoch (lowest val_loss, else loss) of one fold's log, or None if the fold has no epoch yet."""
+    log = read_log(fold_dir / LOG_FILENAME)
+    if log.empty:
+        return None
+    monitor = "val_loss" if "val_loss" in log and log["val_loss"].notna().any() else "loss"
+    best = log.loc[log[monitor].idxmin()]
+    row: dict[str, float | int] = {"fold": fold, "best_epoch": int(best["epoch"]), "epochs": int(log["epoch"].max())}
+    for column in log.columns:
+        if column == "val_loss" or column.startswith("val_dice"):
+            row[column] = float(best[column])
+    row["training_time_s"] = float(log["epoch_time"].sum())
+    return row
+
+
+def summarize(work_dir: Path, folds: Sequence[int]) -> tuple[pd.DataFrame, list[int]]:
+    """The summary table of the folds that have a log, plus mean and sd rows; and the folds still missing."""
+    rows, missing = [], []
+    for fold in folds:
+        row = fold_row(fold, work_dir / f"fold{fold}")
+        if row is None:
+            missing.append(fold)
+        else:
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    if len(rows) > 0:
+        numeric = table.drop(columns=["fold"])
+        stats = pd.DataFrame([numeric.mean(), numeric.std(ddof=1) if len(rows) > 1 else numeric.std(ddof=0)])
+        stats.insert(0, "fold", ["mean", "sd"])
+        table = pd.concat([table.astype({"fold": object}), stats], ignore_index=True)
+    return table, missing
+
+
+def write_summary(work_dir: Path, table: pd.DataFrame) -> Path:
+    """Atomically write `cv_summary.csv` in the CV work dir."""
+    path = work_dir / SUMMARY_FILENAME
+    atomic_write_text(path, table.to_csv(index=False, float_format="%.4f"))
+    return path
+
+
+def format_table(table: pd.DataFrame) -> str:
+    """The summary as an aligned text table for the terminal (counts as integers on the fold rows)."""
+    shown = table.astype(object)
+    for column in ("best_epoch", "epochs"):
+        if column in shown:
+            shown[column] = [
+                f"{v:.0f}" if isinstance(fold, int) else f"{v:.1f}" for fold, v in zip(table["fold"], table[column])
+            ]
+    return shown.to_string(index=False, float_format=lambda v: f"{v:.4f}")

@@ -1,0 +1,80 @@
+"""The library entry point behind `unet3d-train`: load and validate an experiment, then train it, one model or
+every fold of a cross-validation. Usable from Python exactly as from the command line.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from unet3d.config.load import load_config, read_json
+from unet3d.cv.runner import CrossValidationResult, run_cross_validation, write_fold_configs
+from unet3d.errors import ConfigError
+from unet3d.preflight import check_data, check_experiment
+from unet3d.training.loop import TrainingState
+from unet3d.training.run import RunOptions, train_model, work_dir_for
+
+log = logging.getLogger("unet3d")
+MACHINE_KEYS = {"n_workers": int, "n_gpus": int, "pin_memory": bool, "use_multiprocessing": bool}
+
+
+@dataclass
+class ExperimentResult:
+    """The work dir and what ran: a single model's final state, or the cross-validation's per-fold outcome."""
+
+    work_dir: Path
+    state: TrainingState | None = None
+    cross_validation: CrossValidationResult | None = None
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.cross_validation and self.cross_validation.failed)
+
+
+def read_machine_config(path: Path) -> dict[str, Any]:
+    """3DUnetCNN's machine config (n_workers, n_gpus, pin_memory, use_multiprocessing), checked."""
+    data = read_json(Path(path))
+    for key, value in data.items():
+        if key not in MACHINE_KEYS:
+            raise ConfigError(f"{path}: unknown machine config key {key!r} (known: {', '.join(MACHINE_KEYS)})")
+        expected = MACHINE_KEYS[key]
+        if (
+            not isinstance(value, expected)
+            or (expected is int and isinstance(value, bool))
+            or (expected is int and value < 0)
+        ):
+            raise ConfigError(f"{path}: {key} must be a {'non-negative integer' if expected is int else 'boolean'}")
+    return data
+
+
+def run_experiment(
+    config_filename: str | Path,
+    output_dir: str | Path | None = None,
+    options: RunOptions | None = None,
+    overrides: dict[str, Any] | None = None,
+    folds: Sequence[int] | None = None,
+    setup_crossval_only: bool = False,
+) -> ExperimentResult:
+    """Validate everything (config, then every data file), then train. Raises UserError subclasses for bad input."""
+    options = options or RunOptions()
+    config = load_config(config_filename, overrides)
+    check_experiment(config)
+    check_data(config, n_threads=max(2, options.n_workers))
+    work_dir = work_dir_for(Path(config_filename), Path(output_dir) if output_dir else None)
+    if config.cross_validation is None:
+        if folds or setup_crossval_only:
+            raise ConfigError("cross_validation: --fold and --setup_crossval_only need a cross_validation section")
+        return ExperimentResult(work_dir, state=train_model(config, work_dir, options))
+    if setup_crossval_only:
+        paths = write_fold_configs(config, work_dir)
+        log.info(
+            "wrote %d fold configs to %s; train one with: unet3d-train --config_filename %s",
+            len(paths),
+            work_dir,
+            paths[0],
+        )
+        return ExperimentResult(work_dir)
+    return ExperimentResult(work_dir, cross_validation=run_cross_validation(config, work_dir, options, folds))
