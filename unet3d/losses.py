@@ -33,22 +33,31 @@ def check_loss_spec(spec: NamedSpec, where: str = "loss") -> None:
     check_kwargs(lookup("loss", spec.name, f"{where}.name"), spec.kwargs, where)
 
 
-def build_loss(spec: NamedSpec, deep_supervision: bool = False) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def deep_supervision_weights(n_heads: int) -> list[float]:
+    """Head weights halving with each lower resolution and summing to 1 (nnU-Net), so the loss keeps its range."""
+    raw = [0.5**i for i in range(n_heads)]
+    return [w / sum(raw) for w in raw]
+
+
+def build_loss(
+    spec: NamedSpec, deep_supervision_heads: int = 0
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The loss as `loss(prediction, target)`.
 
-    With deep supervision the network returns (B, heads, C, ...) while training; the heads are weighted by MONAI's
-    DeepSupervisionLoss (halving weights, as nnU-Net). In eval mode it returns plain (B, C, ...).
+    With deep supervision (`deep_supervision_heads` > 1) the network returns (B, heads, C, ...) while training; the
+    heads are combined by MONAI's DeepSupervisionLoss with `deep_supervision_weights`. In eval mode the network
+    returns plain (B, C, ...), which gets the plain loss.
     """
     cls = lookup("loss", spec.name, "loss.name")
     try:
         loss = cls(**spec.kwargs)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"loss: {spec.name}: {error}") from None
-    if not deep_supervision:
+    if deep_supervision_heads < 2:
         return loss
     from monai.losses import DeepSupervisionLoss
 
-    supervised = DeepSupervisionLoss(loss, weight_mode="exp")
+    supervised = DeepSupervisionLoss(loss, weights=deep_supervision_weights(deep_supervision_heads))
 
     def deep_supervision_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if prediction.dim() == target.dim() + 1:

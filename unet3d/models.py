@@ -43,6 +43,8 @@ def build_model(spec: NamedSpec) -> torch.nn.Module:
         raise ConfigError(f"model: {spec.name}: {error}") from None
 
 
-def uses_deep_supervision(spec: NamedSpec) -> bool:
-    """True when the network returns extra low-resolution heads while training (DynUNet's deep supervision)."""
-    return bool(spec.kwargs.get("deep_supervision", False))
+def deep_supervision_heads(spec: NamedSpec) -> int:
+    """Outputs the network returns while training: 1, or 1 + deep_supr_num with DynUNet's deep supervision."""
+    if not spec.kwargs.get("deep_supervision", False):
+        return 1
+    return 1 + int(spec.kwargs.get("deep_supr_num", 1))

@@ -134,6 +134,13 @@ def _is_buildable_scheduler(obj: object) -> bool:
     return _is_subclass(_scheduler_base)(obj) and obj.__name__ not in _UNBUILDABLE_SCHEDULERS
 
 
+_VOLUME_INFERERS = {"SimpleInferer", "SlidingWindowInferer", "SlidingWindowInfererAdapt", "SliceInferer"}
+
+
+def _is_safe_inferer(obj: object) -> bool:
+    return _is_subclass(_inferer_base)(obj) and obj.__name__ in _VOLUME_INFERERS
+
+
 def _is_torch_loss(obj: object) -> bool:
     return _is_subclass(_module_base)(obj) and getattr(obj, "__name__", "").endswith("Loss")
 
@@ -146,7 +153,8 @@ NAMESPACES: dict[str, tuple[Namespace, ...]] = {
     ),
     "optimizer": (Namespace(_torch_optim, _is_subclass(_optimizer_base), "torch.optim"),),
     "scheduler": (Namespace(_torch_schedulers, _is_buildable_scheduler, "torch.optim.lr_scheduler"),),
-    "inferer": (Namespace(_monai_inferers, _is_subclass(_inferer_base), "monai.inferers"),),
+    # Only the volume inferers: others (PatchInferer's merger_cls, ...) resolve dotted paths given as strings.
+    "inferer": (Namespace(_monai_inferers, _is_safe_inferer, "monai.inferers"),),
     # Only the intensity, spatial and crop/pad families: the utility and I/O transforms take callables or resolve
     # dotted paths (Lambdad, LoadImaged's reader), which would let a config run arbitrary code.
     "transform": (
@@ -156,6 +164,9 @@ NAMESPACES: dict[str, tuple[Namespace, ...]] = {
         Namespace(_monai_smooth_field_transforms, _is_subclass(_map_transform_base), "monai.transforms (smooth field)"),
     ),
 }
+
+
+_BASE_CLASSES = {"Optimizer", "Inferer", "MapTransform", "LRScheduler", "_Loss"}
 
 
 @cache
@@ -168,7 +179,7 @@ def available(kind: str) -> dict[str, type]:
             if name.startswith("_") or name in table:
                 continue
             obj = getattr(module, name)
-            if namespace.accepts(obj):
+            if namespace.accepts(obj) and not inspect.isabstract(obj) and obj.__name__ not in _BASE_CLASSES:
                 table[name] = obj
     return table
 
@@ -186,7 +197,8 @@ def suggest(name: str, choices: Iterable[str], n: int = 3) -> str:
 def lookup(kind: str, name: object, where: str) -> type:
     """The class named `name` for config slot `kind`; a ConfigError naming `where` otherwise."""
     if not isinstance(name, str) or not name:
-        raise ConfigError(f"{where}: expected a {kind} name (a string), got {name!r}")
+        article = "an" if kind[0] in "aeiou" else "a"
+        raise ConfigError(f"{where}: expected {article} {kind} name (a string), got {name!r}")
     table = available(kind)
     if name in table:
         return table[name]

@@ -69,10 +69,13 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
 
 def load_npy_list(path: Path) -> list[Any]:
     """A file list saved with numpy (3DUnetCNN's `.npy` lists), loaded without allowing arbitrary pickled code."""
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
     try:
         with open(path, "rb") as handle:
             version = np.lib.format.read_magic(handle)
-            _shape, _fortran, dtype = np.lib.format._read_array_header(handle, version)
+            if version not in readers:
+                raise ValueError(f"unsupported .npy format version {version}")
+            _, _, dtype = readers[version](handle)
             if dtype.hasobject:
                 array = _ArrayOnlyUnpickler(io.BytesIO(handle.read())).load()
             else:
@@ -103,14 +106,11 @@ def parse_cases(entries: Any, base: Path, where: str) -> list[Case]:
     """A `*_filenames` value (list of case dicts, or a path to a `.npy`/`.json` list) → cases with absolute paths."""
     if isinstance(entries, str):
         list_path = _resolve(entries, base, where)
-        if list_path.suffix == ".npy":
-            entries = load_npy_list(list_path)
-        elif list_path.suffix == ".json":
-            entries = json.loads(list_path.read_text()) if list_path.exists() else None
-            if entries is None:
-                raise ConfigError(f"{where}: file list {list_path} does not exist")
-        else:
+        if list_path.suffix not in (".npy", ".json"):
             raise ConfigError(f"{where}: a file list must be a .npy or .json file, got {list_path.name}")
+        if not list_path.exists():
+            raise ConfigError(f"{where}: file list {list_path} does not exist")
+        entries = load_npy_list(list_path) if list_path.suffix == ".npy" else _read_json_list(list_path, where)
     if not isinstance(entries, list):
         raise ConfigError(f"{where}: expected a list of cases or a path to a .npy/.json list")
     cases = []
@@ -143,17 +143,25 @@ def parse_cases(entries: Any, base: Path, where: str) -> list[Case]:
                 extra,
             )
         )
-    _disambiguate_ids(cases, where)
+    _disambiguate_ids(cases, [isinstance(e, dict) and e.get("case_id") is not None for e in entries], where)
     return cases
 
 
-def _disambiguate_ids(cases: list[Case], where: str) -> None:
-    """Make case ids unique within a group: collisions of derived ids get their parent folder as a prefix."""
+def _read_json_list(path: Path, where: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ConfigError(f"{where}: cannot read file list {path} ({error})") from None
+
+
+def _disambiguate_ids(cases: list[Case], explicit: list[bool], where: str) -> None:
+    """Make derived case ids unique within a group by prefixing their folder; explicit `case_id`s are kept as given,
+    and a repeated id that cannot be told apart is an error."""
     counts: dict[str, int] = {}
     for case in cases:
         counts[case.case_id] = counts.get(case.case_id, 0) + 1
-    for case in cases:
-        if counts[case.case_id] > 1:
+    for case, given in zip(cases, explicit, strict=True):
+        if counts[case.case_id] > 1 and not given:
             case.case_id = f"{case.images[0].parent.name}_{case.case_id}"
     seen: dict[str, int] = {}
     for index, case in enumerate(cases):

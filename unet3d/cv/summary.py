@@ -59,6 +59,7 @@ def format_table(table: pd.DataFrame) -> str:
     for column in ("best_epoch", "epochs"):
         if column in shown:
             shown[column] = [
-                f"{v:.0f}" if isinstance(fold, int) else f"{v:.1f}" for fold, v in zip(table["fold"], table[column])
+                f"{v:.0f}" if isinstance(fold, int) else f"{v:.1f}"
+                for fold, v in zip(table["fold"], table[column], strict=True)
             ]
     return shown.to_string(index=False, float_format=lambda v: f"{v:.4f}")

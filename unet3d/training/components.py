@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from unet3d.data.labels import channel_groups
 from unet3d.data.transforms import build_transforms, preprocessing_fingerprint, split_dataset_config
 from unet3d.errors import ConfigError
 from unet3d.losses import activation_from_loss, build_loss
-from unet3d.models import build_model, uses_deep_supervision
+from unet3d.models import build_model, deep_supervision_heads
 from unet3d.optim import Scheduler, build_optimizer, build_scheduler
 from unet3d.registry import lookup
 from unet3d.training.environment import Runtime
@@ -31,8 +32,8 @@ class Components:
 
     model: torch.nn.Module
     network: torch.nn.Module  # what forward passes go through (DataParallel on several GPUs)
-    loss: torch.nn.Module
-    eval_loss: torch.nn.Module
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    eval_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     optimizer: torch.optim.Optimizer
     scheduler: Scheduler | None
     scaler: torch.amp.GradScaler
@@ -136,7 +137,7 @@ def build_components(config: Config, work_dir: Path, runtime: Runtime) -> Compon
     return Components(
         model=model,
         network=network,
-        loss=build_loss(config.loss, deep_supervision=uses_deep_supervision(config.model)),
+        loss=build_loss(config.loss, deep_supervision_heads(config.model)),
         eval_loss=build_loss(config.loss),
         optimizer=(optimizer := build_optimizer(config.optimizer, model.parameters())),
         scheduler=build_scheduler(config.scheduler, optimizer),

@@ -1,0 +1,134 @@
+"""`unet3d-train` as a user runs it: a subprocess, its exit code, its messages, its files."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from unet3d.training import checkpoint as ckpt
+from unet3d.training.history import LOG_FILENAME
+
+
+def train(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "unet3d.cli.train", *args], capture_output=True, text=True, cwd=cwd, timeout=timeout
+    )
+
+
+def test_trains_from_another_working_directory_with_relative_data_paths(experiment, tmp_path):
+    config = experiment("cli_ok", n_epochs=2)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = train("--config_filename", str(config), "--seed", "1", cwd=elsewhere)
+    assert result.returncode == 0, result.stderr
+    work = config.parent / "cli_ok"
+    assert f"results in {work}" in result.stdout
+    assert list(pd.read_csv(work / LOG_FILENAME)["epoch"]) == [1, 2]
+    assert (work / "model.pth").exists() and (work / "model_best.pth").exists()
+    assert not list(elsewhere.iterdir()), "nothing may be written to the working directory"
+
+
+def test_bad_config_exits_2_with_one_line_and_no_traceback(experiment, tmp_path):
+    config = experiment("cli_bad", mutate=lambda c: c["training"].update(n_epoch=3))
+    result = train("--config_filename", str(config), "--output_dir", str(tmp_path))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "error: training.n_epoch: unknown key; did you mean 'n_epochs'?"
+    assert not (tmp_path / "cli_bad").exists(), "no work dir before the config is valid"
+
+
+def test_missing_data_file_exits_2_naming_the_file(experiment, tmp_path):
+    def break_path(config):
+        config["training_filenames"][1]["image"][2] = "nowhere/missing_t1ce.nii.gz"
+
+    config = experiment("cli_missing", mutate=break_path)
+    result = train("--config_filename", str(config), "--output_dir", str(tmp_path))
+    assert result.returncode == 2
+    missing = config.parent / "nowhere/missing_t1ce.nii.gz"
+    assert f"error: training_filenames: {missing}: file does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_config_and_bad_machine_config_exit_2(tmp_path):
+    result = train("--config_filename", str(tmp_path / "none.json"))
+    assert result.returncode == 2 and "cannot read config" in result.stderr
+    machine = tmp_path / "machine.json"
+    machine.write_text(json.dumps({"n_gpu": 2}))
+    config = tmp_path / "c.json"
+    config.write_text("{}")
+    result = train("--config_filename", str(config), "--machine_config_filename", str(machine))
+    assert result.returncode == 2 and "unknown machine config key 'n_gpu'" in result.stderr
+
+
+def test_machine_config_and_overrides_are_applied_and_recorded(experiment, tmp_path):
+    machine = tmp_path / "v100.json"
+    machine.write_text(json.dumps({"use_multiprocessing": True, "n_workers": 1, "n_gpus": 2, "pin_memory": False}))
+    config = experiment("cli_machine", n_epochs=1)
+    result = train(
+        "--config_filename",
+        str(config),
+        "--output_dir",
+        str(tmp_path),
+        "--machine_config_filename",
+        str(machine),
+        "--batch_size",
+        "1",
+        "--set",
+        "training.n_epochs=2",
+        "--set",
+        "optimizer.lr=0.005",
+    )
+    assert result.returncode == 0, result.stderr
+    saved = json.loads((tmp_path / "cli_machine/config.json").read_text())
+    assert saved["training"]["batch_size"] == 1 and saved["training"]["n_epochs"] == 2
+    assert saved["optimizer"]["lr"] == 0.005
+    assert "loader workers 1" in result.stderr
+    assert json.loads(config.read_text())["training"]["n_epochs"] == 1, "the user's config file is never modified"
+
+
+def test_kill_9_at_random_moments_then_resume_loses_and_repeats_no_epoch(experiment, tmp_path):
+    n_epochs = 12
+    config = experiment("cli_kill", n_epochs=n_epochs)
+    work = tmp_path / "cli_kill"
+    args = [
+        sys.executable,
+        "-m",
+        "unet3d.cli.train",
+        "--config_filename",
+        str(config),
+        "--output_dir",
+        str(tmp_path),
+        "--seed",
+        "3",
+    ]
+    rng = random.Random(0)
+    for _ in range(3):
+        process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while not (work / LOG_FILENAME).exists() and time.time() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 1.5))
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        epochs = list(pd.read_csv(work / LOG_FILENAME)["epoch"])
+        assert epochs == list(range(1, len(epochs) + 1))
+        assert ckpt.load_checkpoint(work / "model.pth")["epoch"] >= len(epochs) - 0
+    result = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert list(pd.read_csv(work / LOG_FILENAME)["epoch"]) == list(range(1, n_epochs + 1))
+    assert ckpt.load_checkpoint(work / "model.pth")["epoch"] == n_epochs
+    assert not [p for p in work.iterdir() if p.name.endswith(".tmp")], "no temporary file may survive a resume"
+
+
+def test_predict_command_says_it_is_not_built_yet():
+    result = subprocess.run([sys.executable, "-m", "unet3d.cli.predict"], capture_output=True, text=True)
+    assert result.returncode == 1 and "not built yet" in result.stderr

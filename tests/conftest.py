@@ -1,0 +1,73 @@
+"""Shared fixtures: tiny synthetic experiments in the 3DUnetCNN (brats2020) config schema."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from unet3d.data.synthetic import write_dataset
+
+TINY_SHAPE = (16, 20)
+
+
+def tiny_config(entries: list[dict[str, Any]], n_validation: int = 2, **training: Any) -> dict[str, Any]:
+    """A brats2020-schema config sized for a CPU test: 16³ inputs, a 3-level DynUNet with 4-16 filters."""
+    cases = [{"image": list(e["image"]), "label": e["label"]} for e in entries]
+    config: dict[str, Any] = {
+        "model": {
+            "name": "DynUNet",
+            "in_channels": 4,
+            "out_channels": 3,
+            "spatial_dims": 3,
+            "deep_supervision": False,
+            "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2]],
+            "filters": [4, 8, 16],
+            "kernel_size": [[3, 3, 3]] * 3,
+            "upsample_kernel_size": [[2, 2, 2]] * 2,
+        },
+        "optimizer": {"name": "Adam", "lr": 0.01},
+        "loss": {"name": "DiceLoss", "include_background": True, "sigmoid": True},
+        "scheduler": {"name": "ReduceLROnPlateau", "patience": 10, "factor": 0.5, "min_lr": 1e-08},
+        "dataset": {
+            "name": "SegmentationDataset",
+            "desired_shape": [16, 16, 16],
+            "labels": [2, 1, 4],
+            "setup_label_hierarchy": True,
+            "normalization": "NormalizeIntensityD",
+            "normalization_kwargs": {"channel_wise": True, "nonzero": False},
+            "resample": True,
+            "crop_foreground": True,
+            "training": {"spatial_augmentations": [{"name": "RandFlipD", "spatial_axis": 0, "prob": 0.5}]},
+        },
+        "training": {"batch_size": 2, "validation_batch_size": 2, "n_epochs": 2, "save_best": True, **training},
+        "training_filenames": cases[: len(cases) - n_validation] if n_validation else cases,
+    }
+    if n_validation:
+        config["validation_filenames"] = cases[len(cases) - n_validation :]
+    return config
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]]]:
+    """Six labelled 16-20 voxel cases, written once per test session; paths relative to the returned folder."""
+    folder = tmp_path_factory.mktemp("tiny_data")
+    return folder, write_dataset(folder, 6, seed=7, shape_range=TINY_SHAPE)
+
+
+@pytest.fixture
+def experiment(tiny_data: tuple[Path, list[dict[str, Any]]]):
+    """A factory writing a tiny config next to the shared data: experiment(name, **training) → config path."""
+    folder, entries = tiny_data
+
+    def write(name: str = "exp", n_validation: int = 2, mutate=None, **training: Any) -> Path:
+        config = tiny_config(entries, n_validation, **training)
+        if mutate is not None:
+            mutate(config)
+        path = folder / f"{name}.json"
+        path.write_text(json.dumps(config, indent=2))
+        return path
+
+    return write

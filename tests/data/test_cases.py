@@ -1,0 +1,322 @@
+"""Tests for the up-front data checks: unet3d/data/cases.py and unet3d/preflight.py (check_data)."""
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from unet3d.config.load import parse_config
+from unet3d.config.schema import Case
+from unet3d.data.cases import AFFINE_TOLERANCE, CaseInfo, check_case, check_cases
+from unet3d.data.synthetic import write_case
+from unet3d.errors import ConfigError, DataError
+from unet3d.preflight import check_data
+
+SHAPE = (16, 17, 18)
+SPACING = (1.0, 1.5, 2.0)
+BRATS = {0, 1, 2, 4}
+
+
+def new_case(directory: Path, case_id: str = "c0", seed: int = 0, orientation: str = "RAS", **kwargs) -> Case:
+    rng = np.random.default_rng(seed)
+    entry = write_case(directory, case_id, SHAPE, SPACING, rng, orientation=orientation, **kwargs)
+    label = directory / entry["label"] if "label" in entry else None
+    return Case(images=[directory / p for p in entry["image"]], label=label, case_id=case_id)
+
+
+def save(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
+    nib.save(nib.Nifti1Image(data, affine), str(path))
+
+
+def affine_of(path: Path) -> np.ndarray:
+    return nib.load(str(path)).affine
+
+
+def data_error(case: Case, labels=BRATS, **kwargs) -> str:
+    with pytest.raises(DataError) as info:
+        check_case(case, labels, **kwargs)
+    return str(info.value)
+
+
+# --- check_case: one case ------------------------------------------------------------------------------------------
+
+
+def test_good_case_info(tmp_path):
+    case = new_case(tmp_path)
+    info = check_case(case, BRATS)
+    assert isinstance(info, CaseInfo)
+    assert info.case_id == "c0"
+    assert info.n_channels == 4
+    assert info.shape == SHAPE
+    assert info.spacing == pytest.approx(SPACING)
+
+
+def test_good_case_info_with_permuted_orientation(tmp_path):
+    case = new_case(tmp_path, orientation="PSR")
+    info = check_case(case, BRATS)
+    assert info.shape == SHAPE
+    assert info.spacing == pytest.approx(SPACING)
+
+
+def test_four_dimensional_image_adds_its_channels(tmp_path):
+    case = new_case(tmp_path)
+    two = np.random.default_rng(1).random((*SHAPE, 2)).astype(np.float32)
+    save(case.images[1], two, affine_of(case.images[0]))
+    info = check_case(case, BRATS)
+    assert info.n_channels == 5
+    assert info.shape == SHAPE
+
+
+def test_four_dimensional_first_image_adds_its_channels(tmp_path):
+    case = new_case(tmp_path)
+    two = np.random.default_rng(1).random((*SHAPE, 2)).astype(np.float32)
+    save(case.images[0], two, affine_of(case.images[1]))
+    info = check_case(case, BRATS)
+    assert info.n_channels == 5
+    assert info.shape == SHAPE
+
+
+@pytest.mark.parametrize("index", [0, 2, "label"])
+def test_missing_file_is_named(tmp_path, index):
+    case = new_case(tmp_path)
+    path = case.label if index == "label" else case.images[index]
+    path.unlink()
+    message = data_error(case)
+    assert str(path) in message
+    assert "does not exist" in message
+
+
+@pytest.mark.parametrize("index", [0, 3, "label"])
+def test_corrupt_file_is_named(tmp_path, index):
+    case = new_case(tmp_path)
+    path = case.label if index == "label" else case.images[index]
+    path.write_bytes(b"this is not a NIfTI file \x00\x01\x02\xff" * 20)
+    message = data_error(case)
+    assert str(path) in message
+    assert "cannot read" in message
+
+
+def test_shape_mismatch_names_file_and_both_shapes(tmp_path):
+    case = new_case(tmp_path)
+    bad = case.images[2]
+    save(bad, np.zeros((16, 17, 19), np.float32), affine_of(case.images[0]))
+    message = data_error(case)
+    assert str(bad) in message
+    assert "(16, 17, 19)" in message
+    assert str(SHAPE) in message
+
+
+def test_label_shape_mismatch(tmp_path):
+    case = new_case(tmp_path)
+    save(case.label, np.zeros((15, 17, 18), np.uint8), affine_of(case.images[0]))
+    message = data_error(case)
+    assert str(case.label) in message
+    assert "(15, 17, 18)" in message and str(SHAPE) in message
+
+
+@pytest.mark.parametrize("which", ["image", "label"])
+def test_affine_beyond_tolerance_names_the_file(tmp_path, which):
+    case = new_case(tmp_path)
+    path = case.images[1] if which == "image" else case.label
+    image = nib.load(str(path))
+    affine = image.affine.copy()
+    affine[0, 3] += 1.0  # origin shifted by 1 mm
+    save(path, np.asanyarray(image.dataobj), affine)
+    message = data_error(case)
+    assert str(path) in message
+    assert "affine" in message
+
+
+def test_affine_within_tolerance_passes(tmp_path):
+    case = new_case(tmp_path)
+    image = nib.load(str(case.images[3]))
+    affine = image.affine.copy()
+    affine[:3, 3] += 1e-5
+    affine[0, 0] += 1e-5
+    assert 1e-5 < AFFINE_TOLERANCE
+    save(case.images[3], np.asanyarray(image.dataobj), affine)
+    assert not np.array_equal(affine_of(case.images[3]), affine_of(case.images[0]))
+    info = check_case(case, BRATS)
+    assert info.n_channels == 4
+
+
+def test_undeclared_label_values_are_listed(tmp_path):
+    case = new_case(tmp_path)  # synthetic labels are 0, 1, 2, 4
+    message = data_error(case, labels={0, 1})
+    assert str(case.label) in message
+    assert "[2, 4]" in message
+    assert "[0, 1]" in message
+
+
+def test_label_values_not_checked_without_declared_labels(tmp_path):
+    case = new_case(tmp_path)
+    assert check_case(case, None).n_channels == 4
+
+
+def test_non_integer_label_values(tmp_path):
+    case = new_case(tmp_path)
+    data = np.zeros(SHAPE, np.float32)
+    data[4:8, 4:8, 4:8] = 1.0
+    data[9:11, 9:11, 9:11] = 0.5
+    save(case.label, data, affine_of(case.images[0]))
+    message = data_error(case)
+    assert str(case.label) in message
+    assert "non-integer" in message
+    assert "0.5" in message
+
+
+def test_integer_values_stored_as_float_are_fine(tmp_path):
+    case = new_case(tmp_path)
+    data = np.asanyarray(nib.load(str(case.label)).dataobj).astype(np.float32)
+    save(case.label, data, affine_of(case.images[0]))
+    assert check_case(case, BRATS).n_channels == 4
+
+
+def test_missing_label_when_labels_are_required(tmp_path):
+    case = new_case(tmp_path, with_label=False)
+    assert case.label is None
+    message = data_error(case)
+    assert "'c0'" in message
+    assert "label" in message
+    assert check_case(case, BRATS, with_label=False).n_channels == 4
+
+
+# --- check_cases: all groups at once -------------------------------------------------------------------------------
+
+
+def test_check_cases_returns_infos_per_group(tmp_path):
+    training = [new_case(tmp_path, f"t{i}", seed=i) for i in range(3)]
+    test = [new_case(tmp_path, "p0", seed=9, with_label=False)]
+    infos = check_cases({"training": training, "test": test}, BRATS, labelled_groups=("training",))
+    assert [info.case_id for info in infos["training"]] == ["t0", "t1", "t2"]
+    assert [info.case_id for info in infos["test"]] == ["p0"]
+    assert all(info.n_channels == 4 and info.shape == SHAPE for group in infos.values() for info in group)
+
+
+def test_case_without_label_in_training_group(tmp_path):
+    good = new_case(tmp_path, "good", seed=1)
+    unlabelled = new_case(tmp_path, "nolabel", seed=2, with_label=False)
+    with pytest.raises(DataError) as info:
+        check_cases({"training": [good, unlabelled]}, BRATS, labelled_groups=("training",))
+    message = str(info.value)
+    assert message.startswith("training_filenames: ")
+    assert "'nolabel'" in message
+    assert "label" in message
+    assert "good" not in message
+    assert len(message.splitlines()) == 1
+
+
+def test_several_bad_cases_give_one_line_each(tmp_path):
+    ok = new_case(tmp_path, "ok", seed=0)
+    missing = new_case(tmp_path, "missing", seed=1)
+    missing.images[1].unlink()
+    corrupt = new_case(tmp_path, "corrupt", seed=2)
+    corrupt.images[0].write_bytes(b"garbage" * 100)
+    values = new_case(tmp_path, "values", seed=3)
+    unlabelled = new_case(tmp_path, "unlabelled", seed=4, with_label=False)
+    groups = {"training": [ok, missing, corrupt], "validation": [values, unlabelled]}
+    with pytest.raises(DataError) as info:
+        check_cases(groups, {0, 2}, labelled_groups=("training", "validation"))
+    lines = str(info.value).splitlines()
+    assert len(lines) == 5
+    by_case = {
+        "missing": (str(missing.images[1]), "training_filenames: ", "does not exist"),
+        "corrupt": (str(corrupt.images[0]), "training_filenames: ", "cannot read"),
+        "values": (str(values.label), "validation_filenames: ", "[1, 4]"),
+        "unlabelled": ("'unlabelled'", "validation_filenames: ", "label"),
+    }
+    ok_line = [line for line in lines if "/ok/" in line]
+    assert len(ok_line) == 1 and ok_line[0].startswith("training_filenames: ")  # ok has labels 1 and 4 too
+    for needle, prefix, words in by_case.values():
+        matching = [line for line in lines if needle in line]
+        assert len(matching) == 1, (needle, lines)
+        assert matching[0].startswith(prefix)
+        assert words in matching[0]
+
+
+def test_different_channel_counts_across_cases(tmp_path):
+    four = new_case(tmp_path, "four", seed=0)
+    three = new_case(tmp_path, "three", seed=1, n_modalities=3)
+    with pytest.raises(DataError) as info:
+        check_cases({"training": [four, three]}, BRATS, labelled_groups=("training",))
+    assert "[3, 4]" in str(info.value)
+
+
+# --- preflight.check_data ------------------------------------------------------------------------------------------
+
+
+def config_for(directory: Path, entries: list, in_channels: int = 4, labels=(2, 1, 4), **extra):
+    data = {
+        "model": {
+            "name": "UNet",
+            "spatial_dims": 3,
+            "in_channels": in_channels,
+            "out_channels": len(labels),
+            "channels": [4, 8],
+            "strides": [2],
+        },
+        "optimizer": {"name": "Adam", "lr": 1e-3},
+        "loss": {"name": "DiceLoss", "sigmoid": True},
+        "dataset": {"labels": list(labels)},
+        "training_filenames": entries,
+        **extra,
+    }
+    return parse_config(data, base=directory)
+
+
+def write_entries(directory: Path, n: int, prefix: str = "case", **kwargs) -> list[dict]:
+    return [
+        write_case(directory, f"{prefix}_{i}", SHAPE, SPACING, np.random.default_rng(i), orientation="LPS", **kwargs)
+        for i in range(n)
+    ]
+
+
+def test_check_data_passes_on_good_data(tmp_path):
+    config = config_for(tmp_path, write_entries(tmp_path, 2))
+    infos = check_data(config, n_threads=2)
+    assert list(infos) == ["training"]
+    assert [info.case_id for info in infos["training"]] == ["case_0_flair", "case_1_flair"]  # from file names
+    assert all(info.n_channels == 4 and info.shape == SHAPE for info in infos["training"])
+
+
+def test_check_data_in_channels_mismatch(tmp_path):
+    config = config_for(tmp_path, write_entries(tmp_path, 2), in_channels=3)
+    with pytest.raises(ConfigError) as info:
+        check_data(config)
+    message = str(info.value)
+    assert "model.in_channels" in message
+    assert "3" in message and "4" in message
+
+
+def test_check_data_in_channels_counts_4d_images(tmp_path):
+    entries = write_entries(tmp_path, 1)
+    first = tmp_path / entries[0]["image"][0]
+    save(first, np.ones((*SHAPE, 2), np.float32), affine_of(first))
+    assert check_data(config_for(tmp_path, entries, in_channels=5))["training"][0].n_channels == 5
+    with pytest.raises(ConfigError, match=r"model\.in_channels"):
+        check_data(config_for(tmp_path, entries, in_channels=4))
+
+
+def test_check_data_undeclared_labels(tmp_path):
+    entries = write_entries(tmp_path, 1)
+    config = config_for(tmp_path, entries, labels=[1])
+    with pytest.raises(DataError) as info:
+        check_data(config)
+    message = str(info.value)
+    assert message.startswith("training_filenames: ")
+    assert str(tmp_path / entries[0]["label"]) in message
+    assert "[2, 4]" in message
+    assert "[0, 1]" in message
+
+
+def test_check_data_requires_labels_in_validation_but_not_test(tmp_path):
+    labelled = write_entries(tmp_path, 1)
+    unlabelled = write_entries(tmp_path, 1, prefix="other", with_label=False)
+    infos = check_data(config_for(tmp_path, labelled, test_filenames=unlabelled))
+    assert [info.n_channels for info in infos["test"]] == [4]
+    with pytest.raises(DataError) as info:
+        check_data(config_for(tmp_path, labelled, validation_filenames=unlabelled))
+    message = str(info.value)
+    assert message.startswith("validation_filenames: ")
+    assert "other_0_flair" in message

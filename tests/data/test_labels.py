@@ -1,0 +1,152 @@
+"""Tests for label maps ↔ network channels (unet3d/data/labels.py)."""
+
+import pytest
+import torch
+from monai.data import MetaTensor
+
+from unet3d.data.labels import (
+    LabelsToChannelsd,
+    channel_groups,
+    check_label_spec,
+    declared_values,
+    encode,
+    n_target_channels,
+)
+from unet3d.errors import ConfigError
+
+# A (1, 2, 2, 3) label map with every BraTS value (0, 1, 2, 4) in known places.
+LABEL = torch.tensor(
+    [
+        [
+            [[0, 1, 2], [4, 0, 1]],
+            [[2, 2, 4], [0, 4, 1]],
+        ]
+    ]
+)
+
+
+def test_channel_groups_plain():
+    assert channel_groups([2, 1, 4]) == [(2,), (1,), (4,)]
+
+
+def test_channel_groups_hierarchy_brats():
+    assert channel_groups([2, 1, 4], hierarchy=True) == [(2, 1, 4), (1, 4), (4,)]
+
+
+def test_channel_groups_nested():
+    assert channel_groups([[1, 2], 4]) == [(1, 2), (4,)]
+    assert channel_groups([[1, 2], 4], hierarchy=True) == [(1, 2, 4), (4,)]
+    assert channel_groups(((3,), [5, 6])) == [(3,), (5, 6)]
+
+
+def test_declared_values_include_background():
+    assert declared_values([[1, 2], 4]) == {0, 1, 2, 4}
+
+
+def test_encode_hierarchy_exact_channels():
+    out = encode(LABEL, channel_groups([2, 1, 4], hierarchy=True), background=False)
+    values = LABEL[0]
+    assert out.dtype == torch.float32
+    assert out.shape == (3, 2, 2, 3)
+    expected_whole = torch.tensor([[[0, 1, 1], [1, 0, 1]], [[1, 1, 1], [0, 1, 1]]], dtype=torch.float32)
+    expected_core = torch.tensor([[[0, 1, 0], [1, 0, 1]], [[0, 0, 1], [0, 1, 1]]], dtype=torch.float32)
+    expected_enhancing = torch.tensor([[[0, 0, 0], [1, 0, 0]], [[0, 0, 1], [0, 1, 0]]], dtype=torch.float32)
+    assert torch.equal(out[0], expected_whole)
+    assert torch.equal(out[1], expected_core)
+    assert torch.equal(out[2], expected_enhancing)
+    # Cross-check against the definition: channel i is the union of labels[i:].
+    assert torch.equal(out[1], ((values == 1) | (values == 4)).float())
+
+
+def test_encode_softmax_background_first():
+    out = encode(LABEL, channel_groups([[1, 2], 4]), background=True)
+    values = LABEL[0]
+    assert out.shape == (3, 2, 2, 3)
+    expected_background = torch.tensor([[[1, 0, 0], [0, 1, 0]], [[0, 0, 0], [1, 0, 0]]], dtype=torch.float32)
+    assert torch.equal(out[0], expected_background)
+    assert torch.equal(out[1], ((values == 1) | (values == 2)).float())
+    assert torch.equal(out[2], (values == 4).float())
+    # Mutually exclusive and exhaustive: exactly one channel per voxel.
+    assert torch.equal(out.sum(0), torch.ones(2, 2, 3))
+
+
+def test_encode_without_labels_present_is_all_background():
+    out = encode(torch.zeros(1, 2, 2, 2, dtype=torch.int64), [(1,), (2,)], background=True)
+    assert torch.equal(out[0], torch.ones(2, 2, 2))
+    assert out[1:].sum() == 0
+
+
+@pytest.mark.parametrize(
+    ("labels", "hierarchy", "activation", "match"),
+    [
+        ([], False, "sigmoid", "required for training"),
+        (None, False, "sigmoid", "required for training"),
+        ([1, 2, 1], False, "sigmoid", r"\[1\] appear in more than one channel"),
+        ([[1, 2], 2], False, "softmax", r"\[2\] appear in more than one channel"),
+        ([0, 1], False, "sigmoid", "0 is the background"),
+        ([[0, 1], 2], False, "sigmoid", "0 is the background"),
+        ([2, 1, 4], True, "softmax", "setup_label_hierarchy.*sigmoid"),
+    ],
+)
+def test_check_label_spec_errors(labels, hierarchy, activation, match):
+    with pytest.raises(ConfigError, match=match):
+        check_label_spec(labels, hierarchy, activation)
+
+
+@pytest.mark.parametrize(
+    ("labels", "hierarchy", "activation"),
+    [([2, 1, 4], True, "sigmoid"), ([[1, 2], 4], False, "softmax"), ([1], False, "sigmoid")],
+)
+def test_check_label_spec_accepts_valid_specs(labels, hierarchy, activation):
+    check_label_spec(labels, hierarchy, activation)
+
+
+def test_check_label_spec_names_where():
+    with pytest.raises(ConfigError, match=r"^model\.labels:"):
+        check_label_spec([], False, "sigmoid", where="model.labels")
+
+
+@pytest.mark.parametrize(
+    ("labels", "activation", "expected"),
+    [
+        ([2, 1, 4], "sigmoid", 3),
+        ([2, 1, 4], "softmax", 4),
+        ([[1, 2], 4], "sigmoid", 2),
+        ([[1, 2], 4], "softmax", 3),
+        ([1], "softmax", 2),
+    ],
+)
+def test_n_target_channels(labels, activation, expected):
+    assert n_target_channels(labels, activation) == expected
+
+
+def test_n_target_channels_matches_encoding():
+    labels = [[1, 2], 4]
+    out = encode(LABEL, channel_groups(labels), background=True)
+    assert out.shape[0] == n_target_channels(labels, "softmax")
+
+
+def test_labels_to_channels_keeps_meta_tensor_affine():
+    affine = torch.tensor(
+        [[0.0, -2.0, 0.0, 10.0], [1.5, 0.0, 0.0, -4.0], [0.0, 0.0, 3.0, 7.0], [0.0, 0.0, 0.0, 1.0]],
+        dtype=torch.float64,
+    )
+    # Resampled label maps come as floats close to, not at, the label values.
+    label = MetaTensor(LABEL.float() + 0.01 * torch.randn(LABEL.shape).clamp(-1, 1), affine=affine)
+    image = MetaTensor(torch.rand(1, 2, 2, 3), affine=affine)
+    transform = LabelsToChannelsd(keys="label", groups=channel_groups([2, 1, 4], hierarchy=True))
+    result = transform({"image": image, "label": label})
+    out = result["label"]
+    assert isinstance(out, MetaTensor)
+    assert out.shape == (3, 2, 2, 3)
+    assert torch.allclose(out.affine.double(), affine)
+    assert torch.equal(out.as_tensor(), encode(LABEL, channel_groups([2, 1, 4], hierarchy=True), False))
+    assert result["image"] is image  # other keys untouched
+    assert torch.equal(label.affine.double(), affine)  # input not changed
+
+
+def test_labels_to_channels_plain_tensor_with_background():
+    transform = LabelsToChannelsd(keys=["label"], groups=[(1, 2), (4,)], background=True)
+    out = transform({"label": LABEL})["label"]
+    assert not isinstance(out, MetaTensor)
+    assert torch.equal(out, encode(LABEL, [(1, 2), (4,)], True))

@@ -1,0 +1,313 @@
+"""Tests for checkpoints (unet3d/training/checkpoint.py) and atomic writes (unet3d/atomic.py)."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from monai.networks.nets import UNet
+
+from unet3d.atomic import atomic_copy, atomic_write, atomic_write_json, atomic_write_text
+from unet3d.errors import CheckpointError
+from unet3d.training.checkpoint import (
+    load_checkpoint,
+    load_model_weights,
+    load_pretrained,
+    model_state,
+    save_checkpoint,
+)
+
+
+def small_net():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv3d(1, 2, 3), torch.nn.ReLU(), torch.nn.Conv3d(2, 3, 1))
+
+
+def small_unet(out_channels, seed):
+    torch.manual_seed(seed)
+    return UNet(spatial_dims=3, in_channels=1, out_channels=out_channels, channels=(4, 8), strides=(2,))
+
+
+def assert_same(a, b):
+    """Deep equality for the checkpoint value types (tensors compared by value, dtype and shape)."""
+    assert type(a) is type(b)
+    if isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+    elif isinstance(a, dict):
+        assert list(a) == list(b)
+        for key in a:
+            assert_same(a[key], b[key])
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            assert_same(x, y)
+    else:
+        assert a == b
+
+
+# --- save / load ---------------------------------------------------------------------------------------------------
+
+
+def test_round_trip(tmp_path):
+    net = small_net()
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.01)
+    net(torch.rand(1, 1, 4, 4, 4)).sum().backward()
+    optimizer.step()
+    state = {
+        "model": net.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "epoch": 7,
+        "best": 0.125,
+        "seed": None,
+        "rows": [{"epoch": 1, "loss": 0.5, "val_loss": float("inf")}, {"epoch": 2, "loss": 0.25}],
+        "config": {"training": {"n_epochs": 10}, "labels": [[1, 2], 4], "name": "UNet", "amp": False},
+        "int_tensor": torch.arange(6, dtype=torch.int64).reshape(2, 3),
+        "half": torch.tensor([1.5, -2.0], dtype=torch.float16),
+    }
+    path = tmp_path / "sub" / "model.pth"
+    save_checkpoint(path, state)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model.pth"]
+    loaded = load_checkpoint(path)
+    assert_same(loaded, state)
+    # The optimizer state is usable as-is.
+    fresh = torch.optim.Adam(small_net().parameters(), lr=0.5)
+    fresh.load_state_dict(loaded["optimizer"])
+    assert fresh.param_groups[0]["lr"] == 0.01
+
+
+def test_save_overwrites_previous_checkpoint(tmp_path):
+    path = tmp_path / "model.pth"
+    save_checkpoint(path, {"epoch": 1, "w": torch.zeros(2)})
+    save_checkpoint(path, {"epoch": 2, "w": torch.ones(2)})
+    loaded = load_checkpoint(path)
+    assert loaded["epoch"] == 2
+    assert torch.equal(loaded["w"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pth"]
+
+
+def test_missing_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.pth")
+
+
+def _touch(path):
+    Path(path).write_text("code ran")
+
+
+class Payload:
+    """Unpickling an instance calls _touch(marker): a stand-in for arbitrary code in a checkpoint."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return _touch, (self.marker,)
+
+
+class Plain:
+    def __init__(self):
+        self.value = 3
+
+
+def test_pickled_code_is_refused_and_not_run(tmp_path):
+    marker = tmp_path / "marker"
+    path = tmp_path / "evil.pth"
+    torch.save({"model": {"w": torch.ones(1)}, "extra": Payload(marker)}, path)
+    torch.load(path, weights_only=False)  # guard: an unsafe load really would run it
+    assert marker.exists()
+    marker.unlink()
+    with pytest.raises(CheckpointError, match=r"evil\.pth: cannot load checkpoint"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_pickled_custom_object_is_refused(tmp_path):
+    path = tmp_path / "object.pth"
+    torch.save({"epoch": 1, "thing": Plain()}, path)
+    with pytest.raises(CheckpointError, match=r"object\.pth: cannot load checkpoint"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("keep", [0, 10, 0.5])
+def test_truncated_file_is_refused(tmp_path, keep):
+    good = tmp_path / "good.pth"
+    save_checkpoint(good, {"model": small_net().state_dict(), "epoch": 3})
+    data = good.read_bytes()
+    size = int(len(data) * keep) if isinstance(keep, float) else keep
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(data[:size])
+    with pytest.raises(CheckpointError, match=r"bad\.pth: cannot load checkpoint"):
+        load_checkpoint(bad)
+
+
+def test_non_dict_checkpoint_is_refused(tmp_path):
+    path = tmp_path / "list.pth"
+    torch.save([torch.ones(1)], path)
+    with pytest.raises(CheckpointError, match="expected a dict, got list"):
+        load_checkpoint(path)
+
+
+# --- atomic writes -------------------------------------------------------------------------------------------------
+
+
+def test_failed_write_keeps_previous_content_and_leaves_no_temp_file(tmp_path):
+    path = tmp_path / "model.pth"
+    atomic_write_text(path, "old content")
+
+    def writer(handle):
+        handle.write(b"half of the new")
+        handle.flush()
+        raise RuntimeError("disk on fire")
+
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        atomic_write(path, writer)
+    assert path.read_text() == "old content"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pth"]
+
+
+def test_failed_first_write_creates_nothing(tmp_path):
+    def writer(handle):
+        handle.write(b"x")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(tmp_path / "new.json", writer)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_checkpoint_save_keeps_previous_checkpoint(tmp_path):
+    path = tmp_path / "model.pth"
+    save_checkpoint(path, {"epoch": 1})
+    with pytest.raises(Exception):  # noqa: B017 - torch refuses to pickle a lambda
+        save_checkpoint(path, {"epoch": 2, "bad": lambda: None})
+    assert load_checkpoint(path) == {"epoch": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pth"]
+
+
+@pytest.fixture
+def umask():
+    def set_mask(mask):
+        previous = os.umask(mask)
+        restore.append(previous)
+
+    restore = []
+    yield set_mask
+    for previous in reversed(restore):
+        os.umask(previous)
+
+
+@pytest.mark.parametrize(("mask", "mode"), [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])
+def test_written_files_get_normal_permissions(tmp_path, umask, mask, mode):
+    umask(mask)
+    path = tmp_path / "model.pth"
+    save_checkpoint(path, {"epoch": 1})
+    text = tmp_path / "log.json"
+    atomic_write_json(text, {"a": 1})
+    for written in (path, text):
+        assert written.stat().st_mode & 0o777 == mode
+    if mask == 0o022:
+        assert path.stat().st_mode & 0o044 != 0  # readable by group and others, not mkstemp's 0600
+
+
+def test_atomic_helpers_write_expected_content(tmp_path):
+    atomic_write_json(tmp_path / "a" / "b.json", {"x": [1, 2]})
+    assert json.loads((tmp_path / "a" / "b.json").read_text()) == {"x": [1, 2]}
+    assert (tmp_path / "a" / "b.json").read_text().endswith("\n")
+    atomic_copy(tmp_path / "a" / "b.json", tmp_path / "c.json")
+    assert (tmp_path / "c.json").read_bytes() == (tmp_path / "a" / "b.json").read_bytes()
+
+
+# --- model weights -------------------------------------------------------------------------------------------------
+
+
+def test_model_state_strips_data_parallel_prefix():
+    weights = small_net().state_dict()
+    wrapped = {f"module.{k}": v for k, v in weights.items()}
+    result = model_state({"model": wrapped, "epoch": 3, "optimizer": {"state": {}}})
+    assert list(result) == list(weights)
+    for key in weights:
+        assert result[key] is wrapped[f"module.{key}"]
+
+
+def test_model_state_accepts_a_plain_state_dict():
+    weights = small_net().state_dict()
+    assert model_state(dict(weights)) == dict(weights)
+
+
+def test_model_state_only_strips_a_leading_prefix():
+    tensor = torch.ones(1)
+    assert list(model_state({"encoder.module.weight": tensor})) == ["encoder.module.weight"]
+
+
+@pytest.mark.parametrize("state", [{"epoch": 3, "optimizer": {}}, {"model": {"w": [1, 2]}}, {"model": "weights"}])
+def test_model_state_refuses_checkpoints_without_weights(state):
+    with pytest.raises(CheckpointError, match="no model weights"):
+        model_state(state)
+
+
+def test_load_model_weights_exact_match():
+    source, target = small_net(), small_net()
+    with torch.no_grad():
+        for p in source.parameters():
+            p.add_(1.0)
+    load_model_weights(target, source.state_dict(), Path("src.pth"))
+    for key, value in source.state_dict().items():
+        assert torch.equal(target.state_dict()[key], value)
+
+
+def test_load_model_weights_reports_shape_mismatch():
+    target = small_net()
+    weights = dict(target.state_dict())
+    weights["2.weight"] = torch.zeros(5, 2, 1, 1, 1)
+    weights["2.bias"] = torch.zeros(5)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(CheckpointError) as info:
+        load_model_weights(target, weights, Path("ckpt.pth"))
+    message = str(info.value)
+    assert message.startswith("ckpt.pth: weights do not fit")
+    assert "2 shape mismatch(es)" in message
+    assert "2.bias: (5,) in the checkpoint vs (3,) in the model" in message
+    for key, value in target.state_dict().items():
+        assert torch.equal(value, before[key])  # nothing loaded
+
+
+def test_load_model_weights_reports_missing_and_unexpected():
+    target = small_net()
+    weights = dict(target.state_dict())
+    del weights["0.bias"]
+    weights["extra.weight"] = torch.zeros(1)
+    with pytest.raises(CheckpointError) as info:
+        load_model_weights(target, weights, Path("ckpt.pth"))
+    message = str(info.value)
+    assert "1 missing, e.g. 0.bias" in message
+    assert "1 unexpected, e.g. extra.weight" in message
+
+
+def test_load_pretrained_skips_layers_that_do_not_fit(tmp_path):
+    source = small_unet(out_channels=2, seed=1)
+    target = small_unet(out_channels=3, seed=2)
+    initial = {k: v.clone() for k, v in target.state_dict().items()}
+    path = tmp_path / "pretrained.pth"
+    save_checkpoint(path, {"model": {f"module.{k}": v for k, v in source.state_dict().items()}, "epoch": 5})
+
+    loaded, skipped = load_pretrained(target, path)
+
+    own = target.state_dict()
+    source_weights = source.state_dict()
+    different_shape = sorted(k for k in own if own[k].shape != source_weights[k].shape)
+    assert different_shape  # the final layer depends on out_channels
+    assert skipped == different_shape
+    assert sorted(loaded) == sorted(set(own) - set(skipped))
+    assert all(name.startswith("model.2.") for name in skipped)  # only the final (output) layer
+    for key in loaded:
+        assert torch.equal(own[key], source_weights[key])
+    for key in skipped:
+        assert torch.equal(own[key], initial[key])
+
+
+def test_load_pretrained_with_nothing_in_common(tmp_path):
+    path = tmp_path / "other.pth"
+    save_checkpoint(path, {"model": {"unrelated.weight": torch.zeros(3)}})
+    with pytest.raises(CheckpointError, match="no layer matches"):
+        load_pretrained(small_net(), path)
