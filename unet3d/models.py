@@ -23,6 +23,40 @@ def check_model_spec(spec: NamedSpec, in_channels: int | None, out_channels: int
         raise ConfigError(f"{where}.out_channels: is {given_out} but the labels and activation need {out_channels}")
 
 
+def total_downsampling(spec: NamedSpec, dims: int) -> list[int] | None:
+    """Per-axis product of the network's `strides` (DynUNet, UNet, ...), or None when it has no such argument."""
+    strides = spec.kwargs.get("strides")
+    if not isinstance(strides, list) or not strides:
+        return None
+    total = [1] * dims
+    for stride in strides:
+        per_axis = stride if isinstance(stride, list) else [stride] * dims
+        if len(per_axis) != dims or not all(isinstance(s, int) and s > 0 for s in per_axis):
+            return None
+        total = [t * s for t, s in zip(total, per_axis, strict=True)]
+    return total
+
+
+def check_input_shape(spec: NamedSpec, shape: list[int] | None, where: str = "dataset.desired_shape") -> None:
+    """The input shape must be divisible by the total downsampling and leave more than one voxel at the bottom."""
+    if not shape:
+        return
+    total = total_downsampling(spec, len(shape))
+    if total is None:
+        return
+    if any(size % factor for size, factor in zip(shape, total, strict=True)):
+        raise ConfigError(
+            f"{where}: {shape} is not divisible by the model's total downsampling {total} "
+            f"(the product of model.strides)"
+        )
+    bottom = [size // factor for size, factor in zip(shape, total, strict=True)]
+    if all(b == 1 for b in bottom):
+        raise ConfigError(
+            f"{where}: {shape} leaves a 1-voxel bottleneck after the model's total downsampling "
+            f"{total}; use at least {[2 * f for f in total]} or fewer stride-2 levels"
+        )
+
+
 def spatial_dims(spec: NamedSpec) -> int:
     """The network's number of spatial dimensions (its `spatial_dims`/`dimensions` argument or default, else 3)."""
     for key in ("spatial_dims", "dimensions"):

@@ -12,7 +12,7 @@ from unet3d.data.labels import check_label_spec, declared_values, n_target_chann
 from unet3d.data.transforms import SPLIT_BLOCKS, build_transforms, split_dataset_config
 from unet3d.errors import ConfigError
 from unet3d.losses import activation_from_loss, check_loss_spec
-from unet3d.models import check_model_spec, spatial_dims
+from unet3d.models import check_input_shape, check_model_spec, spatial_dims
 from unet3d.optim import check_optim_specs
 from unet3d.registry import check_kwargs, lookup
 
@@ -45,6 +45,7 @@ def check_experiment(config: Config, train: bool = True) -> None:
         raise ConfigError(f"dataset.desired_shape: has {len(dataset.desired_shape)} values but the model is {dims}D")
     if dataset.random_crop and not dataset.desired_shape:
         raise ConfigError("dataset.random_crop: needs dataset.desired_shape (the patch size)")
+    check_input_shape(config.model, dataset.desired_shape)
     softmax = activation == "softmax"
     for split in SPLIT_BLOCKS:
         split_config = split_dataset_config(dataset, config.raw.get("dataset", {}), split)

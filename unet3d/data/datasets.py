@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset
 from monai.data.utils import pad_list_data_collate
-from monai.transforms import Compose
+from monai.transforms import Compose, RandomizableTrait, Transform
 
 from unet3d.config.schema import Case
 
@@ -58,6 +58,31 @@ def fingerprint_dir(cache_root: Path, fingerprint: dict[str, Any]) -> Path:
     return folder
 
 
+def cached_prefix_key(transform: Compose) -> str:
+    """A name for the part of the chain a caching dataset stores: the transforms before the first random one.
+
+    Training (which stops before its augmentations) and validation (which runs through normalization) cache
+    different prefixes of otherwise equal chains, so each gets its own folder.
+    """
+    names = []
+    for step in transform.transforms:
+        if isinstance(step, RandomizableTrait) or not isinstance(step, Transform):
+            break
+        names.append(type(step).__name__)
+    return "steps-" + hashlib.sha256(",".join(names).encode()).hexdigest()[:8]
+
+
+def allow_image_metadata_in_safe_loads() -> None:
+    """Let ``torch.load(weights_only=True)`` read cached MetaTensors: their metadata holds numpy arrays, numpy
+    dtypes and MONAI key enums. These are plain data types (unpickling them runs no user code)."""
+    import numpy as np
+    from monai.utils.enums import MetaKeys, SpaceKeys, TraceKeys
+
+    dtypes = [getattr(np.dtypes, name) for name in dir(np.dtypes) if name.endswith("DType")]
+    reconstruct = np._core.multiarray._reconstruct if hasattr(np, "_core") else np.core.multiarray._reconstruct
+    torch.serialization.add_safe_globals([reconstruct, np.ndarray, np.dtype, *dtypes, TraceKeys, SpaceKeys, MetaKeys])
+
+
 def make_dataset(
     items: list[dict[str, Any]],
     transform: Compose,
@@ -68,7 +93,9 @@ def make_dataset(
     """A MONAI dataset of `items` with the requested caching ('disk' needs `cache_dir`)."""
     if cache == "disk":
         assert cache_dir is not None, "disk cache needs a folder"
-        return PersistentDataset(items, transform, cache_dir=cache_dir, hash_func=file_state_hash)
+        folder = Path(cache_dir) / cached_prefix_key(transform)
+        allow_image_metadata_in_safe_loads()
+        return PersistentDataset(items, transform, cache_dir=folder, hash_func=file_state_hash, track_meta=True)
     if cache == "memory":
         return CacheDataset(items, transform, num_workers=max(1, n_workers), progress=False)
     return Dataset(items, transform)

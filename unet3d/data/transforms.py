@@ -1,8 +1,10 @@
 """MONAI dictionary-transform chains built from the `dataset` section.
 
-The order follows 3DUnetCNN: load and stack modalities → orientation → label map to channels → foreground crop →
-resize / pad-or-crop to `desired_shape` (or a random patch) → spatial augmentations → normalization → intensity
-augmentations. Everything before the first random transform is deterministic, which is what the caching datasets
+The order: load and stack modalities → orientation → foreground crop → resize / pad-or-crop to `desired_shape` (or a
+random patch) → spatial augmentations → label map to channels → normalization → intensity augmentations. Unlike
+3DUnetCNN the label map is encoded after the spatial steps (nearest-neighbour interpolation of a label map gives the
+same channels as of its encoding, and padding stays background). Everything before the first random transform is
+deterministic, which is what the caching datasets
 store (see `unet3d.data.datasets`).
 """
 
@@ -87,9 +89,6 @@ def build_transforms(
     ]
     if dataset.orientation:
         steps.append(mt.Orientationd(keys, axcodes=dataset.orientation, labels=(("L", "R"), ("P", "A"), ("I", "S"))))
-    if with_label:
-        groups = channel_groups(dataset.labels or [], dataset.setup_label_hierarchy)
-        steps.append(LabelsToChannelsd(LABEL, groups, background=softmax))
     if dataset.crop_foreground:
         select = partial(foreground_above_percentile, percentile=dataset.foreground_percentile)
         steps.append(mt.CropForegroundd(keys, source_key=IMAGE, select_fn=select, margin=1, allow_smaller=True))
@@ -97,6 +96,11 @@ def build_transforms(
     if augment:
         for i, spec in enumerate(dataset.spatial_augmentations):
             steps.append(_build(spec, keys, f"{where}.spatial_augmentations[{i}]", label_mode=True))
+    if with_label:
+        # Encoding after every spatial step keeps the label map whole until then: padding adds label 0, which is
+        # background in every encoding (a one-hot background channel padded with 0 would belong to no class).
+        groups = channel_groups(dataset.labels or [], dataset.setup_label_hierarchy)
+        steps.append(LabelsToChannelsd(LABEL, groups, background=softmax))
     normalization = normalization_transform(dataset, where)
     if normalization is not None:
         steps.append(normalization)

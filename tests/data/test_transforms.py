@@ -1,0 +1,628 @@
+"""Tests for the transform chains (unet3d/data/transforms.py) and the datasets and disk cache (datasets.py)."""
+
+import json
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai import transforms as mt
+
+from unet3d.config.load import parse_config
+from unet3d.config.schema import Case, DatasetConfig, NamedSpec
+from unet3d.data.datasets import case_items, file_state_hash, fingerprint_dir, make_dataset
+from unet3d.data.synthetic import write_case, write_dataset
+from unet3d.data.transforms import build_transforms, preprocessing_fingerprint, split_dataset_config
+from unet3d.errors import ConfigError
+
+BRATS = [2, 1, 4]
+
+
+def config(directory: Path, entries: list, loss: dict | None = None, **dataset):
+    data = {
+        "model": {"name": "UNet", "spatial_dims": 3},
+        "optimizer": {"name": "Adam", "lr": 1e-3},
+        "loss": loss or {"name": "DiceLoss", "sigmoid": True},
+        "dataset": dataset,
+        "training_filenames": entries,
+    }
+    return parse_config(data, base=directory)
+
+
+def item_of(directory: Path, entry: dict) -> dict:
+    item = {"image": [str(directory / p) for p in entry["image"]]}
+    if "label" in entry:
+        item["label"] = str(directory / entry["label"])
+    return item
+
+
+def transformed(directory, entry, softmax=False, augment=False, **dataset):
+    dataset_config = config(directory, [entry], **dataset).dataset
+    return build_transforms(dataset_config, with_label="label" in entry, softmax=softmax, augment=augment)(
+        item_of(directory, entry)
+    )
+
+
+def raw_label(directory: Path, entry: dict) -> np.ndarray:
+    return np.asanyarray(nib.load(str(directory / entry["label"])).dataobj)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("transforms")
+    return directory, write_dataset(directory, 2, seed=5, shape_range=(16, 20))
+
+
+def assert_binary(tensor):
+    assert set(torch.unique(torch.as_tensor(tensor)).tolist()) <= {0.0, 1.0}
+
+
+# --- shapes, types and label channels ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("resample", [True, False])
+def test_image_and_label_shapes(data, resample):
+    directory, entries = data
+    out = transformed(
+        directory, entries[0], labels=BRATS, setup_label_hierarchy=True, desired_shape=[12, 14, 18], resample=resample
+    )
+    assert out["image"].shape == (4, 12, 14, 18)
+    assert out["image"].dtype == torch.float32
+    assert out["label"].shape == (3, 12, 14, 18)
+    assert out["label"].dtype == torch.float32
+    assert_binary(out["label"])
+
+
+def test_label_hierarchy_channels_are_nested(data):
+    directory, entries = data
+    out = transformed(
+        directory, entries[1], labels=BRATS, setup_label_hierarchy=True, desired_shape=[16, 16, 16], resample=True
+    )
+    label = out["label"].bool()
+    assert torch.all(label[0] | ~label[1])  # channel 0 ⊇ channel 1
+    assert torch.all(label[1] | ~label[2])  # channel 1 ⊇ channel 2
+    assert label[2].any() and (label[0] & ~label[1]).any()  # not trivially equal
+
+
+def test_label_channels_match_the_label_map(data):
+    directory, entries = data
+    entry = entries[0]
+    values = raw_label(directory, entry)
+    hierarchy = transformed(directory, entry, labels=BRATS, setup_label_hierarchy=True, normalization=None)
+    flat = transformed(directory, entry, labels=BRATS, normalization=None)
+    assert hierarchy["label"].shape == (3, *values.shape)
+    expected_hierarchy = [np.isin(values, [2, 1, 4]), np.isin(values, [1, 4]), values == 4]
+    expected_flat = [values == 2, values == 1, values == 4]
+    for channel in range(3):
+        np.testing.assert_array_equal(hierarchy["label"][channel].numpy().astype(bool), expected_hierarchy[channel])
+        np.testing.assert_array_equal(flat["label"][channel].numpy().astype(bool), expected_flat[channel])
+
+
+def test_nested_label_group_makes_one_channel(data):
+    directory, entries = data
+    values = raw_label(directory, entries[0])
+    out = transformed(directory, entries[0], labels=[[1, 4], 2], normalization=None)
+    assert out["label"].shape == (2, *values.shape)
+    np.testing.assert_array_equal(out["label"][0].numpy().astype(bool), np.isin(values, [1, 4]))
+
+
+def test_without_label(data):
+    directory, entries = data
+    entry = {"image": entries[0]["image"]}
+    out = transformed(directory, entry, labels=BRATS, desired_shape=[16, 16, 16])
+    assert "label" not in out
+    assert out["image"].shape == (4, 16, 16, 16)
+
+
+def test_pad_or_crop_keeps_voxel_values(data):
+    directory, entries = data
+    entry = entries[0]
+    values = raw_label(directory, entry)
+    shape = [s + 4 for s in values.shape]  # pad only
+    out = transformed(directory, entry, labels=[4], desired_shape=shape, resample=False, normalization=None)
+    assert out["label"].shape == (1, *shape)
+    assert int(out["label"].sum()) == int((values == 4).sum())  # padding does not add or lose label voxels
+
+
+@pytest.mark.parametrize("augment", [True, False])
+def test_random_crop(data, augment):
+    directory, entries = data
+    entry = entries[0]
+    original = raw_label(directory, entry).shape
+    desired = [10, 24, 12]  # smaller than the volume on two axes, larger on one
+    out = transformed(directory, entry, augment=augment, labels=BRATS, desired_shape=desired, random_crop=True)
+    expected = tuple(desired) if augment else tuple(max(d, s) for d, s in zip(desired, original, strict=True))
+    assert out["image"].shape == (4, *expected)
+    assert out["label"].shape == (3, *expected)
+
+
+def test_random_crop_patches_vary(data):
+    directory, entries = data
+    dataset_config = config(directory, entries, labels=BRATS, desired_shape=[8, 8, 8], random_crop=True).dataset
+    transform = build_transforms(dataset_config, with_label=True, softmax=False, augment=True)
+    transform.set_random_state(seed=0)
+    patches = [transform(item_of(directory, entries[0]))["image"] for _ in range(6)]
+    assert all(p.shape == (4, 8, 8, 8) for p in patches)
+    assert any(not torch.equal(patches[0], p) for p in patches[1:])
+
+
+def test_softmax_adds_background_channel(data):
+    directory, entries = data
+    out = transformed(directory, entries[1], softmax=True, labels=BRATS, desired_shape=[14, 14, 14], resample=True)
+    label = out["label"]
+    assert label.shape == (4, 14, 14, 14)
+    assert_binary(label)
+    torch.testing.assert_close(label.sum(0), torch.ones(14, 14, 14))
+    assert label[0].any() and label[1:].any()
+
+
+def test_softmax_background_channel_matches_zero_label(data):
+    directory, entries = data
+    values = raw_label(directory, entries[0])
+    out = transformed(directory, entries[0], softmax=True, labels=BRATS, normalization=None)
+    np.testing.assert_array_equal(out["label"][0].numpy().astype(bool), values == 0)
+    torch.testing.assert_close(out["label"].sum(0), torch.ones(values.shape))
+
+
+@pytest.mark.parametrize("shape_keys", [{"resample": False}, {"random_crop": True}], ids=["pad_or_crop", "random_crop"])
+def test_softmax_channels_sum_to_one_in_padding(data, shape_keys):
+    directory, entries = data
+    out = transformed(directory, entries[0], softmax=True, labels=BRATS, desired_shape=[24, 24, 24], **shape_keys)
+    assert out["label"].shape == (4, 24, 24, 24)
+    torch.testing.assert_close(out["label"].sum(0), torch.ones(24, 24, 24))
+
+
+# --- foreground crop and orientation -------------------------------------------------------------------------------
+
+
+def test_crop_foreground_reduces_extent(tmp_path):
+    entry = write_case(tmp_path, "margin", (16, 16, 16), (1.0, 1.0, 1.0), np.random.default_rng(3), orientation="RAS")
+    for path in [*entry["image"], entry["label"]]:
+        image = nib.load(str(tmp_path / path))
+        padded = np.pad(np.asanyarray(image.dataobj), [(6, 6), (2, 9), (0, 5)])
+        nib.save(nib.Nifti1Image(padded, image.affine), str(tmp_path / path))
+    images = np.stack([np.asanyarray(nib.load(str(tmp_path / p)).dataobj) for p in entry["image"]])
+    nonzero = np.argwhere((images != 0).any(0))
+    bounds = nonzero.max(0) - nonzero.min(0) + 1
+    assert images.shape[1:] == (28, 27, 21)
+
+    full = transformed(tmp_path, entry, labels=BRATS)
+    cropped = transformed(tmp_path, entry, labels=BRATS, crop_foreground=True)
+    assert full["image"].shape[1:] == (28, 27, 21)
+    expected = tuple(int(b) + 2 for b in bounds)  # the bounding box plus a margin of one voxel
+    assert cropped["image"].shape[1:] == expected
+    assert cropped["label"].shape[1:] == expected
+    assert all(c < f for c, f in zip(expected, (28, 27, 21), strict=True))
+    assert torch.equal(cropped["label"].sum((1, 2, 3)), full["label"].sum((1, 2, 3)))  # no tumour voxel lost
+
+
+def test_crop_foreground_then_desired_shape(tmp_path):
+    entry = write_case(tmp_path, "c", (16, 18, 16), (1.0, 1.0, 1.0), np.random.default_rng(1), orientation="LAS")
+    out = transformed(tmp_path, entry, labels=BRATS, crop_foreground=True, desired_shape=[12, 12, 12], resample=True)
+    assert out["image"].shape == (4, 12, 12, 12)
+    assert out["label"].shape == (3, 12, 12, 12)
+
+
+def test_orientation_ras_for_lps_input(tmp_path):
+    entry = write_case(tmp_path, "lps", (16, 17, 18), (1.0, 1.2, 1.5), np.random.default_rng(0), orientation="LPS")
+    assert nib.aff2axcodes(nib.load(str(tmp_path / entry["image"][0])).affine) == ("L", "P", "S")
+    unchanged = transformed(tmp_path, entry, labels=BRATS)
+    assert nib.aff2axcodes(unchanged["image"].affine.numpy()) == ("L", "P", "S")
+    out = transformed(tmp_path, entry, labels=BRATS, orientation="RAS", normalization=None)
+    assert nib.aff2axcodes(out["image"].affine.numpy()) == ("R", "A", "S")
+    assert nib.aff2axcodes(out["label"].affine.numpy()) == ("R", "A", "S")
+    assert out["image"].shape == (4, 16, 17, 18)
+    # L→R and P→A flip the first two axes; the label still lines up with the image.
+    values = raw_label(tmp_path, entry)
+    np.testing.assert_array_equal(out["label"][2].numpy().astype(bool), (values == 4)[::-1, ::-1, :])
+
+
+def test_orientation_ras_for_permuted_input(tmp_path):
+    entry = write_case(tmp_path, "psr", (16, 17, 18), (1.0, 1.0, 1.0), np.random.default_rng(0), orientation="PSR")
+    out = transformed(tmp_path, entry, labels=BRATS, orientation="RAS")
+    assert nib.aff2axcodes(out["image"].affine.numpy()) == ("R", "A", "S")
+    assert out["image"].shape == (4, 18, 16, 17)  # voxel axis 2 pointed R, axis 0 P, axis 1 S
+    assert out["label"].shape == (3, 18, 16, 17)
+
+
+# --- normalization -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "normalization",
+    [
+        {"normalization": "zero_mean", "normalization_kwargs": {"channel_wise": True}},
+        {"normalization": "NormalizeIntensityD", "normalization_kwargs": {"channel_wise": True}},
+        {"normalization": "NormalizeIntensityd", "normalization_kwargs": {"channel_wise": True}},
+    ],
+)
+def test_channel_wise_normalization(data, normalization):
+    directory, entries = data
+    out = transformed(directory, entries[0], labels=BRATS, desired_shape=[16, 16, 16], resample=True, **normalization)
+    image = out["image"].as_tensor().reshape(4, -1)
+    torch.testing.assert_close(image.mean(1), torch.zeros(4), atol=1e-4, rtol=0)
+    torch.testing.assert_close(image.std(1, unbiased=False), torch.ones(4), atol=1e-3, rtol=0)
+
+
+def test_default_normalization_is_zero_mean_unit_std(data):
+    directory, entries = data
+    out = transformed(directory, entries[0], labels=BRATS)
+    image = out["image"].as_tensor()
+    assert abs(float(image.mean())) < 1e-4
+    assert abs(float(image.std(unbiased=False)) - 1) < 1e-3
+
+
+def test_no_normalization_keeps_intensities(data):
+    directory, entries = data
+    out = transformed(directory, entries[0], labels=BRATS, normalization=None)
+    first = np.asanyarray(nib.load(str(directory / entries[0]["image"][0])).dataobj)
+    np.testing.assert_allclose(out["image"][0].numpy(), first, rtol=1e-6)
+
+
+def test_unknown_normalization_is_refused(data):
+    directory, entries = data
+    dataset_config = config(directory, entries, labels=BRATS, normalization="ZeroMean").dataset
+    with pytest.raises(ConfigError, match=r"dataset\.normalization"):
+        build_transforms(dataset_config, with_label=True, softmax=False, augment=False)
+
+
+# --- augmentations -------------------------------------------------------------------------------------------------
+
+
+def augmentation_error(directory, entries, where="dataset", **dataset):
+    dataset_config = config(directory, entries, labels=BRATS, **dataset).dataset
+    with pytest.raises(ConfigError) as info:
+        build_transforms(dataset_config, with_label=True, softmax=False, augment=True, where=where)
+    return str(info.value)
+
+
+def test_unknown_augmentation_name(data):
+    directory, entries = data
+    message = augmentation_error(directory, entries, spatial_augmentations=[{"name": "RandFlipp", "prob": 0.5}])
+    assert "dataset.spatial_augmentations[0]" in message
+    assert "RandFlipp" in message
+    assert "RandFlipd" in message  # suggestion
+
+
+def test_unknown_augmentation_kwarg(data):
+    directory, entries = data
+    message = augmentation_error(
+        directory,
+        entries,
+        spatial_augmentations=[{"name": "RandFlipd", "prob": 0.5}, {"name": "RandRotated", "rang_x": 0.3}],
+    )
+    assert "dataset.spatial_augmentations[1].rang_x" in message
+    assert "range_x" in message
+
+
+def test_intensity_augmentation_errors_name_the_path(data):
+    directory, entries = data
+    message = augmentation_error(
+        directory,
+        entries,
+        where="dataset.training",
+        intensity_augmentations=[{"name": "RandGaussianNoised", "prob": 0.5}, {"name": "RandScaleIntensityd"}],
+    )
+    assert "dataset.training.intensity_augmentations[1]" in message
+    assert "factors" in message  # the missing required argument
+    message = augmentation_error(directory, entries, intensity_augmentations=[{"name": "RandFlipd", "keys": ["x"]}])
+    assert "dataset.intensity_augmentations[0].keys" in message
+
+
+def test_code_running_transforms_are_not_available(data):
+    directory, entries = data
+    message = augmentation_error(directory, entries, spatial_augmentations=[{"name": "Lambdad", "func": "print"}])
+    assert "dataset.spatial_augmentations[0]" in message
+    assert "Lambdad" in message
+
+
+def test_augmentations_are_not_checked_or_applied_without_augment(data):
+    directory, entries = data
+    dataset_config = config(
+        directory, entries, labels=BRATS, spatial_augmentations=[{"name": "RandFlipd", "prob": 1.0, "spatial_axis": 0}]
+    ).dataset
+    plain = build_transforms(dataset_config, with_label=True, softmax=False, augment=False)
+    assert not any(isinstance(t, mt.RandFlipd) for t in plain.transforms)
+    augmented = build_transforms(dataset_config, with_label=True, softmax=False, augment=True)
+    assert any(isinstance(t, mt.RandFlipd) for t in augmented.transforms)
+    item = item_of(directory, entries[0])
+    torch.testing.assert_close(augmented(item)["label"].as_tensor(), plain(item)["label"].as_tensor().flip(1))
+
+
+def test_spatial_augmentation_uses_nearest_for_label(data):
+    directory, entries = data
+    augmentation = {"name": "RandRotated", "prob": 1.0, "range_x": 0.6, "range_y": 0.6, "range_z": 0.6}
+    dataset_config = config(
+        directory,
+        entries,
+        labels=BRATS,
+        setup_label_hierarchy=True,
+        desired_shape=[16, 16, 16],
+        resample=True,
+        spatial_augmentations=[augmentation],
+    ).dataset
+    transform = build_transforms(dataset_config, with_label=True, softmax=False, augment=True)
+    transform.set_random_state(seed=1)
+    rotate = next(t for t in transform.transforms if isinstance(t, mt.RandRotated))
+    modes = dict(zip(rotate.keys, rotate.mode, strict=True))
+    assert modes["label"] == "nearest"
+    assert modes["image"] != "nearest"
+    plain = build_transforms(dataset_config, with_label=True, softmax=False, augment=False)
+    item = item_of(directory, entries[0])
+    out = transform(item)
+    assert out["label"].shape == (3, 16, 16, 16)
+    assert_binary(out["label"])
+    assert not torch.equal(out["label"].as_tensor(), plain(item)["label"].as_tensor())  # it did rotate
+    image_values = torch.unique(out["image"]).numel()
+    assert image_values > 100  # the image is interpolated (not nearest)
+
+
+def test_explicit_mode_is_kept(data):
+    directory, entries = data
+    augmentation = {"name": "RandRotated", "prob": 1.0, "range_x": 0.5, "mode": "bilinear"}
+    dataset_config = config(directory, entries, labels=BRATS, spatial_augmentations=[augmentation]).dataset
+    transform = build_transforms(dataset_config, with_label=True, softmax=False, augment=True)
+    rotate = next(t for t in transform.transforms if isinstance(t, mt.RandRotated))
+    assert set(rotate.mode) == {"bilinear"}
+
+
+# --- per-split dataset blocks --------------------------------------------------------------------------------------
+
+
+def test_split_block_overrides_for_that_split_only(data):
+    directory, entries = data
+    flip = {"name": "RandFlipd", "prob": 0.5}
+    parsed = config(
+        directory,
+        entries,
+        labels=BRATS,
+        desired_shape=[16, 16, 16],
+        normalization=None,
+        training={"desired_shape": [8, 8, 8], "spatial_augmentations": [flip]},
+    )
+    raw = parsed.raw["dataset"]
+    training = split_dataset_config(parsed.dataset, raw, "training")
+    validation = split_dataset_config(parsed.dataset, raw, "validation")
+    assert isinstance(training, DatasetConfig)
+    assert training.desired_shape == [8, 8, 8]
+    assert [spec.to_json() for spec in training.spatial_augmentations] == [flip]
+    assert training.labels == BRATS and training.normalization is None  # top-level keys still apply
+    assert validation.desired_shape == [16, 16, 16]
+    assert validation.spatial_augmentations == []
+    assert validation is parsed.dataset  # no block: the dataset section itself
+    assert parsed.dataset.desired_shape == [16, 16, 16]  # not modified
+    out = build_transforms(training, with_label=True, softmax=False, augment=True)(item_of(directory, entries[0]))
+    assert out["image"].shape == (4, 8, 8, 8)
+
+
+def test_validation_block(data):
+    directory, entries = data
+    parsed = config(directory, entries, labels=BRATS, crop_foreground=False, validation={"crop_foreground": True})
+    raw = parsed.raw["dataset"]
+    assert split_dataset_config(parsed.dataset, raw, "validation").crop_foreground is True
+    assert split_dataset_config(parsed.dataset, raw, "training").crop_foreground is False
+
+
+@pytest.mark.parametrize("key", ["name", "training", "validation"])
+def test_split_block_refuses_name_and_nesting(data, key):
+    directory, entries = data
+    value = "SegmentationDatasetPersistent" if key == "name" else {"desired_shape": [8, 8, 8]}
+    parsed = config(directory, entries, labels=BRATS, training={key: value})
+    with pytest.raises(ConfigError) as info:
+        split_dataset_config(parsed.dataset, parsed.raw["dataset"], "training")
+    assert f"dataset.training.{key}" in str(info.value)
+
+
+def test_split_block_unknown_key_names_the_path(data):
+    directory, entries = data
+    parsed = config(directory, entries, labels=BRATS, validation={"desired_shap": [8, 8, 8]})
+    with pytest.raises(ConfigError) as info:
+        split_dataset_config(parsed.dataset, parsed.raw["dataset"], "validation")
+    assert "dataset.validation.desired_shap" in str(info.value)
+    assert "desired_shape" in str(info.value)
+
+
+# --- datasets and the disk cache -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cached(tmp_path):
+    """Three cases, a validation-style transform chain, and its fingerprint folder."""
+    entries = write_dataset(tmp_path / "data", 3, seed=2, shape_range=(16, 18))
+    parsed = config(tmp_path / "data", entries, labels=BRATS, desired_shape=[12, 12, 12], resample=True)
+    transform = build_transforms(parsed.dataset, with_label=True, softmax=False, augment=False)
+    folder = fingerprint_dir(tmp_path / "cache", preprocessing_fingerprint(parsed.dataset, softmax=False))
+    items = case_items(parsed.groups["training"], with_label=True)
+    return parsed, items, transform, folder
+
+
+def cache_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("**/*.pt"))
+
+
+class LoadCounter:
+    """Counts LoadImaged calls (or forbids them)."""
+
+    def __init__(self, monkeypatch, forbid=False):
+        self.calls = []
+        original = mt.LoadImaged.__call__
+        counter = self
+
+        def patched(self, data, *args, **kwargs):
+            counter.calls.append(data["image"][0])
+            if forbid:
+                raise AssertionError(f"NIfTI read for {data['image'][0]}")
+            return original(self, data, *args, **kwargs)
+
+        monkeypatch.setattr(mt.LoadImaged, "__call__", patched)
+
+
+def test_case_items(tmp_path):
+    cases = [Case(images=[tmp_path / "a1", tmp_path / "a2"], label=tmp_path / "s", case_id="a")]
+    assert case_items(cases, with_label=True) == [
+        {"image": [str(tmp_path / "a1"), str(tmp_path / "a2")], "case_id": "a", "label": str(tmp_path / "s")}
+    ]
+    assert case_items(cases, with_label=False) == [
+        {"image": [str(tmp_path / "a1"), str(tmp_path / "a2")], "case_id": "a"}
+    ]
+
+
+@pytest.mark.parametrize("cache", ["none", "memory"])
+def test_uncached_and_memory_datasets_match_the_transform(cached, cache):
+    _, items, transform, _ = cached
+    dataset = make_dataset(items, transform, cache, None)
+    assert len(dataset) == 3
+    for i, item in enumerate(items):
+        torch.testing.assert_close(dataset[i]["image"].as_tensor(), transform(dict(item))["image"].as_tensor())
+
+
+def test_disk_cache_one_file_per_case(cached):
+    _, items, transform, folder = cached
+    dataset = make_dataset(items, transform, "disk", folder)
+    assert cache_files(folder) == []
+    first = [dataset[i] for i in range(len(dataset))]
+    assert len(cache_files(folder)) == 3
+    assert (folder / "preprocessing.json").is_file()
+    for out in first:
+        assert out["image"].shape == (4, 12, 12, 12)
+        assert out["label"].shape == (3, 12, 12, 12)
+
+
+def test_disk_cache_second_pass_reads_no_nifti(cached, monkeypatch):
+    _, items, transform, folder = cached
+    first = [make_dataset(items, transform, "disk", folder)[i] for i in range(3)]
+    counter = LoadCounter(monkeypatch, forbid=True)
+    monkeypatch.setattr(nib, "load", lambda *a, **k: pytest.fail("nibabel.load called"))
+    again = make_dataset(items, build_transforms(cached[0].dataset, True, False, False), "disk", folder)
+    second = [again[i] for i in range(3)]
+    assert counter.calls == []
+    for a, b in zip(first, second, strict=True):
+        torch.testing.assert_close(torch.as_tensor(a["image"]), torch.as_tensor(b["image"]))
+        torch.testing.assert_close(torch.as_tensor(a["label"]), torch.as_tensor(b["label"]))
+        assert b["case_id"] == a["case_id"]
+    assert len(cache_files(folder)) == 3
+
+
+def test_touching_a_file_recomputes_that_case_only(cached, monkeypatch):
+    _, items, transform, folder = cached
+    dataset = make_dataset(items, transform, "disk", folder)
+    for i in range(3):
+        dataset[i]
+    before = set(cache_files(folder))
+    label = Path(items[1]["label"])
+    stat = label.stat()
+    old_keys = [file_state_hash(item) for item in items]
+    os.utime(label, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5 * 10**9))
+    new_keys = [file_state_hash(item) for item in items]
+    assert new_keys[1] != old_keys[1]
+    assert (new_keys[0], new_keys[2]) == (old_keys[0], old_keys[2])
+    counter = LoadCounter(monkeypatch)
+    for i in range(3):
+        dataset[i]
+    assert counter.calls == [items[1]["image"][0]]
+    after = set(cache_files(folder))
+    assert before < after and len(after - before) == 1
+    assert (after - before).pop().stem == file_state_hash(items[1]).decode()
+
+
+def test_disk_cache_runs_random_transforms_after_the_cache(tmp_path, monkeypatch):
+    entries = write_dataset(tmp_path / "data", 1, seed=4, shape_range=(16, 16))
+    parsed = config(tmp_path / "data", entries, labels=BRATS, desired_shape=[8, 8, 8], random_crop=True)
+    transform = build_transforms(parsed.dataset, with_label=True, softmax=False, augment=True)
+    transform.set_random_state(seed=0)
+    folder = fingerprint_dir(tmp_path / "cache", preprocessing_fingerprint(parsed.dataset, softmax=False))
+    dataset = make_dataset(case_items(parsed.groups["training"], True), transform, "disk", folder)
+    dataset[0]
+    LoadCounter(monkeypatch, forbid=True)
+    patches = [dataset[0]["image"] for _ in range(6)]
+    assert all(p.shape == (4, 8, 8, 8) for p in patches)
+    assert any(not torch.equal(torch.as_tensor(patches[0]), torch.as_tensor(p)) for p in patches[1:])
+
+
+def test_disk_cached_item_keeps_its_affine(cached):
+    _, items, transform, folder = cached
+    first = make_dataset(items, transform, "disk", folder)[0]
+    second = make_dataset(items, transform, "disk", folder)[0]
+    assert hasattr(first["image"], "affine")
+    assert hasattr(second["image"], "affine")
+    torch.testing.assert_close(second["image"].affine, first["image"].affine)
+
+
+# --- fingerprints --------------------------------------------------------------------------------------------------
+
+
+def test_fingerprint_depends_on_preprocessing_settings(tmp_path):
+    a = DatasetConfig(labels=BRATS, desired_shape=[16, 16, 16])
+    b = DatasetConfig(labels=BRATS, desired_shape=[12, 16, 16])
+    fa, fb = preprocessing_fingerprint(a, softmax=False), preprocessing_fingerprint(b, softmax=False)
+    assert fa != fb
+    assert fingerprint_dir(tmp_path, fa) != fingerprint_dir(tmp_path, fb)
+    assert fingerprint_dir(tmp_path, fa) != fingerprint_dir(tmp_path, preprocessing_fingerprint(a, softmax=True))
+    c = DatasetConfig(labels=BRATS, desired_shape=[16, 16, 16], orientation="RAS")
+    assert fingerprint_dir(tmp_path, preprocessing_fingerprint(c, False)) != fingerprint_dir(tmp_path, fa)
+
+
+def test_fingerprint_ignores_augmentations(tmp_path):
+    a = DatasetConfig(labels=BRATS, desired_shape=[16, 16, 16])
+    b = DatasetConfig(
+        labels=BRATS,
+        desired_shape=[16, 16, 16],
+        spatial_augmentations=[NamedSpec("RandFlipd", {"prob": 0.5})],
+        intensity_augmentations=[NamedSpec("RandGaussianNoised", {"prob": 0.1})],
+    )
+    fa, fb = preprocessing_fingerprint(a, softmax=False), preprocessing_fingerprint(b, softmax=False)
+    assert fa == fb
+    assert fingerprint_dir(tmp_path, fa) == fingerprint_dir(tmp_path, fb)
+
+
+def test_fingerprint_dir_writes_preprocessing_json(tmp_path):
+    fingerprint = preprocessing_fingerprint(DatasetConfig(labels=BRATS, desired_shape=[16, 16, 16]), softmax=True)
+    folder = fingerprint_dir(tmp_path / "cache", fingerprint)
+    assert folder.parent == tmp_path / "cache"
+    saved = json.loads((folder / "preprocessing.json").read_text())
+    assert saved == json.loads(json.dumps(fingerprint))
+    assert saved["desired_shape"] == [16, 16, 16]
+    assert saved["softmax"] is True
+    assert fingerprint_dir(tmp_path / "cache", fingerprint) == folder  # stable
+    assert [p.name for p in folder.iterdir()] == ["preprocessing.json"]
+
+
+def test_normalization_change_does_not_reuse_the_cache(tmp_path):
+    entries = write_dataset(tmp_path / "data", 1, seed=1, shape_range=(16, 16))
+    root = tmp_path / "cache"
+    outputs = []
+    for normalization in ("zero_mean", None):
+        parsed = config(tmp_path / "data", entries, labels=BRATS, normalization=normalization)
+        transform = build_transforms(parsed.dataset, with_label=True, softmax=False, augment=False)
+        folder = fingerprint_dir(root, preprocessing_fingerprint(parsed.dataset, softmax=False))
+        item = case_items(parsed.groups["training"], True)[0]
+        outputs.append((make_dataset([item], transform, "disk", folder)[0], transform(dict(item))))
+    for cached_item, fresh in outputs:
+        torch.testing.assert_close(torch.as_tensor(cached_item["image"]), fresh["image"].as_tensor())
+
+
+def test_training_and_validation_caches_do_not_mix(tmp_path):
+    entries = write_dataset(tmp_path / "data", 1, seed=1, shape_range=(16, 16))
+    flip = {"name": "RandFlipd", "prob": 0.5}
+    parsed = config(tmp_path / "data", entries, labels=BRATS, training={"spatial_augmentations": [flip]})
+    raw = parsed.raw["dataset"]
+    training = split_dataset_config(parsed.dataset, raw, "training")
+    validation = split_dataset_config(parsed.dataset, raw, "validation")
+    root = tmp_path / "cache"
+    item = case_items(parsed.groups["training"], True)[0]
+    train_set = make_dataset(
+        [item],
+        build_transforms(training, True, False, True),
+        "disk",
+        fingerprint_dir(root, preprocessing_fingerprint(training, False)),
+    )
+    val_transform = build_transforms(validation, True, False, False)
+    val_set = make_dataset(
+        [item], val_transform, "disk", fingerprint_dir(root, preprocessing_fingerprint(validation, False))
+    )
+    train_set[0]  # a training epoch fills the cache first (fold k trains on a case that fold k+1 validates on)
+    image = torch.as_tensor(val_set[0]["image"])
+    torch.testing.assert_close(image, val_transform(dict(item))["image"].as_tensor())
+    assert abs(float(image.mean())) < 1e-4  # normalized
