@@ -12,6 +12,7 @@ from typing import Any
 
 from unet3d.config.load import load_config, read_json
 from unet3d.cv.runner import CrossValidationResult, run_cross_validation, write_fold_configs
+from unet3d.cv.slurm import write_launch_scripts
 from unet3d.errors import ConfigError
 from unet3d.preflight import check_data, check_experiment
 from unet3d.training.loop import TrainingState
@@ -70,10 +71,14 @@ def run_experiment(
         return ExperimentResult(work_dir, state=train_model(config, work_dir, options))
     if setup_crossval_only:
         paths = write_fold_configs(config, work_dir)
+        sbatch, shell = write_launch_scripts(work_dir, len(paths), config.cluster, work_dir.name)
         log.info(
-            "wrote %d fold configs to %s; train one with: unet3d-train --config_filename %s",
+            "wrote %d fold configs to %s\n  on SLURM:  sbatch %s\n  elsewhere: bash %s [FOLD ...]\n"
+            "  one fold:  unet3d-train --config_filename %s",
             len(paths),
             work_dir,
+            sbatch,
+            shell,
             paths[0],
         )
         return ExperimentResult(work_dir)

@@ -204,6 +204,7 @@ def parse_config(data: dict[str, Any], base: Path, source: Path | None = None) -
         cross_validation = parse_section(CrossValidationConfig, raw["cross_validation"], "cross_validation")
     dataset = parse_section(SECTION_RECORDS["dataset"], data.get("dataset", {}), "dataset")
     training = parse_section(SECTION_RECORDS["training"], data.get("training", {}), "training")
+    cluster = parse_section(SECTION_RECORDS["cluster"], data.get("cluster") or {}, "cluster")
     groups = {
         key[: -len("_filenames")]: parse_cases(value, base, key)
         for key, value in data.items()
@@ -219,6 +220,7 @@ def parse_config(data: dict[str, Any], base: Path, source: Path | None = None) -
         dataset=dataset,
         training=training,
         cross_validation=cross_validation,
+        cluster=cluster,
         groups=groups,
         source=source,
         raw=raw,

@@ -129,10 +129,29 @@ class CrossValidationConfig:
     stratify: str | None = doc("A case key whose values are balanced across folds (e.g. 'site').", None)
 
 
+@dataclass
+class ClusterConfig:
+    """The `cluster` section: resources of the SLURM array job written by --setup_crossval_only."""
+
+    gpus: int = doc("GPUs per fold task (--gres=gpu:N); 0 for CPU-only tasks.", 1, minimum=0)
+    cpus: int = doc("CPUs per fold task; loader workers = cpus - 1.", 8, minimum=1)
+    mem: str = doc("Memory per fold task, in SLURM's notation.", "32G")
+    time: str = doc("Time limit per fold task (D-HH:MM:SS); a cut-off fold resumes when rerun.", "2-00:00:00")
+    partition: str | None = doc("SLURM partition (null: the cluster's default).", None)
+    account: str | None = doc("SLURM account to charge (null: your default).", None)
+    requeue_on_timeout: bool = doc("Requeue a fold task shortly before its time limit so it resumes by itself.", True)
+    requeue_signal_seconds: int = doc("How long before the time limit the requeue signal comes.", 300, minimum=30)
+    sbatch_options: list[str] = doc("Extra #SBATCH options, e.g. ['--qos=long', '--constraint=a100'].", [])
+    setup: list[str] = doc(
+        "Shell lines run before training, e.g. ['module load cuda', 'source venv/bin/activate'].", []
+    )
+
+
 SECTION_RECORDS: dict[str, type] = {
     "dataset": DatasetConfig,
     "training": TrainingConfig,
     "cross_validation": CrossValidationConfig,
+    "cluster": ClusterConfig,
 }
 NAMED_SECTIONS: dict[str, str] = {
     "model": "Network from monai.networks.nets: `name` plus its constructor arguments.",
@@ -267,6 +286,7 @@ class Config:
     scheduler: NamedSpec | None = None
     inference: NamedSpec | None = None
     cross_validation: CrossValidationConfig | None = None
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     groups: dict[str, list[Case]] = field(default_factory=dict)
     source: Path | None = None
     raw: dict[str, Any] = field(default_factory=dict)

@@ -90,6 +90,13 @@ def selected_folds(n_folds: int, folds: Sequence[int] | None) -> list[int]:
     return sorted(set(folds))
 
 
+def _finished(config_path: Path, fold_dir: Path) -> bool:
+    try:
+        return is_finished(load_config(config_path), fold_dir)
+    except UserError:
+        return False
+
+
 def run_cross_validation(
     config: Config, work_dir: Path, options: RunOptions, folds: Sequence[int] | None = None
 ) -> CrossValidationResult:
@@ -116,7 +123,7 @@ def run_cross_validation(
             log.error("fold %d failed unexpectedly: %s\n%s", k, error, traceback.format_exc())
             result.failed[k] = f"{type(error).__name__}: {error}"
     all_folds = list(range(1, len(paths) + 1))
-    unfinished = [k for k in all_folds if not is_finished(load_config(paths[k - 1]), work_dir / f"fold{k}")]
+    unfinished = [k for k in all_folds if k in result.failed or not _finished(paths[k - 1], work_dir / f"fold{k}")]
     table, _ = summarize(work_dir, all_folds)
     if not unfinished:
         result.summary_path = write_summary(work_dir, table)

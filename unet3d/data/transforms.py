@@ -91,7 +91,17 @@ def build_transforms(
         steps.append(mt.Orientationd(keys, axcodes=dataset.orientation, labels=(("L", "R"), ("P", "A"), ("I", "S"))))
     if dataset.crop_foreground:
         select = partial(foreground_above_percentile, percentile=dataset.foreground_percentile)
-        steps.append(mt.CropForegroundd(keys, source_key=IMAGE, select_fn=select, margin=1, allow_smaller=True))
+        steps.append(
+            mt.CropForegroundd(
+                keys,
+                source_key=IMAGE,
+                select_fn=select,
+                margin=1,
+                allow_smaller=True,
+                start_coord_key=None,
+                end_coord_key=None,
+            )
+        )
     steps.extend(_shape_steps(dataset, keys, augment))
     if augment:
         for i, spec in enumerate(dataset.spatial_augmentations):

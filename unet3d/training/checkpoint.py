@@ -38,7 +38,8 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises many types for truncated, foreign or unsafe files
-        raise CheckpointError(f"{path}: cannot load checkpoint ({type(error).__name__}: {error})") from None
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise CheckpointError(f"{path}: cannot load checkpoint ({type(error).__name__}: {first_line[:200]})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: not a checkpoint (expected a dict, got {type(state).__name__})")
     return state

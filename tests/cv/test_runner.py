@@ -1,0 +1,183 @@
+"""Cross-validation runs: fold configs, skip/resume of folds, failures, the summary and the launch scripts."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from unet3d.experiment import run_experiment
+from unet3d.training import checkpoint as ckpt
+from unet3d.training.history import LOG_FILENAME
+from unet3d.training.run import RunOptions
+
+
+def with_cv(n_folds=3, **extra):
+    def mutate(config):
+        config["cross_validation"] = {"n_folds": n_folds, "random_seed": 25, **extra}
+
+    return mutate
+
+
+@pytest.fixture
+def cv_run(experiment, tmp_path):
+    """A finished 3-fold run of 2 epochs; returns (config path, CV work dir)."""
+    config = experiment("cv", n_validation=0, n_epochs=2, mutate=with_cv())
+    result = run_experiment(config, tmp_path, RunOptions(seed=1))
+    assert not result.failed
+    return config, tmp_path / "cv"
+
+
+def test_three_fold_run_writes_splits_fold_configs_folders_and_summary(cv_run):
+    _, work = cv_run
+    splits = json.loads((work / "splits.json").read_text())
+    held_out = [fold["validation"] for fold in splits["folds"]]
+    all_ids = sorted(i for fold in held_out for i in fold)
+    assert len(all_ids) == 6 and len(set(all_ids)) == 6
+    for k, fold in enumerate(splits["folds"], start=1):
+        fold_config = json.loads((work / f"fold{k}.json").read_text())
+        assert "cross_validation" not in fold_config
+        val_ids = [case["case_id"] for case in fold_config["validation_filenames"]]
+        train_ids = [case["case_id"] for case in fold_config["training_filenames"]]
+        assert val_ids == fold["validation"] and sorted(train_ids + val_ids) == all_ids
+        assert all(Path(p).is_absolute() for case in fold_config["training_filenames"] for p in case["image"])
+        assert fold_config["dataset"]["cache_dir"] == str(work / "cache")
+        assert list(pd.read_csv(work / f"fold{k}" / LOG_FILENAME)["epoch"]) == [1, 2]
+    summary = pd.read_csv(work / "cv_summary.csv")
+    assert list(summary["fold"].astype(str)) == ["1", "2", "3", "mean", "sd"]
+    fold_dice = summary["val_dice"][:3].astype(float)
+    assert float(summary["val_dice"][3]) == pytest.approx(fold_dice.mean(), abs=1e-4)
+    assert float(summary["val_dice"][4]) == pytest.approx(fold_dice.std(ddof=1), abs=1e-4)
+    assert {"best_epoch", "val_loss", "val_dice_2+1+4", "training_time_s"} <= set(summary.columns)
+
+
+def test_rerun_after_finishing_only_prints_the_summary(cv_run, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="unet3d")
+    config, work = cv_run
+    before = {k: (work / f"fold{k}/model.pth").stat().st_mtime_ns for k in (1, 2, 3)}
+    result = run_experiment(config, tmp_path, RunOptions(seed=1)).cross_validation
+    assert result.skipped == [1, 2, 3] and result.trained == [] and not result.failed
+    assert {k: (work / f"fold{k}/model.pth").stat().st_mtime_ns for k in (1, 2, 3)} == before
+    assert "cross-validation summary" in caplog.text
+
+
+def test_raising_n_epochs_resumes_every_fold_without_reshuffling(cv_run, tmp_path):
+    config, work = cv_run
+    splits_before = (work / "splits.json").read_text()
+    result = run_experiment(config, tmp_path, RunOptions(seed=1), overrides={"training.n_epochs": 3})
+    assert result.cross_validation.trained == [1, 2, 3]
+    assert (work / "splits.json").read_text() == splits_before
+    for k in (1, 2, 3):
+        assert list(pd.read_csv(work / f"fold{k}" / LOG_FILENAME)["epoch"]) == [1, 2, 3]
+    assert pd.read_csv(work / "cv_summary.csv")["epochs"][:3].astype(float).tolist() == [3, 3, 3]
+
+
+def test_fold_selection_and_a_failed_fold_that_spares_the_others(experiment, tmp_path):
+    config = experiment("cvsel", n_validation=0, n_epochs=1, mutate=with_cv())
+    result = run_experiment(config, tmp_path, RunOptions(seed=1), folds=[2]).cross_validation
+    work = tmp_path / "cvsel"
+    assert result.trained == [2] and not (work / "fold1").exists() and not (work / "cv_summary.csv").exists()
+    (work / "fold2" / "model.pth").write_bytes(b"not a checkpoint")
+    result = run_experiment(config, tmp_path, RunOptions(seed=1)).cross_validation
+    assert result.trained == [1, 3] and list(result.failed) == [2]
+    assert "cannot load checkpoint" in result.failed[2]
+    assert ckpt.load_checkpoint(work / "fold3/model.pth")["epoch"] == 1
+
+
+def test_cli_exit_code_names_the_failed_fold(experiment, tmp_path):
+    config = experiment("cvfail", n_validation=0, n_epochs=1, mutate=with_cv(n_folds=2))
+    run_experiment(config, tmp_path, RunOptions(seed=1), folds=[1])
+    (tmp_path / "cvfail/fold1/model.pth").write_bytes(b"garbage")
+    result = subprocess.run(
+        [sys.executable, "-m", "unet3d.cli.train", "--config_filename", str(config), "--output_dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1
+    assert "folds [1] failed" in result.stderr
+    assert ckpt.load_checkpoint(tmp_path / "cvfail/fold2/model.pth")["epoch"] == 1
+
+
+def test_too_many_folds_is_a_config_error_before_any_work(experiment, tmp_path):
+    config = experiment("cvmany", n_validation=0, mutate=with_cv(n_folds=7))
+    result = subprocess.run(
+        [sys.executable, "-m", "unet3d.cli.train", "--config_filename", str(config), "--output_dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert "error: cross_validation.n_folds: 7 folds need at least 7 cases, got 6" in result.stderr
+    assert not (tmp_path / "cvmany" / "fold1").exists()
+
+
+def test_setup_only_groups_visits_writes_scripts_and_an_array_task_trains_its_fold(experiment, tmp_path):
+    def grouped(config):
+        with_cv(n_folds=2)(config)
+        for i, case in enumerate(config["training_filenames"]):
+            case["subject"] = f"patient{i // 3}"  # two subjects with three visits each
+        config["cluster"] = {"gpus": 0, "cpus": 2, "time": "0-01:00:00", "partition": "gpu", "account": "lab"}
+
+    config = experiment("cvslurm", n_validation=0, n_epochs=1, mutate=grouped)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "unet3d.cli.train",
+            "--config_filename",
+            str(config),
+            "--output_dir",
+            str(tmp_path),
+            "--setup_crossval_only",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    work = tmp_path / "cvslurm"
+    assert not list(work.glob("fold*/model.pth")), "setup only trains nothing"
+    folds = json.loads((work / "splits.json").read_text())["folds"]
+    subjects_per_fold = [{case_id_subject(work, k, c) for c in fold["validation"]} for k, fold in enumerate(folds, 1)]
+    assert subjects_per_fold[0].isdisjoint(subjects_per_fold[1])
+    sbatch = (work / "submit_folds.sbatch").read_text()
+    for line in (
+        "#SBATCH --array=1-2",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --account=lab",
+        "#SBATCH --time=0-01:00:00",
+        "#SBATCH --cpus-per-task=2",
+    ):
+        assert line in sbatch
+    assert "--gres" not in sbatch
+    for script in ("submit_folds.sbatch", "run_folds.sh"):
+        assert subprocess.run(["bash", "-n", str(work / script)]).returncode == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "SLURM_ARRAY_TASK_ID": "2", "UNET3D_PYTHON": sys.executable}
+    task = subprocess.run(
+        ["bash", str(work / "submit_folds.sbatch")], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert task.returncode == 0, task.stderr
+    assert ckpt.load_checkpoint(work / "fold2/model.pth")["epoch"] == 1 and not (work / "fold1").exists()
+    shell = subprocess.run(
+        ["bash", str(work / "run_folds.sh"), "1"],
+        env={**os.environ, "UNET3D_PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert shell.returncode == 0, shell.stderr
+    assert ckpt.load_checkpoint(work / "fold1/model.pth")["epoch"] == 1
+
+
+def case_id_subject(work: Path, fold: int, case_id: str) -> str:
+    config = json.loads((work / f"fold{fold}.json").read_text())
+    return next(c["subject"] for c in config["validation_filenames"] if c["case_id"] == case_id)

@@ -1,0 +1,113 @@
+"""Launch scripts for running folds in parallel: a SLURM array job (one task per fold) and a plain shell loop.
+
+Each task runs `unet3d-train` on one fold config. A fold that is cut off (time limit, preemption) resumes from its
+last completed epoch when its task runs again; with `requeue_on_timeout` the task asks SLURM to requeue itself
+shortly before its time limit.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+from unet3d.atomic import atomic_write_text
+from unet3d.config.schema import ClusterConfig
+
+SBATCH_FILENAME = "submit_folds.sbatch"
+SHELL_FILENAME = "run_folds.sh"
+
+
+def _train_command(work_dir: Path, fold: str, n_workers: int, n_gpus: int) -> str:
+    python = f"${{UNET3D_PYTHON:-{shlex.quote(sys.executable)}}}"
+    config = f"{shlex.quote(str(work_dir))}/fold{fold}.json"
+    return f"{python} -m unet3d.cli.train --config_filename {config} --nthreads {n_workers} --ngpus {n_gpus}"
+
+
+def render_sbatch(work_dir: Path, n_folds: int, cluster: ClusterConfig, job_name: str) -> str:
+    """The text of a SLURM array script whose task k trains `<work_dir>/fold{k}.json`."""
+    logs = work_dir / "slurm_logs"
+    lines = [
+        "#!/bin/bash",
+        f"#SBATCH --job-name={job_name}",
+        f"#SBATCH --array=1-{n_folds}",
+        f"#SBATCH --cpus-per-task={cluster.cpus}",
+        f"#SBATCH --mem={cluster.mem}",
+        f"#SBATCH --time={cluster.time}",
+        f"#SBATCH --output={logs}/fold%a_%A.out",
+    ]
+    if cluster.gpus:
+        lines.append(f"#SBATCH --gres=gpu:{cluster.gpus}")
+    if cluster.partition:
+        lines.append(f"#SBATCH --partition={cluster.partition}")
+    if cluster.account:
+        lines.append(f"#SBATCH --account={cluster.account}")
+    if cluster.requeue_on_timeout:
+        lines += ["#SBATCH --requeue", f"#SBATCH --signal=B:USR1@{cluster.requeue_signal_seconds}"]
+    lines += [f"#SBATCH {option}" for option in cluster.sbatch_options]
+    lines += [
+        "#",
+        f"# Written by unet3d-train --setup_crossval_only. Submit with: sbatch {work_dir / SBATCH_FILENAME}",
+        "# Resubmitting (or a requeue) resumes every unfinished fold from its last completed epoch;",
+        "# finished folds exit at once. Run one task here with: SLURM_ARRAY_TASK_ID=1 bash <this file>",
+        "set -uo pipefail",
+        f"mkdir -p {shlex.quote(str(logs))} || exit 1",
+        *cluster.setup,
+        'fold="${SLURM_ARRAY_TASK_ID:?set SLURM_ARRAY_TASK_ID to the fold number}"',
+    ]
+    command = _train_command(work_dir, "${fold}", max(cluster.cpus - 1, 0), cluster.gpus)
+    if cluster.requeue_on_timeout:
+        lines += [
+            "requeue() {",
+            '    echo "fold ${fold}: time limit near, requeueing to resume later"',
+            '    scontrol requeue "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"',
+            "}",
+            "trap requeue USR1",
+            f"{command} &",
+            "pid=$!",
+            "# wait returns early when USR1 arrives; then wait again while training is still running.",
+            'status=0; wait "$pid" || status=$?',
+            'if kill -0 "$pid" 2>/dev/null; then status=0; wait "$pid" || status=$?; fi',
+            'exit "$status"',
+        ]
+    else:
+        lines.append(f"exec {command}")
+    return "\n".join(lines) + "\n"
+
+
+def render_shell(work_dir: Path, n_folds: int) -> str:
+    """A plain bash script that trains the given folds (default: all) one after another, for machines without
+    a scheduler; several copies with different CUDA_VISIBLE_DEVICES run folds in parallel."""
+    command = _train_command(work_dir, "${fold}", 0, 1)
+    return (
+        "\n".join(
+            [
+                "#!/bin/bash",
+                "# Written by unet3d-train --setup_crossval_only.",
+                "# Usage: bash run_folds.sh [FOLD ...]  (default: all folds, one after another). Parallel on two GPUs:",
+                "#   CUDA_VISIBLE_DEVICES=0 bash run_folds.sh 1 3 5 &  CUDA_VISIBLE_DEVICES=1 bash run_folds.sh 2 4",
+                "set -uo pipefail",
+                f'folds=("$@"); [ ${{#folds[@]}} -gt 0 ] || folds=($(seq 1 {n_folds}))',
+                "failed=()",
+                'for fold in "${folds[@]}"; do',
+                f'    {command} || failed+=("${{fold}}")',
+                "done",
+                'if [ ${#failed[@]} -gt 0 ]; then echo "failed folds: ${failed[*]}" >&2; exit 1; fi',
+            ]
+        )
+        + "\n"
+    )
+
+
+def write_launch_scripts(work_dir: Path, n_folds: int, cluster: ClusterConfig, job_name: str) -> list[Path]:
+    """Write `submit_folds.sbatch` and `run_folds.sh` into the CV work dir (executable)."""
+    paths = []
+    for name, text in (
+        (SBATCH_FILENAME, render_sbatch(work_dir, n_folds, cluster, job_name)),
+        (SHELL_FILENAME, render_shell(work_dir, n_folds)),
+    ):
+        path = work_dir / name
+        atomic_write_text(path, text)
+        path.chmod(0o755)
+        paths.append(path)
+    return paths
