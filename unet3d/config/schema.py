@@ -53,7 +53,9 @@ class DatasetConfig:
     )
     desired_shape: list[int] | None = doc("Spatial shape of every network input (voxels).", None, minimum=1)
     resample: bool = doc("Resize each (cropped) volume to `desired_shape` (otherwise pad/crop to it).", False)
-    crop_foreground: bool = doc("Crop each case to the bounding box of its nonzero image voxels first.", False)
+    crop_foreground: bool = doc(
+        "Crop each case to the bounding box of its foreground (see foreground_percentile) first.", False
+    )
     foreground_percentile: float = doc(
         "With crop_foreground: voxels above this quantile (0-1) of a channel's intensities count as foreground.",
         0.1,
@@ -74,7 +76,7 @@ class DatasetConfig:
         "MONAI dictionary transforms applied to the images only, after normalization.", []
     )
     cache: Literal["auto", "none", "disk", "memory"] = doc(
-        "Where deterministic preprocessing is cached: 'disk' (<work dir>/cache), 'memory', 'none', or 'auto'.",
+        "Where deterministic preprocessing is cached: 'disk' (cache_dir), 'memory', 'none'; 'auto' means 'disk'.",
         "auto",
     )
     cache_dir: str | None = doc("Folder of the disk cache (default: <work dir>/cache); relative to the config.", None)
@@ -86,7 +88,7 @@ class DatasetConfig:
     inference: bool | Literal["auto"] = doc(
         "Accepted for 3DUnetCNN compatibility; unet3d decides per file group whether labels are read.", "auto"
     )
-    verbose: bool = doc("Accepted for 3DUnetCNN compatibility (set by --debug); more log output.", False)
+    verbose: bool = doc("Accepted for 3DUnetCNN compatibility; no effect (use --debug for a verbose log).", False)
     training: dict[str, Any] | None = doc("Dataset keys that apply to the training split only (augmentations).", None)
     validation: dict[str, Any] | None = doc("Dataset keys that apply to validation and prediction only.", None)
 
