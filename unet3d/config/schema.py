@@ -117,7 +117,11 @@ class TrainingConfig:
     prefetch_factor: int | None = doc(
         "Batches each loader worker prepares ahead (with --nthreads > 0).", None, minimum=1
     )
-    test_input: int = doc("Preprocessed examples written by --n_examples by default (3DUnetCNN key).", 1, minimum=0)
+    test_input: int = doc(
+        "Preprocessed examples written to data_loader_testing/ when a run starts (--n_examples overrides).",
+        1,
+        minimum=0,
+    )
     seed: int | None = doc("Random seed; null picks one and records it in the log. --seed overrides it.", None)
     deterministic: bool = doc("Ask torch for deterministic algorithms (slower on GPU).", False)
 

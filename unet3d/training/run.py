@@ -100,7 +100,7 @@ def train_model(config: Config, work_dir: Path, options: RunOptions) -> Training
                 len(skipped),
                 f" ({', '.join(skipped[:5])}{', ...' if len(skipped) > 5 else ''})" if skipped else "",
             )
-        n_examples = options.n_examples
+        n_examples = options.n_examples if options.n_examples is not None else config.training.test_input
         if fresh and n_examples:
             folder = write_examples(parts.train_dataset, work_dir / "data_loader_testing", n_examples)
             log.info("wrote %d preprocessed input/target pairs to %s", n_examples, folder)
