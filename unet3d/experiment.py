@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from unet3d.config.load import load_config, read_json
-from unet3d.cv.runner import CrossValidationResult, run_cross_validation, write_fold_configs
+from unet3d.cv.runner import CrossValidationResult, run_cross_validation, summarize_only, write_fold_configs
 from unet3d.cv.slurm import write_launch_scripts
 from unet3d.errors import ConfigError
 from unet3d.preflight import check_data, check_experiment
@@ -58,6 +58,7 @@ def run_experiment(
     overrides: dict[str, Any] | None = None,
     folds: Sequence[int] | None = None,
     setup_crossval_only: bool = False,
+    summary_only: bool = False,
 ) -> ExperimentResult:
     """Validate everything (config, then every data file), then train. Raises UserError subclasses for bad input."""
     options = options or RunOptions()
@@ -66,8 +67,10 @@ def run_experiment(
     check_data(config, n_threads=max(2, options.n_workers))
     work_dir = work_dir_for(Path(config_filename), Path(output_dir) if output_dir else None)
     if config.cross_validation is None:
-        if folds or setup_crossval_only:
-            raise ConfigError("cross_validation: --fold and --setup_crossval_only need a cross_validation section")
+        if folds or setup_crossval_only or summary_only:
+            raise ConfigError(
+                "cross_validation: --fold, --setup_crossval_only and --summary need a cross_validation section"
+            )
         return ExperimentResult(work_dir, state=train_model(config, work_dir, options))
     if setup_crossval_only:
         paths = write_fold_configs(config, work_dir)
@@ -82,4 +85,6 @@ def run_experiment(
             paths[0],
         )
         return ExperimentResult(work_dir)
+    if summary_only:
+        return ExperimentResult(work_dir, cross_validation=summarize_only(config, work_dir))
     return ExperimentResult(work_dir, cross_validation=run_cross_validation(config, work_dir, options, folds))

@@ -90,6 +90,18 @@ def test_fold_selection_and_a_failed_fold_that_spares_the_others(experiment, tmp
     assert ckpt.load_checkpoint(work / "fold3/model.pth")["epoch"] == 1
 
 
+def test_summary_on_demand_lists_missing_folds(experiment, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="unet3d")
+    config = experiment("cvsum", n_validation=0, n_epochs=1, mutate=with_cv())
+    run_experiment(config, tmp_path, RunOptions(seed=1), folds=[1, 3])
+    assert not (tmp_path / "cvsum/cv_summary.csv").exists()
+    result = run_experiment(config, tmp_path, RunOptions(seed=1), summary_only=True).cross_validation
+    assert result.trained == [] and not (tmp_path / "cvsum/fold2").exists()
+    summary = pd.read_csv(tmp_path / "cvsum/cv_summary.csv")
+    assert list(summary["fold"].astype(str)) == ["1", "3", "mean", "sd"]
+    assert "folds [2] are not finished and not included" in caplog.text
+
+
 def test_cli_exit_code_names_the_failed_fold(experiment, tmp_path):
     config = experiment("cvfail", n_validation=0, n_epochs=1, mutate=with_cv(n_folds=2))
     run_experiment(config, tmp_path, RunOptions(seed=1), folds=[1])

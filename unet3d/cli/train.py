@@ -34,6 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="validate the data and write splits.json and the fold configs; train nothing",
     )
     parser.add_argument(
+        "--summary",
+        action="store_true",
+        help="write cv_summary.csv from the folds finished so far and name the missing ones; train nothing",
+    )
+    parser.add_argument(
         "--fold",
         type=str,
         action="append",
@@ -132,6 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             overrides=parse_overrides(args.overrides, args.batch_size),
             folds=parse_folds(args.fold),
             setup_crossval_only=args.setup_crossval_only,
+            summary_only=args.summary,
         )
         if result.failed:
             failed = result.cross_validation.failed

@@ -122,12 +122,37 @@ def run_cross_validation(
         except Exception as error:  # one broken fold must not cost the others their run
             log.error("fold %d failed unexpectedly: %s\n%s", k, error, traceback.format_exc())
             result.failed[k] = f"{type(error).__name__}: {error}"
+    summarize_folds(paths, work_dir, result)
+    return result
+
+
+def summarize_folds(
+    paths: Sequence[Path], work_dir: Path, result: CrossValidationResult, partial: bool = False
+) -> list[int]:
+    """Step 4: write and print `cv_summary.csv` once every fold has finished, or with `partial` for the finished
+    ones so far. Returns the folds that are not finished."""
     all_folds = list(range(1, len(paths) + 1))
     unfinished = [k for k in all_folds if k in result.failed or not _finished(paths[k - 1], work_dir / f"fold{k}")]
-    table, _ = summarize(work_dir, all_folds)
-    if not unfinished:
-        result.summary_path = write_summary(work_dir, table)
-        log.info("cross-validation summary (%s):\n%s", result.summary_path, format_table(table))
-    else:
-        log.info("folds %s are not finished; cv_summary.csv is written once all %d are", unfinished, len(all_folds))
+    table, _ = summarize(work_dir, [k for k in all_folds if k not in unfinished])
+    if unfinished and not partial:
+        log.info(
+            "folds %s are not finished; cv_summary.csv is written once all %d are (or now with --summary)",
+            unfinished,
+            len(all_folds),
+        )
+        return unfinished
+    if table.empty:
+        log.info("no fold has finished yet; nothing to summarize")
+        return unfinished
+    result.summary_path = write_summary(work_dir, table)
+    missing = f"; folds {unfinished} are not finished and not included" if unfinished else ""
+    log.info("cross-validation summary (%s)%s:\n%s", result.summary_path, missing, format_table(table))
+    return unfinished
+
+
+def summarize_only(config: Config, work_dir: Path) -> CrossValidationResult:
+    """`--summary`: write the summary of the finished folds now, training nothing, and name the missing folds."""
+    paths = write_fold_configs(config, work_dir)
+    result = CrossValidationResult(work_dir)
+    summarize_folds(paths, work_dir, result, partial=True)
     return result
