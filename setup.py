@@ -1,4 +1,4 @@
-"""Installs the `unet3d` package and its commands `unet3d-train` and `unet3d-predict`."""
+"""Installs the `unet3d` package and its commands `unet3d-train`, `unet3d-predict` and `unet3d-evaluate`."""
 
 from pathlib import Path
 
@@ -25,6 +25,7 @@ setup(
         "console_scripts": [
             "unet3d-train=unet3d.cli.train:main",
             "unet3d-predict=unet3d.cli.predict:main",
+            "unet3d-evaluate=unet3d.cli.evaluate:main",
         ]
     },
     license="MIT",

@@ -15,8 +15,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from unet3d import checkpoint as ckpt
 from unet3d.data.synthetic import write_case, write_dataset
-from unet3d.training import checkpoint as ckpt
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "3dunetcnn"
 pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason="3DUnetCNN fixtures are not beside this checkout")

@@ -16,7 +16,8 @@ from unet3d.cv.slurm import write_launch_scripts
 from unet3d.errors import ConfigError
 from unet3d.preflight import check_data, check_experiment
 from unet3d.training.loop import TrainingState
-from unet3d.training.run import RunOptions, train_model, work_dir_for
+from unet3d.training.run import RunOptions, work_dir_for
+from unet3d.workflow import run_model
 
 log = logging.getLogger("unet3d")
 MACHINE_KEYS = {"n_workers": int, "n_gpus": int, "pin_memory": bool, "use_multiprocessing": bool}
@@ -71,7 +72,7 @@ def run_experiment(
             raise ConfigError(
                 "cross_validation: --fold, --setup_crossval_only and --summary need a cross_validation section"
             )
-        return ExperimentResult(work_dir, state=train_model(config, work_dir, options))
+        return ExperimentResult(work_dir, state=run_model(config, work_dir, options).state)
     if setup_crossval_only:
         paths = write_fold_configs(config, work_dir)
         sbatch, shell = write_launch_scripts(work_dir, len(paths), config.cluster, work_dir.name)

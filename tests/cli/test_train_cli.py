@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from unet3d.training import checkpoint as ckpt
+from unet3d import checkpoint as ckpt
 from unet3d.training.history import LOG_FILENAME
 
 
@@ -127,8 +127,3 @@ def test_kill_9_at_random_moments_then_resume_loses_and_repeats_no_epoch(experim
     assert list(pd.read_csv(work / LOG_FILENAME)["epoch"]) == list(range(1, n_epochs + 1))
     assert ckpt.load_checkpoint(work / "model.pth")["epoch"] == n_epochs
     assert not [p for p in work.iterdir() if p.name.endswith(".tmp")], "no temporary file may survive a resume"
-
-
-def test_predict_command_says_it_is_not_built_yet():
-    result = subprocess.run([sys.executable, "-m", "unet3d.cli.predict"], capture_output=True, text=True)
-    assert result.returncode == 1 and "not built yet" in result.stderr

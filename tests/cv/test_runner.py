@@ -12,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from unet3d import checkpoint as ckpt
 from unet3d.experiment import run_experiment
-from unet3d.training import checkpoint as ckpt
 from unet3d.training.history import LOG_FILENAME
 from unet3d.training.run import RunOptions
 

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 import torch
 
+from unet3d import checkpoint as ckpt
 from unet3d.experiment import run_experiment
-from unet3d.training import checkpoint as ckpt
 from unet3d.training.history import LOG_FILENAME
 from unet3d.training.loop import TrainingState, should_stop
 from unet3d.training.run import RunOptions

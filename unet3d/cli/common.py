@@ -13,16 +13,26 @@ from unet3d.errors import UserError
 EXIT_OK, EXIT_FAILURE, EXIT_USER_ERROR = 0, 1, 2
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is at the time of each record (it may be replaced, e.g. under pytest)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def setup_logging(debug: bool = False) -> None:
     """Log lines to stderr; third-party deprecation noise hidden unless debugging."""
     logger = logging.getLogger("unet3d")
     logger.setLevel(logging.DEBUG if debug else logging.INFO)
-    if not any(getattr(h, "_unet3d_console", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-        handler._unet3d_console = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
-    logger.propagate = False
     if not debug:
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", DeprecationWarning)

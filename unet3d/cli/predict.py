@@ -1,19 +1,95 @@
-"""`unet3d-predict`: apply trained models to new data (not built yet)."""
+"""`unet3d-predict`: apply one model, or an ensemble of fold models, to new cases.
+
+Writes one label map per case (`<case_id>.nii.gz`) in the case's original space, with the original label values;
+with labelled cases also `metrics.csv` (Dice and HD95 per region).
+"""
 
 from __future__ import annotations
 
-import sys
+import argparse
+import logging
 from collections.abc import Sequence
+from pathlib import Path
+
+from unet3d.cli.common import EXIT_OK, run_command, setup_logging
+from unet3d.prediction import predict
+
+log = logging.getLogger("unet3d")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="unet3d-predict", description=__doc__.split("\n\n")[0])
+    models = parser.add_argument_group("models (several are ensembled by averaging their probabilities)")
+    models.add_argument("--model_filename", type=Path, nargs="+", default=[], help="checkpoint file(s)")
+    models.add_argument(
+        "--model_dirs",
+        "--fold_dirs",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="fold folders, or a cross-validation work dir for all of its folds' best models",
+    )
+    data = parser.add_argument_group("data")
+    data.add_argument(
+        "--config_filename",
+        type=Path,
+        help="config for preprocessing and labels (default: the one saved in the first model)",
+    )
+    data.add_argument("--group", help="predict the config's <group>_filenames, e.g. validation or test")
+    data.add_argument(
+        "--input",
+        type=Path,
+        help="a folder of cases (found by the config's modality file endings) or a .json/.npy list",
+    )
+    data.add_argument(
+        "--modality_suffixes",
+        nargs="+",
+        help="file endings of the modalities in --input, in channel order (default: from the config)",
+    )
+    parser.add_argument("--output_directory", type=Path, required=True, help="where the label maps go")
+    parser.add_argument("--activation", choices=("sigmoid", "softmax"), help="override the loss-derived activation")
+    parser.add_argument("--threshold", type=float, default=0.5, help="sigmoid threshold (default 0.5)")
+    parser.add_argument("--tta", action="store_true", help="average over all mirrorings of the spatial axes")
+    parser.add_argument(
+        "--save_probabilities",
+        action="store_true",
+        help="also write <case_id>_probabilities.nii.gz (float16, channels last)",
+    )
+    parser.add_argument("--sw_batch_size", type=int, help="sliding windows per forward pass")
+    parser.add_argument("--ngpus", type=int, default=1, help="0 forces the CPU (default: 1 GPU when available)")
+    parser.add_argument("--nthreads", type=int, default=0, help="threads for checking the input files")
+    parser.add_argument("--debug", action="store_true", help="verbose log")
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Say plainly that prediction is not available in this release, and exit with code 1."""
-    print(
-        "unet3d-predict is not built yet: volumetric prediction, metrics and ensembling come in a later release. "
-        "Training writes model_best.pth and the resolved config.json in its work dir for when it lands.",
-        file=sys.stderr,
-    )
-    return 1
+    """Parse arguments and predict; returns the exit code (0 ok, 1 failure, 2 bad input)."""
+    args = build_parser().parse_args(argv)
+    setup_logging(args.debug)
+
+    def body() -> int:
+        result = predict(
+            args.output_directory,
+            model_filenames=args.model_filename,
+            model_dirs=args.model_dirs,
+            config_filename=args.config_filename,
+            group=args.group,
+            input_path=args.input,
+            modality_suffixes=args.modality_suffixes,
+            activation=args.activation,
+            threshold=args.threshold,
+            tta=args.tta,
+            n_gpus=args.ngpus,
+            n_workers=args.nthreads,
+            sw_batch_size=args.sw_batch_size,
+            save_probabilities=args.save_probabilities,
+        )
+        if result.metrics is not None:
+            print(f"metrics in {args.output_directory / 'metrics.csv'}")
+        print(f"{len(result.paths)} label maps in {args.output_directory}")
+        return EXIT_OK
+
+    return run_command(body, debug=args.debug)
 
 
 if __name__ == "__main__":

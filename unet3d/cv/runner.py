@@ -2,8 +2,9 @@
 
 1. Split `training_filenames` into folds once (`splits.json`).
 2. Write a self-contained config per fold (`fold{k}.json`: absolute paths, its training and held-out cases).
-3. For each selected fold: skip it if finished, else train it in `fold{k}/` (resuming where it stopped). A failed
-   fold is reported and the others still run.
+3. For each selected fold: skip it if finished, else train it in `fold{k}/` (resuming where it stopped), predict its
+   held-out cases and every other non-training group with its best model, and score them. A failed fold is reported
+   and the others still run.
 4. When every fold has finished, write `cv_summary.csv`.
 """
 
@@ -25,7 +26,8 @@ from unet3d.cv.summary import format_table, summarize, write_summary
 from unet3d.errors import ConfigError, UserError
 from unet3d.preflight import check_experiment
 from unet3d.training.components import cache_settings
-from unet3d.training.run import RunOptions, is_finished, train_model
+from unet3d.training.run import RunOptions, is_finished
+from unet3d.workflow import predictions_done, run_model
 
 log = logging.getLogger("unet3d")
 
@@ -92,7 +94,8 @@ def selected_folds(n_folds: int, folds: Sequence[int] | None) -> list[int]:
 
 def _finished(config_path: Path, fold_dir: Path) -> bool:
     try:
-        return is_finished(load_config(config_path), fold_dir)
+        config = load_config(config_path)
+        return is_finished(config, fold_dir) and predictions_done(config, fold_dir)
     except UserError:
         return False
 
@@ -109,12 +112,12 @@ def run_cross_validation(
         try:
             fold = load_config(paths[k - 1])
             check_experiment(fold)
-            if is_finished(fold, fold_dir):
+            if is_finished(fold, fold_dir) and predictions_done(fold, fold_dir):
                 log.info("fold %d: finished already, skipping", k)
                 result.skipped.append(k)
                 continue
             log.info("fold %d of %d", k, len(paths))
-            train_model(fold, fold_dir, options)
+            run_model(fold, fold_dir, options)
             result.trained.append(k)
         except UserError as error:
             log.error("fold %d failed: %s", k, error)

@@ -1,4 +1,9 @@
-"""The cross-validation summary: one row per fold at its best epoch, then the mean and standard deviation."""
+"""The cross-validation summary: one row per fold, then the mean and standard deviation.
+
+Per fold: the best epoch and its validation loss and Dice in the preprocessed space (from the training log), and,
+once the fold's held-out cases are predicted and scored, the mean full-volume Dice and HD95 per region in each
+case's original space (`dice_*`, `hd95_*`, `mean_dice`): the numbers to report.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from unet3d.atomic import atomic_write_text
 from unet3d.training.history import LOG_FILENAME, read_log
 
 SUMMARY_FILENAME = "cv_summary.csv"
+VALIDATION_METRICS = Path("validation") / "metrics.csv"
 
 
 def fold_row(fold: int, fold_dir: Path) -> dict[str, float | int] | None:
@@ -25,7 +31,21 @@ def fold_row(fold: int, fold_dir: Path) -> dict[str, float | int] | None:
         if column == "val_loss" or column.startswith("val_dice"):
             row[column] = float(best[column])
     row["training_time_s"] = float(log["epoch_time"].sum())
+    row.update(full_volume_means(fold_dir / VALIDATION_METRICS))
     return row
+
+
+def full_volume_means(metrics_csv: Path) -> dict[str, float]:
+    """The mean Dice and HD95 per region over a fold's held-out cases, in their original space (if scored)."""
+    if not metrics_csv.exists():
+        return {}
+    table = pd.read_csv(metrics_csv)
+    mean = table[table["case_id"].astype(str) == "mean"]
+    if mean.empty:
+        return {}
+    values = {column: float(mean[column].iloc[0]) for column in table.columns if column.startswith(("dice_", "hd95_"))}
+    dice = [v for k, v in values.items() if k.startswith("dice_")]
+    return {"mean_dice": sum(dice) / len(dice), **values} if dice else values
 
 
 def summarize(work_dir: Path, folds: Sequence[int]) -> tuple[pd.DataFrame, list[int]]:

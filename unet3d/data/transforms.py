@@ -132,7 +132,9 @@ def _shape_steps(dataset: DatasetConfig, keys: tuple[str, ...], augment: bool) -
             steps.append(mt.RandSpatialCropd(keys, roi_size=shape, random_size=False))
         return steps
     if dataset.resample:
-        modes = tuple("nearest" if key == LABEL else "trilinear" if len(shape) == 3 else "bilinear" for key in keys)
+        modes = tuple(
+            "nearest-exact" if key == LABEL else "trilinear" if len(shape) == 3 else "bilinear" for key in keys
+        )
         return [mt.Resized(keys, spatial_size=shape, mode=modes)]
     return [mt.ResizeWithPadOrCropd(keys, spatial_size=shape)]
 

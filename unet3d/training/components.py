@@ -9,19 +9,18 @@ from pathlib import Path
 
 import torch
 from monai.data import Dataset
-from monai.inferers import Inferer, SimpleInferer, SlidingWindowInferer
+from monai.inferers import Inferer
 from monai.transforms import Compose
 
-from unet3d.config.schema import Config, DatasetConfig
+from unet3d.config.schema import Config
 from unet3d.data.datasets import case_items, fingerprint_dir, make_dataset, make_loader
 from unet3d.data.labels import channel_groups
 from unet3d.data.transforms import build_transforms, preprocessing_fingerprint, split_dataset_config
-from unet3d.errors import ConfigError
+from unet3d.inferers import build_inferer
 from unet3d.losses import activation_from_loss, build_loss
 from unet3d.models import build_model, deep_supervision_heads
 from unet3d.optim import Scheduler, build_optimizer, build_scheduler
-from unet3d.registry import lookup
-from unet3d.training.environment import Runtime
+from unet3d.runtime import Runtime
 
 log = logging.getLogger("unet3d")
 
@@ -56,19 +55,6 @@ def amp_dtype(amp: bool | str, device: torch.device) -> torch.dtype | None:
         log.warning("training.amp is ignored on the CPU (full precision)")
         return None
     return torch.bfloat16 if amp == "bf16" else torch.float16
-
-
-def build_inferer(config: Config, dataset: DatasetConfig) -> Inferer:
-    """The configured inferer; by default whole-volume inference, or a Gaussian sliding window over random crops."""
-    if config.inference is not None:
-        cls = lookup("inferer", config.inference.name, "inference.name")
-        try:
-            return cls(**config.inference.kwargs)
-        except (TypeError, ValueError) as error:
-            raise ConfigError(f"inference: {config.inference.name}: {error}") from None
-    if dataset.random_crop and dataset.desired_shape:
-        return SlidingWindowInferer(roi_size=dataset.desired_shape, overlap=0.5, mode="gaussian")
-    return SimpleInferer()
 
 
 def cache_settings(config: Config, work_dir: Path) -> tuple[str, Path | None]:
@@ -149,6 +135,6 @@ def build_components(config: Config, work_dir: Path, runtime: Runtime) -> Compon
         train_transform=train_transform,
         train_loader=train_loader,
         val_loader=val_loader,
-        inferer=build_inferer(config, config.dataset),
+        inferer=build_inferer(config),
         sampler=sampler,
     )

@@ -18,12 +18,12 @@ import torch
 from monai.metrics import DiceMetric
 from tqdm import tqdm
 
+from unet3d import checkpoint as ckpt
 from unet3d.config.schema import Config
 from unet3d.errors import CheckpointError
 from unet3d.optim import current_lr, step_scheduler
-from unet3d.training import checkpoint as ckpt
+from unet3d.runtime import seed_everything
 from unet3d.training.components import Components
-from unet3d.training.environment import seed_everything
 from unet3d.training.history import LOG_FILENAME, write_log
 
 log = logging.getLogger("unet3d")

@@ -12,12 +12,12 @@ from typing import Any
 
 import torch
 
+from unet3d import checkpoint as ckpt
 from unet3d.atomic import atomic_write_json
 from unet3d.config.schema import Config
 from unet3d.data.inspect import write_examples
-from unet3d.training import checkpoint as ckpt
+from unet3d.runtime import banner, resolve_runtime, use_deterministic_algorithms
 from unet3d.training.components import build_components
-from unet3d.training.environment import banner, resolve_runtime, use_deterministic_algorithms
 from unet3d.training.loop import TrainingState, fit, should_stop
 
 log = logging.getLogger("unet3d")

@@ -1,0 +1,111 @@
+"""Label decoding and the geometry round trip back to each case's original space."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from unet3d.config.load import parse_config
+from unet3d.data.datasets import case_items
+from unet3d.data.labels import channel_groups, encode
+from unet3d.data.synthetic import write_dataset
+from unet3d.data.transforms import build_transforms
+from unet3d.inference.export import decode, write_label_map
+
+BRATS = [(2, 1, 4), (1, 4), (4,)]
+
+
+def test_decode_hierarchy_paints_outer_to_inner_regions():
+    label_map = torch.tensor([[0, 2, 1, 4, 2]], dtype=torch.int16)
+    channels = encode(label_map, BRATS, background=False)
+    np.testing.assert_array_equal(decode(channels, BRATS, "sigmoid", hierarchy=True), label_map[0])
+
+
+def test_decode_sigmoid_uses_the_threshold_and_the_most_probable_channel():
+    groups = [(1,), (2,)]
+    probabilities = torch.tensor([[0.9, 0.6, 0.2, 0.4], [0.1, 0.7, 0.3, 0.6]])
+    np.testing.assert_array_equal(decode(probabilities, groups, "sigmoid", hierarchy=False), [1, 2, 0, 2])
+    np.testing.assert_array_equal(
+        decode(probabilities, groups, "sigmoid", hierarchy=False, threshold=0.65), [1, 2, 0, 0]
+    )
+
+
+def test_decode_softmax_argmax_with_background_first_and_group_first_values():
+    groups = [(1, 3), (2,)]  # a channel of several values is written as its first value
+    probabilities = torch.tensor([[0.5, 0.1, 0.2], [0.3, 0.8, 0.1], [0.2, 0.1, 0.7]])
+    np.testing.assert_array_equal(decode(probabilities, groups, "softmax", hierarchy=False), [0, 1, 2])
+
+
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("geometry")
+    entries = write_dataset(folder, 4, seed=3, shape_range=(16, 22))  # RAS, LPS, LAS and PSR orientations
+    return folder, entries
+
+
+def round_trip(folder, entries, index, **dataset):
+    config = {
+        "model": {
+            "name": "UNet",
+            "spatial_dims": 3,
+            "in_channels": 4,
+            "out_channels": 3,
+            "channels": [4, 8],
+            "strides": [2],
+        },
+        "optimizer": {"name": "Adam"},
+        "loss": {"name": "DiceLoss", "sigmoid": True},
+        "dataset": {"labels": [2, 1, 4], "setup_label_hierarchy": True, **dataset},
+        "training_filenames": entries,
+    }
+    parsed = parse_config(config, folder)
+    case = parsed.groups["training"][index]
+    transform = build_transforms(parsed.dataset, with_label=True, softmax=False, augment=False)
+    out = transform(case_items([case], with_label=True)[0])
+    groups = channel_groups([2, 1, 4], hierarchy=True)
+    # The preprocessed label channels stand in for a perfect prediction in the preprocessed space; prediction inverts
+    # the same chain (built without the label key, see test_predict's end-to-end checks).
+    original = transform.inverse({"image": out["image"], "label": out["label"]})["label"]
+    reference = nib.load(str(case.images[0]))
+    return decode(torch.as_tensor(original), groups, "sigmoid", hierarchy=True).numpy(), original, reference, case
+
+
+@pytest.mark.parametrize("index", [0, 1, 2, 3])
+def test_round_trip_is_exact_without_resampling(cases, index):
+    folder, entries = cases
+    label_map, original, reference, case = round_trip(
+        folder, entries, index, orientation="RAS", crop_foreground=True, desired_shape=[24, 24, 24]
+    )
+    truth = np.asanyarray(nib.load(str(case.label)).dataobj)
+    assert label_map.shape == reference.shape
+    np.testing.assert_allclose(original.affine.numpy(), reference.affine, atol=1e-4)
+    np.testing.assert_array_equal(label_map, truth)
+
+
+@pytest.mark.parametrize("index", [0, 1, 2, 3])
+def test_round_trip_through_resampling_keeps_shape_affine_and_labels(cases, index):
+    folder, entries = cases
+    label_map, original, reference, case = round_trip(
+        folder, entries, index, orientation="RAS", crop_foreground=True, resample=True, desired_shape=[16, 16, 16]
+    )
+    truth = np.asanyarray(nib.load(str(case.label)).dataobj)
+    assert label_map.shape == truth.shape
+    np.testing.assert_allclose(original.affine.numpy(), reference.affine, atol=1e-4)
+    assert set(np.unique(label_map)) <= {0, 1, 2, 4}
+    whole = (label_map > 0), (truth > 0)
+    assert 2 * (whole[0] & whole[1]).sum() / (whole[0].sum() + whole[1].sum()) > 0.9
+
+
+def test_written_label_map_has_the_reference_geometry_and_integer_values(cases, tmp_path):
+    folder, entries = cases
+    reference = nib.load(str(folder / entries[1]["image"][0]))
+    label_map = torch.zeros(reference.shape, dtype=torch.int16)
+    label_map[2:5, 3:6, 4:7] = 4
+    write_label_map(tmp_path / "case.nii.gz", label_map, reference)
+    written = nib.load(str(tmp_path / "case.nii.gz"))
+    assert written.shape == reference.shape and written.get_data_dtype() == np.uint8
+    np.testing.assert_allclose(written.affine, reference.affine)
+    assert nib.aff2axcodes(written.affine) == nib.aff2axcodes(reference.affine)
+    np.testing.assert_array_equal(np.asanyarray(written.dataobj), label_map.numpy())

@@ -1,0 +1,275 @@
+"""Full-volume segmentation metrics: Dice and HD95 per region, per case, in each case's original space.
+
+A region is a set of label values (one output channel: see `unet3d.data.labels.channel_groups`), named by its values
+joined with '+' (BraTS: '2+1+4' whole tumour, '1+4' tumour core, '4' enhancing), as in the training log's
+`val_dice_<region>` columns.
+
+Conventions for empty masks (a region absent from the prediction, the ground truth, or both):
+
+- Dice: both empty → 1.0 (a correct "nothing here"); exactly one empty → 0.0.
+- HD95: both empty → 0.0; exactly one empty → NaN (a distance to nothing is undefined). NaN values are left out of
+  the summary statistics and counted in its `n_nan` row.
+
+HD95 is MONAI's: the larger of the two directed 95th-percentile distances between the masks' surface voxels, in
+millimetres (voxel spacing from the ground truth's header, so anisotropic voxels are measured correctly).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import torch
+from monai.metrics import compute_dice, compute_hausdorff_distance
+
+from unet3d.atomic import atomic_write_text
+from unet3d.config.schema import Case
+from unet3d.data.labels import encode
+from unet3d.errors import DataError
+
+METRICS_FILENAME = "metrics.csv"
+PREDICTION_SUFFIX = ".nii.gz"
+SUMMARY_ROWS = ("mean", "median", "sd", "n_nan")
+AFFINE_TOLERANCE = 1e-3
+MAX_NAMED = 5
+
+
+def region_names(groups: Sequence[Sequence[int]]) -> list[str]:
+    """Each region's label values joined with '+': [(2, 1, 4), (1, 4), (4,)] → ['2+1+4', '1+4', '4']."""
+    return ["+".join(str(value) for value in group) for group in groups]
+
+
+@contextmanager
+def _quiet_monai() -> Iterator[None]:
+    """Hide MONAI's deprecation notices from its surface-distance helpers (noise for a user)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        yield
+
+
+def _label_tensor(array: np.ndarray) -> torch.Tensor:
+    """An integer label map as a (1, *spatial) int64 tensor (float maps are rounded to the nearest value)."""
+    array = np.asarray(array)
+    if not np.issubdtype(array.dtype, np.integer):
+        array = np.rint(array)
+    return torch.from_numpy(array.astype(np.int64, copy=False))[None]
+
+
+def case_metrics(
+    prediction: np.ndarray,
+    truth: np.ndarray,
+    groups: Sequence[tuple[int, ...]],
+    names: Sequence[str],
+    spacing: Sequence[float],
+) -> dict[str, float]:
+    """Dice and HD95 (mm) of each region between two label maps of the same shape and space.
+
+    Region i is the voxels whose value is in `groups[i]`; `spacing` is the voxel size in mm per axis. Returns
+    {'dice_<name>': ..., 'hd95_<name>': ...}, Dice columns first, in region order. Empty masks: Dice is 1.0 when
+    both are empty and 0.0 when one is; HD95 is 0.0 when both are empty and NaN (undefined) when exactly one is.
+    """
+    if len(groups) != len(names):
+        raise ValueError(f"{len(groups)} region groups but {len(names)} names")
+    if np.shape(prediction) != np.shape(truth):
+        raise ValueError(f"prediction shape {np.shape(prediction)} differs from the truth shape {np.shape(truth)}")
+    if len(spacing) != np.ndim(truth):
+        raise ValueError(f"spacing {tuple(spacing)} does not have one value per axis of shape {np.shape(truth)}")
+    groups = [tuple(group) for group in groups]
+    # (1, C, *spatial) boolean masks: a quarter of float32's memory, and MONAI counts their voxels exactly
+    predicted = encode(_label_tensor(prediction), groups, background=False).bool()[None]
+    true = encode(_label_tensor(truth), groups, background=False).bool()[None]
+    dice = compute_dice(predicted, true, include_background=True, ignore_empty=False)[0]
+
+    predicted_any = predicted.flatten(2).any(-1)[0]
+    true_any = true.flatten(2).any(-1)[0]
+    hd95 = torch.where(predicted_any | true_any, torch.nan, 0.0).to(torch.float64)
+    both = torch.nonzero(predicted_any & true_any).flatten()
+    if len(both) > 0:
+        with _quiet_monai():
+            distances = compute_hausdorff_distance(
+                predicted[:, both],
+                true[:, both],
+                include_background=True,
+                percentile=95,
+                spacing=[float(s) for s in spacing],
+            )
+        hd95[both] = distances[0].to(torch.float64)
+    result = {f"dice_{name}": float(dice[i]) for i, name in enumerate(names)}
+    result.update({f"hd95_{name}": float(hd95[i]) for i, name in enumerate(names)})
+    return result
+
+
+def _squeezed_shape(shape: Sequence[int]) -> tuple[int, ...]:
+    """A shape without trailing singleton axes beyond the third ((X, Y, Z, 1) → (X, Y, Z))."""
+    shape = tuple(shape)
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    return shape
+
+
+def _load(path: Path, role: str) -> nib.spatialimages.SpatialImage:
+    try:
+        return nib.load(path)
+    except FileNotFoundError:
+        raise DataError(f"{path}: {role} file does not exist") from None
+    except Exception as error:  # nibabel raises many types for a file it cannot parse
+        raise DataError(f"{path}: cannot read {role} ({error})") from None
+
+
+def _check_pair(prediction_path: Path, truth_path: Path) -> None:
+    """Same shape and affine (within 1e-3) in both files' headers; a DataError naming both files otherwise."""
+    prediction, truth = _load(prediction_path, "prediction"), _load(truth_path, "ground truth")
+    prediction_shape, truth_shape = _squeezed_shape(prediction.shape), _squeezed_shape(truth.shape)
+    if prediction_shape != truth_shape:
+        raise DataError(
+            f"{prediction_path}: shape {prediction_shape} differs from the ground truth {truth_path} "
+            f"shape {truth_shape}"
+        )
+    if not np.allclose(prediction.affine, truth.affine, atol=AFFINE_TOLERANCE):
+        difference = float(np.abs(np.asarray(prediction.affine) - np.asarray(truth.affine)).max())
+        raise DataError(
+            f"{prediction_path}: affine differs from the ground truth {truth_path} by up to {difference:.4g} "
+            f"(tolerance {AFFINE_TOLERANCE}); the prediction must be in the ground truth's space"
+        )
+
+
+def _read_labels(path: Path, role: str) -> tuple[np.ndarray, tuple[float, ...]]:
+    image = _load(path, role)
+    shape = _squeezed_shape(image.shape)
+    try:
+        data = np.asanyarray(image.dataobj).reshape(shape)
+    except Exception as error:  # truncated or corrupt data after a readable header
+        raise DataError(f"{path}: cannot read {role} data ({error})") from None
+    return data, tuple(float(z) for z in image.header.get_zooms()[: len(shape)])
+
+
+def _pair_metrics(
+    case_id: str, prediction_path: Path, truth_path: Path, groups: Sequence[tuple[int, ...]], names: Sequence[str]
+) -> dict[str, str | float]:
+    prediction, _ = _read_labels(prediction_path, "prediction")
+    truth, spacing = _read_labels(truth_path, "ground truth")
+    return {"case_id": case_id, **case_metrics(prediction, truth, groups, names, spacing)}
+
+
+def evaluate_cases(
+    pairs: Sequence[tuple[str, Path, Path]],
+    groups: Sequence[tuple[int, ...]],
+    names: Sequence[str],
+    n_threads: int = 2,
+) -> pd.DataFrame:
+    """Metrics of (case_id, prediction file, ground-truth file) pairs: one row per case, in the given order.
+
+    Every pair's headers are checked first (same shape, affines equal within 1e-3), so a mismatch stops the run
+    before any metric is computed. Spacing comes from the ground truth's header. Columns: case_id, dice_<name>...,
+    hd95_<name>...
+    """
+    pairs = [(case_id, Path(prediction), Path(truth)) for case_id, prediction, truth in pairs]
+    for _, prediction, truth in pairs:
+        _check_pair(prediction, truth)
+    columns = ["case_id", *(f"dice_{n}" for n in names), *(f"hd95_{n}" for n in names)]
+    with _quiet_monai():
+        if n_threads <= 1 or len(pairs) <= 1:
+            rows = [_pair_metrics(*pair, groups, names) for pair in pairs]
+        else:
+            with ThreadPoolExecutor(max_workers=n_threads) as executor:
+                futures = [executor.submit(_pair_metrics, *pair, groups, names) for pair in pairs]
+                try:
+                    rows = [future.result() for future in futures]
+                except BaseException:
+                    for future in futures:
+                        future.cancel()
+                    raise
+    return pd.DataFrame(rows, columns=columns)
+
+
+def summary_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows 'mean', 'median', 'sd' and 'n_nan' (in `case_id`) over the numeric columns, skipping NaN values.
+
+    sd uses ddof=1, and is 0 for a column with a single value; n_nan counts the NaN values (undefined HD95).
+    """
+    numeric = table.select_dtypes("number")
+    counts = numeric.notna().sum()
+    sd = numeric.std(ddof=1)
+    sd[counts == 1] = 0.0
+    stats = pd.DataFrame(
+        [numeric.mean(), numeric.median(), sd, numeric.isna().sum().astype(float)], columns=numeric.columns
+    )
+    stats.insert(0, "case_id", list(SUMMARY_ROWS))
+    return stats.reset_index(drop=True)
+
+
+def write_metrics(path: Path, table: pd.DataFrame) -> Path:
+    """Atomically write the per-case rows followed by the summary rows as CSV (floats as %.6g, NaN as 'nan')."""
+    path = Path(path)
+    summary = summary_rows(table)
+    combined = summary if table.empty else pd.concat([table.astype({"case_id": object}), summary], ignore_index=True)
+    atomic_write_text(path, combined.to_csv(index=False, float_format="%.6g", na_rep="nan"))
+    return path
+
+
+def _named(ids: Sequence[str]) -> str:
+    shown = ", ".join(ids[:MAX_NAMED])
+    return shown + (f" and {len(ids) - MAX_NAMED} more" if len(ids) > MAX_NAMED else "")
+
+
+def evaluate_directory(
+    predictions_dir: Path,
+    cases: Sequence[Case],
+    groups: Sequence[tuple[int, ...]],
+    names: Sequence[str],
+    output: Path | None = None,
+    n_threads: int = 2,
+) -> pd.DataFrame:
+    """Score `<predictions_dir>/<case_id>.nii.gz` against each case's label; write metrics.csv; return the table.
+
+    Every case needs a prediction and a ground-truth label file: otherwise one DataError names the cases (up to
+    five). The CSV goes to `output`, by default `<predictions_dir>/metrics.csv` (see `write_metrics`).
+    """
+    predictions_dir = Path(predictions_dir)
+    if not predictions_dir.is_dir():
+        raise DataError(f"{predictions_dir}: predictions folder does not exist")
+    if not cases:
+        raise DataError(f"{predictions_dir}: no cases to evaluate")
+    pairs, no_prediction, no_label = [], [], []
+    for case in cases:
+        prediction = predictions_dir / f"{case.case_id}{PREDICTION_SUFFIX}"
+        if not prediction.is_file():
+            no_prediction.append(case.case_id)
+        if case.label is None or not Path(case.label).is_file():
+            no_label.append(case)
+        pairs.append((case.case_id, prediction, case.label))
+    problems = []
+    if no_prediction:
+        problems.append(
+            f"{predictions_dir}: no prediction <case_id>{PREDICTION_SUFFIX} for {len(no_prediction)} case(s): "
+            f"{_named(no_prediction)}"
+        )
+    if no_label:
+        absent = [c.label for c in no_label if c.label is not None]
+        example = f" ({absent[0]} does not exist)" if absent else ""
+        problems.append(
+            f"no ground-truth label file for {len(no_label)} case(s): {_named([c.case_id for c in no_label])}{example}"
+        )
+    if problems:
+        raise DataError("\n".join(problems))
+    table = evaluate_cases(pairs, groups, names, n_threads=n_threads)
+    write_metrics(Path(output) if output is not None else predictions_dir / METRICS_FILENAME, table)
+    return table
+
+
+def format_summary(table: pd.DataFrame) -> str:
+    """One line per metric with its mean, median and sd (and its count of NaN values when there are any)."""
+    summary = summary_rows(table).set_index("case_id").T
+    if not summary["n_nan"].any():
+        summary = summary.drop(columns="n_nan")
+    else:
+        summary["n_nan"] = summary["n_nan"].astype(int)
+    summary.index.name = "metric"
+    return summary.reset_index().to_string(index=False, float_format=lambda v: f"{v:.4f}")

@@ -1,0 +1,112 @@
+"""The library entry point behind `unet3d-predict`: apply one model or an ensemble to new cases and write label
+maps in each case's original space (and metrics when the cases have labels)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from unet3d import checkpoint as ckpt
+from unet3d.config.load import load_config, parse_config
+from unet3d.config.schema import Case, Config
+from unet3d.data.cases import check_cases
+from unet3d.data.labels import channel_groups, declared_values
+from unet3d.errors import CheckpointError, ConfigError
+from unet3d.evaluation.metrics import evaluate_directory, region_names
+from unet3d.inference.cases import predict_cases
+from unet3d.inference.inputs import cases_from_input, models_in
+from unet3d.inference.predict import make_predictor
+from unet3d.models import spatial_dims
+from unet3d.preflight import check_experiment
+from unet3d.runtime import resolve_runtime
+
+log = logging.getLogger("unet3d")
+
+
+@dataclass
+class PredictionResult:
+    """The label maps written, and the metrics table when the cases had labels."""
+
+    paths: list[Path]
+    metrics: pd.DataFrame | None = None
+
+
+def config_for(models: Sequence[Path], config_filename: Path | None) -> Config:
+    """The given config, or the one saved inside the first model's checkpoint (what it was trained with)."""
+    if config_filename is not None:
+        return load_config(config_filename)
+    saved = ckpt.load_checkpoint(models[0]).get("config")
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{models[0]}: holds no config; give --config_filename")
+    return parse_config(saved, base=Path(models[0]).parent, source=Path(models[0]))
+
+
+def select_cases(
+    config: Config, group: str | None, input_path: Path | None, suffixes: Sequence[str] | None = None
+) -> list[Case]:
+    """The cases of `--group` (a `<group>_filenames` of the config) or of `--input`."""
+    if (group is None) == (input_path is None):
+        raise ConfigError("give exactly one of --group and --input")
+    if input_path is not None:
+        return cases_from_input(input_path, config, suffixes)
+    if group not in config.groups:
+        raise ConfigError(
+            f"--group {group}: the config has no {group}_filenames (it has: "
+            f"{', '.join(sorted(config.groups)) or 'none'})"
+        )
+    return config.groups[group]
+
+
+def predict(
+    output_directory: Path,
+    model_filenames: Sequence[Path] = (),
+    model_dirs: Sequence[Path] = (),
+    config_filename: Path | None = None,
+    group: str | None = None,
+    input_path: Path | None = None,
+    modality_suffixes: Sequence[str] | None = None,
+    activation: str | None = None,
+    threshold: float = 0.5,
+    tta: bool = False,
+    n_gpus: int | None = 1,
+    n_workers: int = 0,
+    sw_batch_size: int | None = None,
+    save_probabilities: bool = False,
+) -> PredictionResult:
+    """Check the inputs, predict every case (averaging the models' probabilities), write label maps and metrics."""
+    models = [*map(Path, model_filenames), *models_in(model_dirs)]
+    if not models:
+        raise ConfigError("give --model_filename or --model_dirs")
+    config = config_for(models, config_filename)
+    check_experiment(config, train=False)
+    cases = select_cases(config, group, input_path, modality_suffixes)
+    labelled = all(case.label is not None for case in cases)
+    check_cases(
+        {"input": cases},
+        declared_values(config.labels),
+        spatial_dims(config.model),
+        labelled_groups=["input"] if labelled else [],
+        n_threads=max(2, n_workers),
+    )
+    runtime = resolve_runtime(n_gpus, n_workers, pin_memory=False)
+    predictor = make_predictor(
+        config, models, runtime.device, tta=tta, sw_batch_size=sw_batch_size, activation=activation
+    )
+    log.info(
+        "predicting %d cases with %d model(s)%s on %s",
+        len(cases),
+        len(models),
+        " and mirror test-time augmentation" if tta else "",
+        runtime.device,
+    )
+    output_directory = Path(output_directory)
+    paths = predict_cases(predictor, config, cases, output_directory, save_probabilities, threshold)
+    metrics = None
+    if labelled:
+        regions = channel_groups(config.labels, config.dataset.setup_label_hierarchy)
+        metrics = evaluate_directory(output_directory, cases, regions, region_names(regions))
+    return PredictionResult(paths, metrics)

@@ -1,0 +1,96 @@
+"""One model's work dir as numbered, restartable steps: 1. train, 2. predict every non-training file group with the
+best model into `<work dir>/<group>/`, 3. score the labelled groups into `<group>/metrics.csv`.
+
+Each step is skipped when its result is on disk: training when the checkpoint is finished, prediction when
+`predictions.json` names the same model file and epoch and lists the same groups.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from unet3d import checkpoint as ckpt
+from unet3d.atomic import atomic_write_json
+from unet3d.config.schema import Config
+from unet3d.data.labels import channel_groups
+from unet3d.evaluation.metrics import METRICS_FILENAME, evaluate_directory, format_summary, region_names
+from unet3d.inference.cases import predict_cases
+from unet3d.inference.predict import make_predictor
+from unet3d.runtime import resolve_runtime
+from unet3d.training.loop import TrainingState
+from unet3d.training.run import RunOptions, train_model
+
+log = logging.getLogger("unet3d")
+MANIFEST = "predictions.json"
+
+
+@dataclass
+class ModelResult:
+    """What the steps produced for one work dir."""
+
+    state: TrainingState | None = None
+    predicted: dict[str, Path] = field(default_factory=dict)
+    metrics: dict[str, Path] = field(default_factory=dict)
+
+
+def best_model_path(work_dir: Path) -> Path:
+    """`model_best.pth`, or `model.pth` when the run keeps no best model."""
+    best = work_dir / ckpt.BEST
+    return best if best.exists() else work_dir / ckpt.LAST
+
+
+def prediction_groups(config: Config) -> list[str]:
+    """Every file group except the training cases, validation first."""
+    return sorted((g for g in config.groups if g != "training" and config.groups[g]), key=lambda g: g != "validation")
+
+
+def _manifest(work_dir: Path, model: Path, groups: list[str]) -> dict:
+    return {"model": model.name, "epoch": int(ckpt.load_checkpoint(model).get("epoch", 0)), "groups": groups}
+
+
+def predictions_done(config: Config, work_dir: Path) -> bool:
+    """True when the groups were predicted (and scored) with the current best model."""
+    path = work_dir / MANIFEST
+    if not path.exists() or not best_model_path(work_dir).exists():
+        return False
+    expected = _manifest(work_dir, best_model_path(work_dir), prediction_groups(config))
+    return json.loads(path.read_text()) == expected
+
+
+def predict_and_evaluate(
+    config: Config, work_dir: Path, options: RunOptions, tta: bool = False, save_probabilities: bool = False
+) -> ModelResult:
+    """Steps 2-3: label maps for every non-training group, and metrics for the groups that have labels."""
+    result = ModelResult()
+    groups = prediction_groups(config)
+    if not groups:
+        return result
+    model = best_model_path(work_dir)
+    runtime = resolve_runtime(options.n_gpus, options.n_workers, options.pin_memory)
+    predictor = make_predictor(config, [model], runtime.device, tta=tta)
+    regions = channel_groups(config.labels, config.dataset.setup_label_hierarchy)
+    for group in groups:
+        folder = work_dir / group
+        cases = config.groups[group]
+        predict_cases(predictor, config, cases, folder, save_probabilities, description=f"predict {group}")
+        result.predicted[group] = folder
+        if all(case.label is not None for case in cases):
+            table = evaluate_directory(folder, cases, regions, region_names(regions))
+            result.metrics[group] = folder / METRICS_FILENAME
+            log.info("%s: %d cases, full volume, original space:\n%s", group, len(cases), format_summary(table))
+    atomic_write_json(work_dir / MANIFEST, _manifest(work_dir, model, groups))
+    return result
+
+
+def run_model(config: Config, work_dir: Path, options: RunOptions) -> ModelResult:
+    """Steps 1-3 for one work dir, skipping the steps already done."""
+    result = ModelResult(state=train_model(config, work_dir, options))
+    if predictions_done(config, work_dir):
+        log.info("%s: predictions are up to date", work_dir)
+        return result
+    predicted = predict_and_evaluate(config, work_dir, options)
+    result.predicted, result.metrics = predicted.predicted, predicted.metrics
+    return result
