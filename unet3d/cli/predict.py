@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--save_probabilities",
         action="store_true",
-        help="also write <case_id>_probabilities.nii.gz (float16, channels last)",
+        help="also write <case_id>_probabilities.nii.gz (channels last, 8-bit, scaled to [0, 1])",
     )
     parser.add_argument("--sw_batch_size", type=int, help="sliding windows per forward pass")
     parser.add_argument("--ngpus", type=int, default=1, help="0 forces the CPU (default: 1 GPU when available)")

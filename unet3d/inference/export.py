@@ -84,11 +84,19 @@ def write_label_map(path: Path, label_map: torch.Tensor, reference: nib.spatiali
     _save(image, path)
 
 
+PROBABILITY_STEPS = 255
+
+
 def write_probabilities(path: Path, probabilities: torch.Tensor, reference: nib.spatialimages.SpatialImage) -> None:
-    """Write (C, *spatial) probabilities as a float16 NIfTI with the channels last, in the reference's space."""
-    array = np.moveaxis(probabilities.cpu().numpy().astype(np.float16), 0, -1)
-    image = nib.Nifti1Image(array, reference.affine)
-    image.header.set_data_dtype(np.float16)
+    """Write (C, *spatial) probabilities with the channels last, in the reference's space.
+
+    NIfTI-1 has no float16, so values are stored as uint8 with a scale factor of 1/255 (a resolution of 0.004, half
+    the size of float16); nibabel's `get_fdata()` and every viewer read them back as floats in [0, 1].
+    """
+    array = np.moveaxis(probabilities.cpu().numpy(), 0, -1)
+    stored = np.clip(np.round(array * PROBABILITY_STEPS), 0, PROBABILITY_STEPS).astype(np.uint8)
+    image = nib.Nifti1Image(stored, reference.affine)
+    image.header.set_slope_inter(1.0 / PROBABILITY_STEPS, 0.0)
     _save(image, path)
 
 

@@ -1,0 +1,198 @@
+"""Predictions after training and with unet3d-predict: geometry, label values, names, ensembles, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from unet3d.config.schema import Case
+from unet3d.data.synthetic import write_dataset
+from unet3d.experiment import run_experiment
+from unet3d.inference.inputs import cases_in_folder
+from unet3d.inference.predict import Predictor, mirror_axes
+from unet3d.training.run import RunOptions
+
+
+@pytest.fixture(scope="module")
+def trained_cv(tiny_data, tmp_path_factory):
+    """A finished 2-fold run of the tiny experiment with an unlabelled extra group."""
+    from tests.conftest import tiny_config
+
+    folder, entries = tiny_data
+    extra = write_dataset(folder / "extra", 2, seed=11, shape_range=(16, 20), with_labels=False, prefix="new")
+    config = tiny_config(entries, n_validation=0, n_epochs=2)
+    config["cross_validation"] = {"n_folds": 2, "random_seed": 1}
+    config["test_filenames"] = [{"image": [f"extra/{p}" for p in e["image"]]} for e in extra]
+    path = folder / "predict_cv.json"
+    path.write_text(json.dumps(config))
+    output = tmp_path_factory.mktemp("out")
+    result = run_experiment(path, output, RunOptions(seed=1))
+    assert not result.failed
+    return path, output / "predict_cv", folder
+
+
+def test_every_fold_predicts_its_held_out_and_extra_cases_in_their_original_space(trained_cv):
+    _, work, _ = trained_cv
+    for k in (1, 2):
+        fold = json.loads((work / f"fold{k}.json").read_text())
+        for group in ("validation", "test"):
+            for case in fold[f"{group}_filenames"]:
+                prediction = nib.load(work / f"fold{k}" / group / f"{case['case_id']}.nii.gz")
+                image = nib.load(case["image"][0])
+                assert prediction.shape == image.shape
+                np.testing.assert_allclose(prediction.affine, image.affine, atol=1e-4)
+                assert set(np.unique(np.asanyarray(prediction.dataobj))) <= {0, 1, 2, 4}
+        metrics = pd.read_csv(work / f"fold{k}" / "validation" / "metrics.csv")
+        assert list(metrics["case_id"])[-4:] == ["mean", "median", "sd", "n_nan"]
+        assert {"dice_2+1+4", "dice_1+4", "dice_4", "hd95_2+1+4"} <= set(metrics.columns)
+        assert not (work / f"fold{k}" / "test" / "metrics.csv").exists(), "unlabelled cases get no metrics"
+    summary = pd.read_csv(work / "cv_summary.csv")
+    assert {"mean_dice", "dice_2+1+4", "hd95_4"} <= set(summary.columns)
+    fold1 = pd.read_csv(work / "fold1/validation/metrics.csv").set_index("case_id")
+    assert float(summary.loc[0, "dice_2+1+4"]) == pytest.approx(float(fold1.loc["mean", "dice_2+1+4"]), abs=1e-4)
+
+
+def test_predictions_are_not_redone_when_up_to_date(trained_cv):
+    config_path, work, _ = trained_cv
+    stamp = (work / "fold1/predictions.json").stat().st_mtime_ns
+    result = run_experiment(config_path, work.parent, RunOptions(seed=1)).cross_validation
+    assert result.skipped == [1, 2]
+    assert (work / "fold1/predictions.json").stat().st_mtime_ns == stamp
+
+
+def predict_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "unet3d.cli.predict", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_ensemble_of_all_folds_on_a_folder_of_new_cases(trained_cv, tmp_path):
+    _, work, folder = trained_cv
+    result = predict_cli(
+        "--model_dirs",
+        str(work),
+        "--input",
+        str(folder / "extra"),
+        "--output_directory",
+        str(tmp_path / "out"),
+        "--tta",
+        "--save_probabilities",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "with 2 model(s) and mirror test-time augmentation" in result.stderr
+    for case in ("new_000", "new_001"):
+        prediction = nib.load(tmp_path / "out" / f"{case}.nii.gz")
+        image = nib.load(folder / "extra" / case / f"{case}_flair.nii.gz")
+        assert prediction.shape == image.shape
+        np.testing.assert_allclose(prediction.affine, image.affine, atol=1e-4)
+        probabilities = nib.load(tmp_path / "out" / f"{case}_probabilities.nii.gz")
+        assert probabilities.shape == (*image.shape, 3)
+        values = probabilities.get_fdata()
+        assert values.min() >= 0 and values.max() <= 1 + 1e-6 and len(np.unique(values)) > 2
+        # The label map is decoded from these probabilities (threshold 0.5; stored to within 1/510).
+        label_map = np.asanyarray(nib.load(tmp_path / "out" / f"{case}.nii.gz").dataobj)
+        assert np.mean((label_map > 0) != (values[..., 0] > 0.5)) < 0.01
+
+
+def test_labelled_group_gets_metrics_and_the_model_config_is_used_by_default(trained_cv, tmp_path):
+    _, work, _ = trained_cv
+    result = predict_cli(
+        "--model_filename",
+        str(work / "fold1/model_best.pth"),
+        "--group",
+        "validation",
+        "--output_directory",
+        str(tmp_path / "val"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"metrics in {tmp_path / 'val' / 'metrics.csv'}" in result.stdout
+    ours = pd.read_csv(tmp_path / "val/metrics.csv").set_index("case_id")
+    during_cv = pd.read_csv(work / "fold1/validation/metrics.csv").set_index("case_id")
+    pd.testing.assert_frame_equal(ours, during_cv)
+
+
+def test_a_config_with_other_labels_is_a_clear_error(trained_cv, tmp_path):
+    config_path, work, _ = trained_cv
+    config = json.loads(config_path.read_text())
+    config["dataset"]["labels"] = [1, 2]
+    config["dataset"]["setup_label_hierarchy"] = False
+    config["model"]["out_channels"] = 2
+    other = config_path.with_name("other_labels.json")
+    other.write_text(json.dumps(config))
+    result = predict_cli(
+        "--model_dirs",
+        str(work),
+        "--config_filename",
+        str(other),
+        "--group",
+        "test",
+        "--output_directory",
+        str(tmp_path / "x"),
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "model was trained with labels [2, 1, 4], the config has [1, 2]" in result.stderr
+
+
+def test_input_and_group_are_exclusive_and_a_missing_folder_is_named(trained_cv, tmp_path):
+    _, work, _ = trained_cv
+    result = predict_cli("--model_dirs", str(work), "--output_directory", str(tmp_path))
+    assert result.returncode == 2 and "give exactly one of --group and --input" in result.stderr
+    result = predict_cli(
+        "--model_dirs", str(work), "--input", str(tmp_path / "nowhere"), "--output_directory", str(tmp_path)
+    )
+    assert result.returncode == 2 and f"{tmp_path / 'nowhere'}: input folder does not exist" in result.stderr
+
+
+def test_folder_cases_are_found_by_modality_endings_and_duplicates_refused(tmp_path):
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        for modality in ("_t1.nii.gz", "_t1ce.nii.gz"):
+            (tmp_path / sub / f"{sub}case{modality}").write_bytes(b"")
+    cases = cases_in_folder(tmp_path, ["_t1.nii.gz", "_t1ce.nii.gz"])
+    assert [c.case_id for c in cases] == ["acase", "bcase"]
+    assert [p.name for p in cases[0].images] == ["acase_t1.nii.gz", "acase_t1ce.nii.gz"]
+    (tmp_path / "c").mkdir()
+    for modality in ("_t1.nii.gz", "_t1ce.nii.gz"):
+        (tmp_path / "c" / f"acase{modality}").write_bytes(b"")
+    with pytest.raises(Exception, match="several cases are named 'acase'"):
+        cases_in_folder(tmp_path, ["_t1.nii.gz", "_t1ce.nii.gz"])
+
+
+class Constant(torch.nn.Module):
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full((x.shape[0], 2, *x.shape[2:]), self.value) + x[:, :1]
+
+
+def test_ensemble_averages_probabilities_and_tta_undoes_each_mirroring():
+    from monai.inferers import SimpleInferer
+
+    image = torch.randn(1, 1, 4, 5, 6)
+    single = [
+        Predictor([Constant(v)], SimpleInferer(), "sigmoid", torch.device("cpu")).probabilities(image)
+        for v in (-1.0, 2.0)
+    ]
+    both = Predictor([Constant(-1.0), Constant(2.0)], SimpleInferer(), "sigmoid", torch.device("cpu"))
+    torch.testing.assert_close(both.probabilities(image), (single[0] + single[1]) / 2)
+    mirrored = Predictor([Constant(0.5)], SimpleInferer(), "sigmoid", torch.device("cpu"), tta=True)
+    torch.testing.assert_close(mirrored.probabilities(image), torch.sigmoid(image[:, :1] + 0.5).expand(1, 2, 4, 5, 6))
+    assert len(mirror_axes(3)) == 8 and mirror_axes(2) == [(), (2,), (3,), (2, 3)]
+
+
+def test_case_ids_name_outputs_uniquely(tmp_path):
+    from unet3d.inference.cases import prediction_path
+
+    assert (
+        prediction_path(tmp_path, Case([Path("x/a_flair.nii.gz")], None, "sub-01_ses-2")).name == "sub-01_ses-2.nii.gz"
+    )
