@@ -12,15 +12,21 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
+import torch
+
 from unet3d import checkpoint as ckpt
 from unet3d.atomic import atomic_write_json
 from unet3d.config.schema import Config
 from unet3d.data.labels import channel_groups
-from unet3d.evaluation.metrics import METRICS_FILENAME, evaluate_directory, format_summary, region_names
-from unet3d.inference.cases import predict_cases
-from unet3d.inference.predict import make_predictor
+from unet3d.evaluation.metrics import METRICS_FILENAME, case_metrics, evaluate_directory, format_summary, region_names
+from unet3d.inference.cases import iter_predictions, predict_cases
+from unet3d.inference.predict import Predictor, make_predictor
+from unet3d.inferers import build_inferer
+from unet3d.losses import activation_from_loss
 from unet3d.runtime import resolve_runtime
-from unet3d.training.loop import TrainingState
+from unet3d.training.loop import FullValidation, TrainingState
 from unet3d.training.run import RunOptions, train_model
 
 log = logging.getLogger("unet3d")
@@ -85,9 +91,41 @@ def predict_and_evaluate(
     return result
 
 
+def full_volume_validation(config: Config) -> FullValidation | None:
+    """A scorer of the model being trained: Dice per region on the whole validation volumes in their original space
+    (log columns `full_dice` and `full_dice_<region>`), or None without validation cases."""
+    cases = config.groups.get("validation") or []
+    if not cases:
+        return None
+    regions = channel_groups(config.labels, config.dataset.setup_label_hierarchy)
+    names = region_names(regions)
+    inferer = build_inferer(config)
+    activation = activation_from_loss(config.loss)
+    truths = {}
+
+    def score(model: torch.nn.Module) -> dict[str, float]:
+        device = next(model.parameters()).device
+        predictor = Predictor([model], inferer, activation, device, amp=bool(config.training.amp))
+        was_training = model.training
+        model.eval()
+        per_case = []
+        for prediction in iter_predictions(predictor, config, cases, description="full-volume validation"):
+            case = prediction.case
+            if case.case_id not in truths:
+                label = nib.load(str(case.label))
+                truths[case.case_id] = (np.asanyarray(label.dataobj), label.header.get_zooms()[: label.ndim])
+            truth, spacing = truths[case.case_id]
+            per_case.append(case_metrics(prediction.label_map.numpy(), truth, regions, names, spacing, hd95=False))
+        model.train(was_training)
+        means = {f"full_dice_{n}": float(np.mean([c[f"dice_{n}"] for c in per_case])) for n in names}
+        return {"full_dice": float(np.mean(list(means.values()))), **means}
+
+    return score
+
+
 def run_model(config: Config, work_dir: Path, options: RunOptions) -> ModelResult:
     """Steps 1-3 for one work dir, skipping the steps already done."""
-    result = ModelResult(state=train_model(config, work_dir, options))
+    result = ModelResult(state=train_model(config, work_dir, options, full_volume_validation(config)))
     if predictions_done(config, work_dir):
         log.info("%s: predictions are up to date", work_dir)
         return result

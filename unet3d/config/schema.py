@@ -122,6 +122,12 @@ class TrainingConfig:
         1,
         minimum=0,
     )
+    validation_interval: int | None = doc(
+        "Full-volume validation Dice (original space, `full_dice*` log columns) every N epochs; null: every epoch "
+        "while that costs under 10% of an epoch's time, else as often as keeps it there.",
+        None,
+        minimum=1,
+    )
     seed: int | None = doc("Random seed; null picks one and records it in the log. --seed overrides it.", None)
     deterministic: bool = doc("Ask torch for deterministic algorithms (slower on GPU).", False)
 

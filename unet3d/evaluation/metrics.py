@@ -68,8 +68,10 @@ def case_metrics(
     groups: Sequence[tuple[int, ...]],
     names: Sequence[str],
     spacing: Sequence[float],
+    hd95: bool = True,
 ) -> dict[str, float]:
-    """Dice and HD95 (mm) of each region between two label maps of the same shape and space.
+    """Dice and HD95 (mm) of each region between two label maps of the same shape and space (`hd95=False`: Dice
+    only, much cheaper: used for the full-volume validation during training).
 
     Region i is the voxels whose value is in `groups[i]`; `spacing` is the voxel size in mm per axis. Returns
     {'dice_<name>': ..., 'hd95_<name>': ...}, Dice columns first, in region order. Empty masks: Dice is 1.0 when
@@ -86,10 +88,12 @@ def case_metrics(
     predicted = encode(_label_tensor(prediction), groups, background=False).bool()[None]
     true = encode(_label_tensor(truth), groups, background=False).bool()[None]
     dice = compute_dice(predicted, true, include_background=True, ignore_empty=False)[0]
-
+    result = {f"dice_{name}": float(dice[i]) for i, name in enumerate(names)}
+    if not hd95:
+        return result
     predicted_any = predicted.flatten(2).any(-1)[0]
     true_any = true.flatten(2).any(-1)[0]
-    hd95 = torch.where(predicted_any | true_any, torch.nan, 0.0).to(torch.float64)
+    distance = torch.where(predicted_any | true_any, torch.nan, 0.0).to(torch.float64)
     both = torch.nonzero(predicted_any & true_any).flatten()
     if len(both) > 0:
         with _quiet_monai():
@@ -100,9 +104,8 @@ def case_metrics(
                 percentile=95,
                 spacing=[float(s) for s in spacing],
             )
-        hd95[both] = distances[0].to(torch.float64)
-    result = {f"dice_{name}": float(dice[i]) for i, name in enumerate(names)}
-    result.update({f"hd95_{name}": float(hd95[i]) for i, name in enumerate(names)})
+        distance[both] = distances[0].to(torch.float64)
+    result.update({f"hd95_{name}": float(distance[i]) for i, name in enumerate(names)})
     return result
 
 

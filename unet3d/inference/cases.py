@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
 import torch
 from tqdm import tqdm
 
@@ -13,6 +15,7 @@ from unet3d.config.schema import Case, Config
 from unet3d.data.datasets import case_items
 from unet3d.data.labels import channel_groups
 from unet3d.data.transforms import build_transforms, split_dataset_config
+from unet3d.errors import CheckpointError
 from unet3d.inference.export import check_geometry, decode, to_original_space, write_label_map, write_probabilities
 from unet3d.inference.predict import Predictor
 
@@ -25,6 +28,39 @@ def prediction_path(folder: Path, case: Case) -> Path:
     return folder / f"{case.case_id}.nii.gz"
 
 
+@dataclass
+class CasePrediction:
+    """One case's prediction in its original space."""
+
+    case: Case
+    label_map: torch.Tensor  # (*spatial) label values
+    probabilities: torch.Tensor  # (C, *spatial)
+    reference: nib.spatialimages.SpatialImage  # the case's first image, whose grid and affine the maps share
+
+
+def iter_predictions(
+    predictor: Predictor, config: Config, cases: Sequence[Case], threshold: float = 0.5, description: str = "predict"
+) -> Iterator[CasePrediction]:
+    """Preprocess each case as for validation, predict, invert to its original space and decode, one at a time."""
+    dataset = split_dataset_config(config.dataset, config.raw.get("dataset", {}), "validation")
+    transform = build_transforms(dataset, with_label=False, softmax=predictor.activation == "softmax", augment=False)
+    groups = channel_groups(config.labels, config.dataset.setup_label_hierarchy)
+    pairs = list(zip(cases, case_items(cases, with_label=False), strict=True))
+    for case, item in tqdm(pairs, desc=description, unit="case", disable=None, leave=False):
+        image = transform(item)["image"]
+        probabilities = predictor.probabilities(image.unsqueeze(0).as_tensor())[0]
+        expected = len(groups) + (1 if predictor.activation == "softmax" else 0)
+        if probabilities.shape[0] != expected:
+            raise CheckpointError(
+                f"the model returns {probabilities.shape[0]} channels; the labels and activation need {expected}"
+            )
+        inverted = to_original_space(probabilities, image, transform)
+        reference = check_geometry(inverted.shape[1:], inverted.affine.numpy(), case.images[0])
+        original = torch.as_tensor(inverted)
+        label_map = decode(original, groups, predictor.activation, config.dataset.setup_label_hierarchy, threshold)
+        yield CasePrediction(case, label_map, original, reference)
+
+
 def predict_cases(
     predictor: Predictor,
     config: Config,
@@ -34,28 +70,18 @@ def predict_cases(
     threshold: float = 0.5,
     description: str = "predict",
 ) -> list[Path]:
-    """Preprocess each case as for validation, predict, invert to the original space, decode and write."""
-    dataset = split_dataset_config(config.dataset, config.raw.get("dataset", {}), "validation")
-    transform = build_transforms(dataset, with_label=False, softmax=predictor.activation == "softmax", augment=False)
-    groups = channel_groups(config.labels, config.dataset.setup_label_hierarchy)
+    """Write `<case_id>.nii.gz` label maps (and optionally probability maps) for `cases` into `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    for case, item in tqdm(
-        list(zip(cases, case_items(cases, with_label=False), strict=True)), desc=description, unit="case", disable=None
-    ):
-        image = transform(item)["image"]
-        probabilities = predictor.probabilities(image.unsqueeze(0).as_tensor())[0]
-        if predictor.activation == "softmax" and probabilities.shape[0] != len(groups) + 1:
-            raise RuntimeError(f"model returns {probabilities.shape[0]} channels, expected {len(groups) + 1}")
-        original = to_original_space(probabilities, image, transform)
-        reference = check_geometry(original.shape[1:], original.affine.numpy(), case.images[0])
-        label_map = decode(
-            torch.as_tensor(original), groups, predictor.activation, config.dataset.setup_label_hierarchy, threshold
-        )
-        path = prediction_path(folder, case)
-        write_label_map(path, label_map, reference)
+    for prediction in iter_predictions(predictor, config, cases, threshold, description):
+        path = prediction_path(folder, prediction.case)
+        write_label_map(path, prediction.label_map, prediction.reference)
         if save_probabilities:
-            write_probabilities(folder / f"{case.case_id}{PROBABILITY_SUFFIX}", torch.as_tensor(original), reference)
+            write_probabilities(
+                folder / f"{prediction.case.case_id}{PROBABILITY_SUFFIX}",
+                prediction.probabilities,
+                prediction.reference,
+            )
         written.append(path)
     log.info("wrote %d label maps to %s", len(written), folder)
     return written

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,8 +179,33 @@ def should_stop(state: TrainingState, patience: int | None) -> bool:
     return patience is not None and state.epoch - state.best_epoch >= patience
 
 
-def fit(config: Config, parts: Components, work_dir: Path, device: torch.device, seed: int) -> TrainingState:
-    """Train until `training.n_epochs` or early stopping, resuming from `work_dir/model.pth` when present."""
+FullValidation = Callable[[torch.nn.Module], dict[str, float]]
+FULL_VALIDATION_BUDGET = 0.1  # share of the epoch time the adaptive full-volume validation may take
+
+
+def full_validation_due(epoch: int, n_epochs: int, interval: int) -> bool:
+    """Whether the full-volume validation runs after `epoch`: every `interval` epochs, and after the last one."""
+    return epoch % interval == 0 or epoch == n_epochs
+
+
+def adapted_interval(validation_time: float, epoch_time: float) -> int:
+    """The smallest interval that keeps full-volume validation within its share of the training time."""
+    return max(1, math.ceil(validation_time / (FULL_VALIDATION_BUDGET * max(epoch_time, 1e-9))))
+
+
+def fit(
+    config: Config,
+    parts: Components,
+    work_dir: Path,
+    device: torch.device,
+    seed: int,
+    full_validation: FullValidation | None = None,
+) -> TrainingState:
+    """Train until `training.n_epochs` or early stopping, resuming from `work_dir/model.pth` when present.
+
+    `full_validation(model)`, when given, scores the model on whole validation volumes in their original space; its
+    values join the log every `training.validation_interval` epochs (adaptive when that is null).
+    """
     work_dir.mkdir(parents=True, exist_ok=True)
     training = config.training
     state = TrainingState(seed=seed)
@@ -190,6 +216,7 @@ def fit(config: Config, parts: Components, work_dir: Path, device: torch.device,
     monitor = "val_loss" if parts.val_loader is not None else "loss"
     if parts.val_loader is None:
         log.warning("no validation_filenames: the best model and the scheduler follow the training loss")
+    interval = training.validation_interval or 1
     while state.epoch < training.n_epochs and not should_stop(state, training.early_stopping_patience):
         epoch = state.epoch + 1
         seed_everything(epoch_seed(state.seed, epoch))
@@ -200,6 +227,11 @@ def fit(config: Config, parts: Components, work_dir: Path, device: torch.device,
         if parts.val_loader is not None:
             row.update(validate(parts, device))
         step_scheduler(parts.scheduler, row[monitor])
+        if full_validation is not None and full_validation_due(epoch, training.n_epochs, interval):
+            trained = time.perf_counter() - started
+            row.update(full_validation(parts.model))
+            if training.validation_interval is None:
+                interval = adapted_interval(time.perf_counter() - started - trained, trained)
         row["epoch_time"] = time.perf_counter() - started
         improved = row[monitor] < state.best_metric
         if improved:
@@ -222,5 +254,7 @@ def _summary(row: dict[str, Any], improved: bool) -> str:
     parts = [f"epoch {row['epoch']}", f"loss {row['loss']:.4f}"]
     if "val_loss" in row:
         parts += [f"val_loss {row['val_loss']:.4f}", f"val_dice {row['val_dice']:.3f}"]
+    if "full_dice" in row:
+        parts.append(f"full_dice {row['full_dice']:.3f}")
     parts += [f"lr {row['lr']:.3g}", f"{row['epoch_time']:.1f}s"]
     return " | ".join(parts) + (" | best" if improved else "")

@@ -18,7 +18,7 @@ from unet3d.config.schema import Config
 from unet3d.data.inspect import write_examples
 from unet3d.runtime import banner, resolve_runtime, use_deterministic_algorithms
 from unet3d.training.components import build_components
-from unet3d.training.loop import TrainingState, fit, should_stop
+from unet3d.training.loop import FullValidation, TrainingState, fit, should_stop
 
 log = logging.getLogger("unet3d")
 CONFIG_FILENAME = "config.json"
@@ -78,8 +78,11 @@ def choose_seed(config: Config, options: RunOptions, work_dir: Path) -> int:
     return secrets.randbelow(2**31)
 
 
-def train_model(config: Config, work_dir: Path, options: RunOptions) -> TrainingState:
-    """Train (or resume, or extend) the model of `config` in `work_dir`. The config must have passed preflight."""
+def train_model(
+    config: Config, work_dir: Path, options: RunOptions, full_validation: FullValidation | None = None
+) -> TrainingState:
+    """Train (or resume, or extend) the model of `config` in `work_dir`. The config must have passed preflight.
+    `full_validation` scores whole validation volumes during training (see `fit`)."""
     work_dir.mkdir(parents=True, exist_ok=True)
     with file_log(work_dir / "train.log"):
         runtime = resolve_runtime(options.n_gpus, options.n_workers, options.pin_memory)
@@ -110,7 +113,7 @@ def train_model(config: Config, work_dir: Path, options: RunOptions) -> Training
             len(config.groups.get("validation", [])),
             config.training.batch_size,
         )
-        state = fit(config, parts, work_dir, runtime.device, seed)
+        state = fit(config, parts, work_dir, runtime.device, seed, full_validation)
         log.info(
             "finished after epoch %d; best epoch %d (%s %.4f); results in %s",
             state.epoch,
