@@ -193,3 +193,30 @@ def test_setup_only_groups_visits_writes_scripts_and_an_array_task_trains_its_fo
 def case_id_subject(work: Path, fold: int, case_id: str) -> str:
     config = json.loads((work / f"fold{fold}.json").read_text())
     return next(c["subject"] for c in config["validation_filenames"] if c["case_id"] == case_id)
+
+
+def test_inner_validation_fraction_keeps_the_held_out_cases_out_of_model_selection(experiment, tmp_path):
+    config = experiment("cvinner", n_validation=0, n_epochs=1, mutate=with_cv(n_folds=2, validation_fraction=0.34))
+    assert not run_experiment(config, tmp_path, RunOptions(seed=1)).failed
+    work = tmp_path / "cvinner"
+    splits = json.loads((work / "splits.json").read_text())
+    assert splits["validation_fraction"] == 0.34
+    for k, fold in enumerate(splits["folds"], start=1):
+        inner, held = fold["inner_validation"], fold["validation"]
+        assert len(inner) == 1 and not set(inner) & set(held)
+        assert sorted(fold["training"] + inner + held) == sorted(f"case_{i:03d}_flair" for i in range(6))
+        fold_config = json.loads((work / f"fold{k}.json").read_text())
+        assert [c["case_id"] for c in fold_config["validation_filenames"]] == inner
+        assert [c["case_id"] for c in fold_config["heldout_filenames"]] == held
+        assert (work / f"fold{k}/heldout/metrics.csv").exists()
+    summary = pd.read_csv(work / "cv_summary.csv")
+    heldout = pd.read_csv(work / "fold1/heldout/metrics.csv").set_index("case_id")
+    assert float(summary.loc[0, "dice_4"]) == pytest.approx(float(heldout.loc["mean", "dice_4"]), abs=1e-4)
+    changed = experiment("cvinner", n_validation=0, n_epochs=1, mutate=with_cv(n_folds=2, validation_fraction=0.5))
+    result = subprocess.run(
+        [sys.executable, "-m", "unet3d.cli.train", "--config_filename", str(changed), "--output_dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2 and "was written with validation_fraction 0.34" in result.stderr

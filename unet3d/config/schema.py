@@ -139,6 +139,13 @@ class CrossValidationConfig:
     n_folds: int = doc("Number of folds.", 5, minimum=2)
     random_seed: int = doc("Seed of the split.", 25)
     stratify: str | None = doc("A case key whose values are balanced across folds (e.g. 'site').", None)
+    validation_fraction: float | None = doc(
+        "Hold back this share of each fold's training cases for model selection; the fold's held-out cases are then "
+        "only predicted and scored (group `heldout`). null: the held-out cases select the best epoch too.",
+        None,
+        minimum=0.01,
+        maximum=0.5,
+    )
 
 
 @dataclass

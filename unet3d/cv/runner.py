@@ -21,7 +21,7 @@ from typing import Any
 from unet3d.atomic import atomic_write_json
 from unet3d.config.load import load_config
 from unet3d.config.schema import Config
-from unet3d.cv.splits import SPLITS_FILENAME, load_or_make_splits
+from unet3d.cv.splits import HELD_OUT_GROUP, SPLITS_FILENAME, load_or_make_inner_validation, load_or_make_splits
 from unet3d.cv.summary import format_table, summarize, write_summary
 from unet3d.errors import ConfigError, UserError
 from unet3d.preflight import check_experiment
@@ -44,14 +44,23 @@ class CrossValidationResult:
 
 
 def fold_config(
-    raw: dict[str, Any], cases_by_id: dict[str, dict[str, Any]], held_out: Sequence[str], cache_dir: Path | None
+    raw: dict[str, Any],
+    cases_by_id: dict[str, dict[str, Any]],
+    held_out: Sequence[str],
+    cache_dir: Path | None,
+    inner: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """A fold's config: the experiment without `cross_validation`, with the fold's training and held-out cases."""
+    """A fold's config: the experiment without `cross_validation`, with the fold's cases. The held-out cases are its
+    `validation_filenames`, or with an inner validation split (`inner`) its `heldout_filenames`."""
     config = copy.deepcopy(raw)
     config.pop("cross_validation", None)
-    held = set(held_out)
-    config["training_filenames"] = [case for case_id, case in cases_by_id.items() if case_id not in held]
-    config["validation_filenames"] = [cases_by_id[case_id] for case_id in held_out]
+    excluded = set(held_out) | set(inner)
+    config["training_filenames"] = [case for case_id, case in cases_by_id.items() if case_id not in excluded]
+    if inner:
+        config["validation_filenames"] = [cases_by_id[case_id] for case_id in inner]
+        config[f"{HELD_OUT_GROUP}_filenames"] = [cases_by_id[case_id] for case_id in held_out]
+    else:
+        config["validation_filenames"] = [cases_by_id[case_id] for case_id in held_out]
     if cache_dir is not None:
         config.setdefault("dataset", {}).setdefault("cache_dir", str(cache_dir))
     return config
@@ -64,6 +73,13 @@ def write_fold_configs(config: Config, work_dir: Path) -> list[Path]:
     work_dir.mkdir(parents=True, exist_ok=True)
     cases = config.groups["training"]
     held_out = load_or_make_splits(work_dir / SPLITS_FILENAME, cases, cv.n_folds, cv.random_seed, cv.stratify)
+    inner: list[list[str]] = [[] for _ in held_out]
+    if cv.validation_fraction:
+        inner = load_or_make_inner_validation(
+            work_dir / SPLITS_FILENAME, cases, held_out, cv.validation_fraction, cv.random_seed
+        )
+    if f"{HELD_OUT_GROUP}_filenames" in config.raw:
+        raise ConfigError(f"{HELD_OUT_GROUP}_filenames: this group name is reserved for each fold's held-out cases")
     if config.groups.get("validation"):
         log.warning("validation_filenames is replaced in each fold by the fold's held-out cases")
     _, cache_root = cache_settings(config, work_dir)
@@ -71,7 +87,7 @@ def write_fold_configs(config: Config, work_dir: Path) -> list[Path]:
     paths = []
     for k, fold_ids in enumerate(held_out, start=1):
         path = work_dir / f"fold{k}.json"
-        atomic_write_json(path, fold_config(config.raw, cases_by_id, fold_ids, cache_root))
+        atomic_write_json(path, fold_config(config.raw, cases_by_id, fold_ids, cache_root, inner[k - 1]))
         paths.append(path)
     log.info(
         "%d folds of %s held-out cases; split in %s",

@@ -11,13 +11,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
+from sklearn.model_selection import GroupKFold, GroupShuffleSplit, KFold, StratifiedGroupKFold, StratifiedKFold
 
 from unet3d.atomic import atomic_write_json
 from unet3d.config.schema import Case
 from unet3d.errors import ConfigError
 
 SPLITS_FILENAME = "splits.json"
+HELD_OUT_GROUP = "heldout"  # a fold's held-out cases when an inner validation split selects the model
 
 
 def make_splits(cases: Sequence[Case], n_folds: int, seed: int, stratify: str | None = None) -> list[list[str]]:
@@ -82,3 +83,40 @@ def load_or_make_splits(
     held_out = make_splits(cases, n_folds, seed, stratify)
     atomic_write_json(path, splits_document(held_out, ids, n_folds, seed, stratify))
     return held_out
+
+
+def inner_validation(cases: Sequence[Case], fraction: float, seed: int) -> list[str]:
+    """Ids of about `fraction` of a fold's training cases (whole subjects) held back for model selection."""
+    subjects = [case.subject if case.subject is not None else f"case:{case.case_id}" for case in cases]
+    n_groups = len(set(subjects))
+    n_inner = min(max(1, round(fraction * n_groups)), n_groups - 1)
+    if n_inner < 1:
+        raise ConfigError("cross_validation.validation_fraction: a fold has too few training cases to hold any back")
+    splitter = GroupShuffleSplit(n_splits=1, test_size=n_inner, random_state=seed)
+    _, inner = next(splitter.split(cases, groups=subjects))
+    return [cases[i].case_id for i in sorted(inner)]
+
+
+def load_or_make_inner_validation(
+    path: Path, cases: Sequence[Case], held_out: list[list[str]], fraction: float, seed: int
+) -> list[list[str]]:
+    """Per fold, the inner validation ids from `path` (added to it the first time, then reused)."""
+    saved = json.loads(Path(path).read_text())
+    recorded = saved.get("validation_fraction")
+    if recorded is not None:
+        if recorded != fraction:
+            raise ConfigError(
+                f"{path}: was written with validation_fraction {recorded}, the config has {fraction}; "
+                "delete it to split again (finished folds will no longer match)"
+            )
+        return [fold["inner_validation"] for fold in saved["folds"]]
+    inner = []
+    for k, fold in enumerate(saved["folds"], start=1):
+        held = set(held_out[k - 1])
+        fold_ids = inner_validation([c for c in cases if c.case_id not in held], fraction, seed + k)
+        fold["inner_validation"] = fold_ids
+        fold["training"] = [i for i in fold["training"] if i not in set(fold_ids)]
+        inner.append(fold_ids)
+    saved["validation_fraction"] = fraction
+    atomic_write_json(path, saved)
+    return inner

@@ -13,10 +13,13 @@ from pathlib import Path
 import pandas as pd
 
 from unet3d.atomic import atomic_write_text
+from unet3d.cv.splits import HELD_OUT_GROUP
+from unet3d.evaluation.metrics import METRICS_FILENAME
 from unet3d.training.history import LOG_FILENAME, read_log
 
 SUMMARY_FILENAME = "cv_summary.csv"
-VALIDATION_METRICS = Path("validation") / "metrics.csv"
+# Where a fold's held-out cases are scored: `heldout/` with an inner validation split, else `validation/`.
+HELD_OUT_METRICS = (Path(HELD_OUT_GROUP) / METRICS_FILENAME, Path("validation") / METRICS_FILENAME)
 
 
 def fold_row(fold: int, fold_dir: Path) -> dict[str, float | int] | None:
@@ -31,7 +34,9 @@ def fold_row(fold: int, fold_dir: Path) -> dict[str, float | int] | None:
         if column == "val_loss" or column.startswith("val_dice"):
             row[column] = float(best[column])
     row["training_time_s"] = float(log["epoch_time"].sum())
-    row.update(full_volume_means(fold_dir / VALIDATION_METRICS))
+    scored = next((fold_dir / p for p in HELD_OUT_METRICS if (fold_dir / p).exists()), None)
+    if scored is not None:
+        row.update(full_volume_means(scored))
     return row
 
 
