@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +22,7 @@ from unet3d.inference.cases import predict_cases
 from unet3d.inference.inputs import cases_from_input, models_in
 from unet3d.inference.predict import make_predictor
 from unet3d.models import spatial_dims
+from unet3d.postprocessing import POSTPROCESSING_FILENAME, keep_largest_component, read_decision
 from unet3d.preflight import check_experiment
 from unet3d.runtime import resolve_runtime
 
@@ -76,8 +78,13 @@ def predict(
     n_workers: int = 0,
     sw_batch_size: int | None = None,
     save_probabilities: bool = False,
+    postprocessing: Path | None = None,
+    use_postprocessing: bool = True,
 ) -> PredictionResult:
-    """Check the inputs, predict every case (averaging the models' probabilities), write label maps and metrics."""
+    """Check the inputs, predict every case (averaging the models' probabilities), write label maps and metrics.
+
+    Postprocessing: the `postprocessing.json` given, else the one a model folder (CV work dir) holds, unless
+    `use_postprocessing` is False."""
     models = [*map(Path, model_filenames), *models_in(model_dirs)]
     if not models:
         raise ConfigError("give --model_filename or --model_dirs")
@@ -104,9 +111,24 @@ def predict(
         runtime.device,
     )
     output_directory = Path(output_directory)
-    paths = predict_cases(predictor, config, cases, output_directory, save_probabilities, threshold)
+    regions = channel_groups(config.labels, config.dataset.setup_label_hierarchy)
+    postprocess = None
+    decision = postprocessing or next(
+        (Path(d) / POSTPROCESSING_FILENAME for d in model_dirs if (Path(d) / POSTPROCESSING_FILENAME).exists()), None
+    )
+    if use_postprocessing and decision is not None:
+        chosen = read_decision(decision, region_names(regions))
+        log.info(
+            "postprocessing from %s: largest connected component of %s",
+            decision,
+            [region_names(regions)[i] for i in chosen] or "no region",
+        )
+        if chosen:
+            postprocess = partial(keep_largest_component, groups=regions, regions=chosen)
+    paths = predict_cases(
+        predictor, config, cases, output_directory, save_probabilities, threshold, postprocess=postprocess
+    )
     metrics = None
     if labelled:
-        regions = channel_groups(config.labels, config.dataset.setup_label_hierarchy)
         metrics = evaluate_directory(output_directory, cases, regions, region_names(regions))
     return PredictionResult(paths, metrics)

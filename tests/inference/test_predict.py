@@ -197,3 +197,31 @@ def test_case_ids_name_outputs_uniquely(tmp_path):
     assert (
         prediction_path(tmp_path, Case([Path("x/a_flair.nii.gz")], None, "sub-01_ses-2")).name == "sub-01_ses-2.nii.gz"
     )
+
+
+def test_cv_records_a_postprocessing_decision_and_predict_applies_one(trained_cv, tmp_path):
+    from scipy import ndimage
+
+    _, work, folder = trained_cv
+    recorded = json.loads((work / "postprocessing.json").read_text())
+    assert set(recorded) == {"keep_largest_component", "mean_dice_before", "mean_dice_after", "decided_on"}
+    assert recorded["mean_dice_after"] >= recorded["mean_dice_before"]
+    assert set(recorded["decided_on"]) == {"fold1", "fold2"}
+    custom = tmp_path / "post.json"
+    custom.write_text(json.dumps({"keep_largest_component": ["2+1+4"]}))
+    result = predict_cli(
+        "--model_dirs",
+        str(work),
+        "--input",
+        str(folder / "extra"),
+        "--output_directory",
+        str(tmp_path / "out"),
+        "--postprocessing",
+        str(custom),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "largest connected component of ['2+1+4']" in result.stderr
+    for case in ("new_000", "new_001"):
+        label_map = np.asanyarray(nib.load(tmp_path / "out" / f"{case}.nii.gz").dataobj)
+        _, count = ndimage.label(label_map > 0, structure=np.ones((3, 3, 3)))
+        assert count <= 1

@@ -55,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also write <case_id>_probabilities.nii.gz (channels last, 8-bit, scaled to [0, 1])",
     )
+    parser.add_argument(
+        "--postprocessing",
+        type=Path,
+        help="a postprocessing.json to apply (default: the one in the CV work dir given to --model_dirs)",
+    )
+    parser.add_argument("--no_postprocessing", action="store_true", help="write the raw predictions")
     parser.add_argument("--sw_batch_size", type=int, help="sliding windows per forward pass")
     parser.add_argument("--ngpus", type=int, default=1, help="0 forces the CPU (default: 1 GPU when available)")
     parser.add_argument("--nthreads", type=int, default=0, help="threads for checking the input files")
@@ -83,6 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             n_workers=args.nthreads,
             sw_batch_size=args.sw_batch_size,
             save_probabilities=args.save_probabilities,
+            postprocessing=args.postprocessing,
+            use_postprocessing=not args.no_postprocessing,
         )
         if result.metrics is not None:
             print(f"metrics in {args.output_directory / 'metrics.csv'}")

@@ -6,11 +6,13 @@
    held-out cases and every other non-training group with its best model, and score them. A failed fold is reported
    and the others still run.
 4. When every fold has finished, write `cv_summary.csv`.
+5. Then decide the postprocessing on all held-out predictions (`postprocessing.json`).
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import traceback
 from collections.abc import Sequence
@@ -23,11 +25,15 @@ from unet3d.config.load import load_config
 from unet3d.config.schema import Config
 from unet3d.cv.splits import HELD_OUT_GROUP, SPLITS_FILENAME, load_or_make_inner_validation, load_or_make_splits
 from unet3d.cv.summary import format_table, summarize, write_summary
+from unet3d.data.labels import channel_groups
 from unet3d.errors import ConfigError, UserError
+from unet3d.evaluation.metrics import region_names
+from unet3d.inference.cases import prediction_path
+from unet3d.postprocessing import POSTPROCESSING_FILENAME, decide, write_decision
 from unet3d.preflight import check_experiment
 from unet3d.training.components import cache_settings
 from unet3d.training.run import RunOptions, is_finished
-from unet3d.workflow import predictions_done, run_model
+from unet3d.workflow import MANIFEST, predictions_done, run_model
 
 log = logging.getLogger("unet3d")
 
@@ -141,8 +147,34 @@ def run_cross_validation(
         except Exception as error:  # one broken fold must not cost the others their run
             log.error("fold %d failed unexpectedly: %s\n%s", k, error, traceback.format_exc())
             result.failed[k] = f"{type(error).__name__}: {error}"
-    summarize_folds(paths, work_dir, result)
+    if not summarize_folds(paths, work_dir, result):
+        decide_postprocessing(paths, work_dir)
     return result
+
+
+def decide_postprocessing(paths: Sequence[Path], work_dir: Path) -> Path:
+    """Step 5: choose the largest-component filter per region on every fold's held-out predictions (kept when the
+    folds' predictions have not changed since the last decision)."""
+    sources = {f"fold{k}": json.loads((work_dir / f"fold{k}" / MANIFEST).read_text()) for k in range(1, len(paths) + 1)}
+    target = work_dir / POSTPROCESSING_FILENAME
+    if target.exists() and json.loads(target.read_text()).get("decided_on") == sources:
+        return target
+    pairs = []
+    for k, path in enumerate(paths, start=1):
+        fold = load_config(path)
+        group = HELD_OUT_GROUP if fold.groups.get(HELD_OUT_GROUP) else "validation"
+        pairs += [(prediction_path(work_dir / f"fold{k}" / group, case), case.label) for case in fold.groups[group]]
+    regions = channel_groups(fold.labels, fold.dataset.setup_label_hierarchy)
+    decision = decide(pairs, regions, region_names(regions))
+    write_decision(work_dir, decision, sources)
+    log.info(
+        "postprocessing: largest connected component for %s (cross-validated mean Dice %.4f → %.4f); "
+        "unet3d-predict applies it with these models",
+        decision.regions or "no region",
+        decision.dice_before,
+        decision.dice_after,
+    )
+    return target
 
 
 def summarize_folds(

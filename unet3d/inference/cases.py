@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -69,13 +70,18 @@ def predict_cases(
     save_probabilities: bool = False,
     threshold: float = 0.5,
     description: str = "predict",
+    postprocess: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> list[Path]:
-    """Write `<case_id>.nii.gz` label maps (and optionally probability maps) for `cases` into `folder`."""
+    """Write `<case_id>.nii.gz` label maps (and optionally probability maps) for `cases` into `folder`;
+    `postprocess` (e.g. the largest-component filter) is applied to each label map before it is written."""
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for prediction in iter_predictions(predictor, config, cases, threshold, description):
         path = prediction_path(folder, prediction.case)
-        write_label_map(path, prediction.label_map, prediction.reference)
+        label_map = prediction.label_map
+        if postprocess is not None:
+            label_map = torch.from_numpy(postprocess(label_map.numpy()))
+        write_label_map(path, label_map, prediction.reference)
         if save_probabilities:
             write_probabilities(
                 folder / f"{prediction.case.case_id}{PROBABILITY_SUFFIX}",
