@@ -15,9 +15,9 @@ from unet3d import checkpoint as ckpt
 from unet3d.config.load import load_config, parse_config
 from unet3d.config.schema import Case, Config
 from unet3d.data.cases import check_cases
-from unet3d.data.labels import channel_groups, declared_values
+from unet3d.data.labels import channel_groups, declared_values, region_names
 from unet3d.errors import CheckpointError, ConfigError
-from unet3d.evaluation.metrics import evaluate_directory, region_names
+from unet3d.evaluation.metrics import evaluate_directory
 from unet3d.inference.cases import predict_cases
 from unet3d.inference.inputs import cases_from_input, models_in
 from unet3d.inference.predict import make_predictor

@@ -19,8 +19,8 @@ import torch
 from unet3d import checkpoint as ckpt
 from unet3d.atomic import atomic_write_json
 from unet3d.config.schema import Config
-from unet3d.data.labels import channel_groups
-from unet3d.evaluation.metrics import METRICS_FILENAME, case_metrics, evaluate_directory, format_summary, region_names
+from unet3d.data.labels import channel_groups, region_names
+from unet3d.evaluation.metrics import METRICS_FILENAME, case_metrics, evaluate_directory, format_summary
 from unet3d.inference.cases import iter_predictions, predict_cases
 from unet3d.inference.predict import Predictor, make_predictor
 from unet3d.inferers import build_inferer

@@ -11,13 +11,12 @@ import pandas as pd
 import pytest
 
 from unet3d.config.schema import Case
-from unet3d.data.labels import channel_groups
+from unet3d.data.labels import channel_groups, region_names
 from unet3d.errors import DataError
 from unet3d.evaluation.metrics import (
     case_metrics,
     evaluate_cases,
     evaluate_directory,
-    region_names,
     summary_rows,
     write_metrics,
 )

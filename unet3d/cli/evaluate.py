@@ -15,14 +15,13 @@ from pathlib import Path
 from unet3d.cli.common import EXIT_OK, run_command, setup_logging
 from unet3d.config.load import case_id_from_path, load_config
 from unet3d.config.schema import Case, Config
-from unet3d.data.labels import channel_groups
+from unet3d.data.labels import channel_groups, region_names
 from unet3d.errors import ConfigError, DataError
 from unet3d.evaluation.metrics import (
     METRICS_FILENAME,
     PREDICTION_SUFFIX,
     evaluate_directory,
     format_summary,
-    region_names,
 )
 from unet3d.registry import suggest
 

@@ -25,9 +25,8 @@ from unet3d.config.load import load_config
 from unet3d.config.schema import Config
 from unet3d.cv.splits import HELD_OUT_GROUP, SPLITS_FILENAME, load_or_make_inner_validation, load_or_make_splits
 from unet3d.cv.summary import format_table, summarize, write_summary
-from unet3d.data.labels import channel_groups
+from unet3d.data.labels import channel_groups, region_names
 from unet3d.errors import ConfigError, UserError
-from unet3d.evaluation.metrics import region_names
 from unet3d.inference.cases import prediction_path
 from unet3d.postprocessing import POSTPROCESSING_FILENAME, decide, write_decision
 from unet3d.preflight import check_experiment

@@ -28,6 +28,12 @@ def channel_groups(labels: LabelSpec, hierarchy: bool = False) -> list[tuple[int
     return groups
 
 
+def region_names(groups: Sequence[Sequence[int]]) -> list[str]:
+    """Each channel's label values joined with '+', as log and metric columns name them:
+    [(2, 1, 4), (1, 4), (4,)] → ['2+1+4', '1+4', '4']."""
+    return ["+".join(str(value) for value in group) for group in groups]
+
+
 def declared_values(labels: LabelSpec) -> set[int]:
     """Every label value the config declares, plus 0 (background)."""
     return {0} | {value for group in channel_groups(labels) for value in group}

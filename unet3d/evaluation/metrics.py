@@ -40,11 +40,6 @@ AFFINE_TOLERANCE = 1e-3
 MAX_NAMED = 5
 
 
-def region_names(groups: Sequence[Sequence[int]]) -> list[str]:
-    """Each region's label values joined with '+': [(2, 1, 4), (1, 4), (4,)] → ['2+1+4', '1+4', '4']."""
-    return ["+".join(str(value) for value in group) for group in groups]
-
-
 @contextmanager
 def _quiet_monai() -> Iterator[None]:
     """Hide MONAI's deprecation notices from its surface-distance helpers (noise for a user)."""

@@ -14,7 +14,7 @@ from monai.transforms import Compose
 
 from unet3d.config.schema import Config
 from unet3d.data.datasets import case_items, fingerprint_dir, make_dataset, make_loader
-from unet3d.data.labels import channel_groups
+from unet3d.data.labels import channel_groups, region_names
 from unet3d.data.transforms import build_transforms, preprocessing_fingerprint, split_dataset_config
 from unet3d.inferers import build_inferer
 from unet3d.losses import activation_from_loss, build_loss
@@ -67,9 +67,9 @@ def cache_settings(config: Config, work_dir: Path) -> tuple[str, Path | None]:
 
 
 def build_dataset(
-    config: Config, split: str, cases_group: str, work_dir: Path, runtime: Runtime, augment: bool
+    config: Config, split: str, work_dir: Path, runtime: Runtime, augment: bool
 ) -> tuple[Dataset, Compose]:
-    """The dataset of one file group with the split's transforms and the configured caching."""
+    """The dataset of one split (`training` or `validation` cases) with its transforms and the configured caching."""
     softmax = activation_from_loss(config.loss) == "softmax"
     dataset_config = split_dataset_config(config.dataset, config.raw.get("dataset", {}), split)
     transform = build_transforms(
@@ -81,7 +81,7 @@ def build_dataset(
     )
     mode, root = cache_settings(config, work_dir)
     cache_dir = fingerprint_dir(root, preprocessing_fingerprint(dataset_config, softmax)) if root else None
-    items = case_items(config.groups[cases_group], with_label=True)
+    items = case_items(config.groups[split], with_label=True)
     return make_dataset(items, transform, mode, cache_dir, runtime.n_workers), transform
 
 
@@ -89,8 +89,8 @@ def build_components(config: Config, work_dir: Path, runtime: Runtime) -> Compon
     """Everything `fit` needs, on `runtime.device`."""
     activation = activation_from_loss(config.loss)
     groups = channel_groups(config.labels, config.dataset.setup_label_hierarchy)
-    channel_names = ["+".join(map(str, g)) for g in groups]
-    train_dataset, train_transform = build_dataset(config, "training", "training", work_dir, runtime, augment=True)
+    channel_names = region_names(groups)
+    train_dataset, train_transform = build_dataset(config, "training", work_dir, runtime, augment=True)
     sampler = None
     samples = config.training.samples_per_epoch
     if samples is not None:
@@ -108,7 +108,7 @@ def build_components(config: Config, work_dir: Path, runtime: Runtime) -> Compon
     )
     val_loader = None
     if config.groups.get("validation"):
-        val_dataset, _ = build_dataset(config, "validation", "validation", work_dir, runtime, augment=False)
+        val_dataset, _ = build_dataset(config, "validation", work_dir, runtime, augment=False)
         val_loader = make_loader(
             val_dataset,
             config.training.validation_batch_size,
