@@ -8,7 +8,7 @@ import pytest
 import torch
 from monai.networks.nets import UNet
 
-from unet3d.atomic import atomic_copy, atomic_write, atomic_write_json, atomic_write_text
+from unet3d.atomic import atomic_write, atomic_write_json, atomic_write_text
 from unet3d.checkpoint import (
     load_checkpoint,
     load_model_weights,
@@ -214,8 +214,6 @@ def test_atomic_helpers_write_expected_content(tmp_path):
     atomic_write_json(tmp_path / "a" / "b.json", {"x": [1, 2]})
     assert json.loads((tmp_path / "a" / "b.json").read_text()) == {"x": [1, 2]}
     assert (tmp_path / "a" / "b.json").read_text().endswith("\n")
-    atomic_copy(tmp_path / "a" / "b.json", tmp_path / "c.json")
-    assert (tmp_path / "c.json").read_bytes() == (tmp_path / "a" / "b.json").read_bytes()
 
 
 # --- model weights -------------------------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -61,9 +60,3 @@ def atomic_write_text(path: Path, text: str) -> None:
 def atomic_write_json(path: Path, data: Any) -> None:
     """Atomically replace a JSON file, indented for people to read."""
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
-
-
-def atomic_copy(source: Path, target: Path) -> None:
-    """Copy a file so that `target` is replaced atomically."""
-    with open(source, "rb") as src:
-        atomic_write(target, lambda handle: shutil.copyfileobj(src, handle))

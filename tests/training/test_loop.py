@@ -40,6 +40,11 @@ def test_training_writes_log_and_full_state_checkpoints(experiment, tmp_path):
     assert (work / "config.json").exists() and (work / "train.log").exists()
     examples = sorted(p.name for p in (work / "data_loader_testing").iterdir())
     assert examples == ["input_test_0.nii.gz", "target_test_0.nii.gz"]
+    # Full-volume validation Dice joins the log (always after the last epoch), and the best model predicts the
+    # validation cases into the work dir with their metrics.
+    assert 0 <= log["full_dice"].iloc[-1] <= 1 and "full_dice_2+1+4" in log
+    metrics = pd.read_csv(work / "validation" / "metrics.csv").set_index("case_id")
+    assert len(metrics) == 2 + 4 and "hd95_4" in metrics
 
 
 def test_resume_and_extend_match_an_uninterrupted_run(experiment, tmp_path):

@@ -44,7 +44,6 @@ class Components:
     train_loader: torch.utils.data.DataLoader
     val_loader: torch.utils.data.DataLoader | None
     inferer: Inferer
-    sampler: torch.utils.data.Sampler | None
 
 
 def amp_dtype(amp: bool | str, device: torch.device) -> torch.dtype | None:
@@ -136,5 +135,4 @@ def build_components(config: Config, work_dir: Path, runtime: Runtime) -> Compon
         train_loader=train_loader,
         val_loader=val_loader,
         inferer=build_inferer(config),
-        sampler=sampler,
     )

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -34,7 +32,6 @@ class RunOptions:
     seed: int | None = None
     pretrained_model_filename: Path | None = None
     n_examples: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def work_dir_for(config_path: Path, output_dir: Path | None) -> Path:
@@ -123,8 +120,3 @@ def train_model(
             work_dir,
         )
         return state
-
-
-def read_saved_config(work_dir: Path) -> dict[str, Any]:
-    """The resolved config a run saved in its work dir."""
-    return json.loads((work_dir / CONFIG_FILENAME).read_text())
