@@ -25,7 +25,7 @@ from unet3d.inference.cases import iter_predictions, predict_cases
 from unet3d.inference.predict import Predictor, make_predictor
 from unet3d.inferers import build_inferer
 from unet3d.losses import activation_from_loss
-from unet3d.runtime import resolve_runtime
+from unet3d.runtime import is_main_process, resolve_runtime
 from unet3d.training.loop import FullValidation, TrainingState
 from unet3d.training.run import RunOptions, train_model
 
@@ -126,6 +126,8 @@ def full_volume_validation(config: Config) -> FullValidation | None:
 def run_model(config: Config, work_dir: Path, options: RunOptions) -> ModelResult:
     """Steps 1-3 for one work dir, skipping the steps already done."""
     result = ModelResult(state=train_model(config, work_dir, options, full_volume_validation(config)))
+    if not is_main_process():
+        return result  # under torchrun, rank 0 alone predicts and scores
     if predictions_done(config, work_dir):
         log.info("%s: predictions are up to date", work_dir)
         return result

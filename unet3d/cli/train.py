@@ -9,12 +9,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+import torch
 
 from unet3d.cli.common import EXIT_FAILURE, EXIT_OK, run_command, setup_logging
 from unet3d.errors import ConfigError
 from unet3d.experiment import read_machine_config, run_experiment
+from unet3d.runtime import is_main_process, shutdown_distributed
 from unet3d.training.run import RunOptions
 
 log = logging.getLogger("unet3d")
@@ -68,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--ngpus",
         type=int,
         default=1,
-        help="GPUs to use (default 1; 0 forces the CPU; the CPU is used when no GPU exists)",
+        help="GPUs to use (default 1; 0 forces the CPU; the CPU is used when no GPU exists; over 1, the command "
+        "relaunches itself under torchrun with one process per GPU)",
     )
     parser.add_argument("--pin_memory", action="store_true", help="pin loader memory for faster GPU transfers")
     parser.add_argument(
@@ -110,10 +116,43 @@ def parse_folds(values: Sequence[str] | None) -> list[int] | None:
         raise ConfigError(f"--fold: expected fold numbers such as 1 or 1,3, got {values}") from None
 
 
+def relaunch_under_torchrun(n_gpus: int, argv: Sequence[str]) -> None:
+    """Replace this process by `torchrun --standalone --nproc_per_node N -m unet3d.train ARGS` (one process per GPU)."""
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={n_gpus}",
+        "-m",
+        "unet3d.train",
+        *argv,
+    ]
+    log.info("launching %d processes: %s", n_gpus, " ".join(command[1:]))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, command)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments and run the experiment; returns the exit code (0 ok, 1 failure, 2 bad input)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     setup_logging(args.debug)
+    wanted_gpus = args.ngpus
+    if args.machine_config_filename is not None and args.machine_config_filename.exists():
+        try:
+            wanted_gpus = read_machine_config(args.machine_config_filename).get("n_gpus", wanted_gpus)
+        except ConfigError:
+            pass  # reported by the run below
+    if (
+        wanted_gpus > 1
+        and "WORLD_SIZE" not in os.environ
+        and torch.cuda.device_count() >= wanted_gpus
+        and not args.setup_crossval_only
+        and not args.summary
+    ):
+        relaunch_under_torchrun(wanted_gpus, argv)
 
     def body() -> int:
         n_workers, n_gpus, pin_memory = args.nthreads, args.ngpus, args.pin_memory
@@ -143,10 +182,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             failed = result.cross_validation.failed
             log.error("folds %s failed: %s", sorted(failed), "; ".join(f"fold {k}: {m}" for k, m in failed.items()))
             return EXIT_FAILURE
-        print(f"results in {result.work_dir}")
+        if is_main_process():
+            print(f"results in {result.work_dir}")
         return EXIT_OK
 
-    return run_command(body, debug=args.debug)
+    try:
+        return run_command(body, debug=args.debug)
+    finally:
+        shutdown_distributed()
 
 
 if __name__ == "__main__":

@@ -152,8 +152,13 @@ class CrossValidationConfig:
 class ClusterConfig:
     """The `cluster` section: resources of the SLURM array job written by --setup_crossval_only."""
 
-    gpus: int = doc("GPUs per fold task (--gres=gpu:N); 0 for CPU-only tasks.", 1, minimum=0)
-    cpus: int = doc("CPUs per fold task; loader workers = cpus - 1.", 8, minimum=1)
+    gpus: int = doc(
+        "GPUs per node of a fold task (--gres=gpu:N); over 1, the fold trains under torchrun (DDP).", 1, minimum=0
+    )
+    nodes: int = doc(
+        "Nodes per fold task; over 1, `srun torchrun` with a c10d rendezvous on the first node.", 1, minimum=1
+    )
+    cpus: int = doc("CPUs per node of a fold task; loader workers per process = cpus / gpus - 1.", 8, minimum=1)
     mem: str = doc("Memory per fold task, in SLURM's notation.", "32G")
     time: str = doc("Time limit per fold task (D-HH:MM:SS); a cut-off fold resumes when rerun.", "2-00:00:00")
     partition: str | None = doc("SLURM partition (null: the cluster's default).", None)

@@ -30,6 +30,7 @@ from unet3d.errors import ConfigError, UserError
 from unet3d.inference.cases import prediction_path
 from unet3d.postprocessing import POSTPROCESSING_FILENAME, decide, write_decision
 from unet3d.preflight import check_experiment
+from unet3d.runtime import is_main_process
 from unet3d.training.components import cache_settings
 from unet3d.training.run import RunOptions, is_finished
 from unet3d.workflow import MANIFEST, predictions_done, run_model
@@ -146,7 +147,7 @@ def run_cross_validation(
         except Exception as error:  # one broken fold must not cost the others their run
             log.error("fold %d failed unexpectedly: %s\n%s", k, error, traceback.format_exc())
             result.failed[k] = f"{type(error).__name__}: {error}"
-    if not summarize_folds(paths, work_dir, result):
+    if is_main_process() and not summarize_folds(paths, work_dir, result):
         decide_postprocessing(paths, work_dir)
     return result
 

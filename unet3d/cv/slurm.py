@@ -18,10 +18,22 @@ SBATCH_FILENAME = "submit_folds.sbatch"
 SHELL_FILENAME = "run_folds.sh"
 
 
-def _train_command(work_dir: Path, fold: str, n_workers: int, n_gpus: int) -> str:
+def _train_command(work_dir: Path, fold: str, n_workers: int, n_gpus: int, nodes: int = 1) -> str:
+    """The command of one fold: plain on one GPU; torchrun (one process per GPU) on several GPUs; `srun torchrun` with
+    a c10d rendezvous on the first node across several nodes."""
     python = f"${{UNET3D_PYTHON:-{shlex.quote(sys.executable)}}}"
-    config = f"{shlex.quote(str(work_dir))}/fold{fold}.json"
-    return f"{python} -m unet3d.cli.train --config_filename {config} --nthreads {n_workers} --ngpus {n_gpus}"
+    arguments = (
+        f"--config_filename {shlex.quote(str(work_dir))}/fold{fold}.json --nthreads {n_workers} --ngpus {n_gpus}"
+    )
+    if n_gpus <= 1 and nodes <= 1:
+        return f"{python} -m unet3d.cli.train {arguments}"
+    if nodes <= 1:
+        return f"{python} -m torch.distributed.run --standalone --nproc_per_node {n_gpus} -m unet3d.train {arguments}"
+    rendezvous = (
+        f'--nnodes {nodes} --nproc_per_node {max(n_gpus, 1)} --rdzv_id "${{SLURM_JOB_ID}}" --rdzv_backend c10d '
+        '--rdzv_endpoint "$(scontrol show hostnames "${SLURM_JOB_NODELIST}" | head -n 1):29500"'
+    )
+    return f"srun {python} -m torch.distributed.run {rendezvous} -m unet3d.train {arguments}"
 
 
 def render_sbatch(work_dir: Path, n_folds: int, cluster: ClusterConfig, job_name: str) -> str:
@@ -38,6 +50,8 @@ def render_sbatch(work_dir: Path, n_folds: int, cluster: ClusterConfig, job_name
     ]
     if cluster.gpus:
         lines.append(f"#SBATCH --gres=gpu:{cluster.gpus}")
+    if cluster.nodes > 1:
+        lines += [f"#SBATCH --nodes={cluster.nodes}", "#SBATCH --ntasks-per-node=1"]
     if cluster.partition:
         lines.append(f"#SBATCH --partition={cluster.partition}")
     if cluster.account:
@@ -55,7 +69,9 @@ def render_sbatch(work_dir: Path, n_folds: int, cluster: ClusterConfig, job_name
         *cluster.setup,
         'fold="${SLURM_ARRAY_TASK_ID:?set SLURM_ARRAY_TASK_ID to the fold number}"',
     ]
-    command = _train_command(work_dir, "${fold}", max(cluster.cpus - 1, 0), cluster.gpus)
+    command = _train_command(
+        work_dir, "${fold}", max(cluster.cpus // max(cluster.gpus, 1) - 1, 0), cluster.gpus, cluster.nodes
+    )
     if cluster.requeue_on_timeout:
         lines += [
             "requeue() {",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +28,10 @@ log = logging.getLogger("unet3d")
 
 @dataclass
 class Components:
-    """The objects of one training run. `model` is the bare network (never the DataParallel wrapper)."""
+    """The objects of one training run. `model` is the bare network (never the DistributedDataParallel wrapper)."""
 
     model: torch.nn.Module
-    network: torch.nn.Module  # what forward passes go through (DataParallel on several GPUs)
+    network: torch.nn.Module  # what training forward passes go through (DistributedDataParallel under torchrun)
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     eval_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     optimizer: torch.optim.Optimizer
@@ -43,6 +44,7 @@ class Components:
     train_transform: Compose
     train_loader: torch.utils.data.DataLoader
     val_loader: torch.utils.data.DataLoader | None
+    sampler: torch.utils.data.Sampler | None  # a DistributedSampler needs set_epoch() every epoch
     inferer: Inferer
 
 
@@ -84,18 +86,30 @@ def build_dataset(
     return make_dataset(items, transform, mode, cache_dir, runtime.n_workers), transform
 
 
+def training_sampler(
+    dataset: Dataset, samples_per_epoch: int | None, runtime: Runtime
+) -> torch.utils.data.Sampler | None:
+    """How training cases are drawn: each process gets its own share under torchrun; `samples_per_epoch` draws that
+    many (over all processes, with replacement when more than the cases); None means a plain shuffle."""
+    if samples_per_epoch is not None:
+        per_process = math.ceil(samples_per_epoch / runtime.world_size)
+        return torch.utils.data.RandomSampler(
+            dataset, replacement=samples_per_epoch > len(dataset), num_samples=per_process
+        )
+    if runtime.distributed:
+        return torch.utils.data.DistributedSampler(
+            dataset, num_replicas=runtime.world_size, rank=runtime.rank, shuffle=True
+        )
+    return None
+
+
 def build_components(config: Config, work_dir: Path, runtime: Runtime) -> Components:
     """Everything `fit` needs, on `runtime.device`."""
     activation = activation_from_loss(config.loss)
     groups = channel_groups(config.labels, config.dataset.setup_label_hierarchy)
     channel_names = region_names(groups)
     train_dataset, train_transform = build_dataset(config, "training", work_dir, runtime, augment=True)
-    sampler = None
-    samples = config.training.samples_per_epoch
-    if samples is not None:
-        sampler = torch.utils.data.RandomSampler(
-            train_dataset, replacement=samples > len(train_dataset), num_samples=samples
-        )
+    sampler = training_sampler(train_dataset, config.training.samples_per_epoch, runtime)
     train_loader = make_loader(
         train_dataset,
         config.training.batch_size,
@@ -117,7 +131,10 @@ def build_components(config: Config, work_dir: Path, runtime: Runtime) -> Compon
             variable_shapes=config.dataset.random_crop or not config.dataset.desired_shape,
         )
     model = build_model(config.model).to(runtime.device)
-    network = torch.nn.DataParallel(model) if runtime.n_gpus > 1 else model
+    network = model
+    if runtime.distributed:
+        device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+        network = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     dtype = amp_dtype(config.training.amp, runtime.device)
     return Components(
         model=model,
@@ -134,5 +151,6 @@ def build_components(config: Config, work_dir: Path, runtime: Runtime) -> Compon
         train_transform=train_transform,
         train_loader=train_loader,
         val_loader=val_loader,
+        sampler=sampler,
         inferer=build_inferer(config),
     )

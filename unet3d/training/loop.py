@@ -23,7 +23,7 @@ from unet3d import checkpoint as ckpt
 from unet3d.config.schema import Config
 from unet3d.errors import CheckpointError
 from unet3d.optim import current_lr, step_scheduler
-from unet3d.runtime import seed_everything
+from unet3d.runtime import Runtime, all_reduce_mean, seed_everything
 from unet3d.training.components import Components
 from unet3d.training.history import LOG_FILENAME, write_log
 
@@ -197,7 +197,7 @@ def fit(
     config: Config,
     parts: Components,
     work_dir: Path,
-    device: torch.device,
+    runtime: Runtime,
     seed: int,
     full_validation: FullValidation | None = None,
 ) -> TrainingState:
@@ -206,12 +206,13 @@ def fit(
     `full_validation(model)`, when given, scores the model on whole validation volumes in their original space; its
     values join the log every `training.validation_interval` epochs (adaptive when that is null).
     """
-    work_dir.mkdir(parents=True, exist_ok=True)
+    device = runtime.device
     training = config.training
     state = TrainingState(seed=seed)
     if (work_dir / ckpt.LAST).exists():
         state = restore(parts, work_dir / ckpt.LAST, device)
-        write_log(work_dir / LOG_FILENAME, state.rows)
+        if runtime.is_main:
+            write_log(work_dir / LOG_FILENAME, state.rows)
         log.info("resuming after epoch %d from %s", state.epoch, work_dir / ckpt.LAST)
     monitor = "val_loss" if parts.val_loader is not None else "loss"
     if parts.val_loader is None:
@@ -219,15 +220,20 @@ def fit(
     interval = training.validation_interval or 1
     while state.epoch < training.n_epochs and not should_stop(state, training.early_stopping_patience):
         epoch = state.epoch + 1
-        seed_everything(epoch_seed(state.seed, epoch))
-        parts.train_transform.set_random_state(seed=epoch_seed(state.seed, epoch))
+        # Each process draws its own augmentations; a DistributedSampler shuffles the same way on all of them.
+        seed_everything(epoch_seed(state.seed, epoch) + runtime.rank)
+        parts.train_transform.set_random_state(seed=epoch_seed(state.seed, epoch) + runtime.rank)
+        if isinstance(parts.sampler, torch.utils.data.DistributedSampler):
+            parts.sampler.seed = state.seed
+            parts.sampler.set_epoch(epoch)
         started = time.perf_counter()
         row: dict[str, Any] = {"epoch": epoch, "lr": current_lr(parts.optimizer)}
-        row["loss"] = train_one_epoch(parts, device, epoch, training.n_epochs, training.training_iterations_per_epoch)
+        loss = train_one_epoch(parts, device, epoch, training.n_epochs, training.training_iterations_per_epoch)
+        row["loss"] = all_reduce_mean(loss, runtime)
         if parts.val_loader is not None:
             row.update(validate(parts, device))
         step_scheduler(parts.scheduler, row[monitor])
-        if full_validation is not None and full_validation_due(epoch, training.n_epochs, interval):
+        if full_validation is not None and runtime.is_main and full_validation_due(epoch, training.n_epochs, interval):
             trained = time.perf_counter() - started
             row.update(full_validation(parts.model))
             if training.validation_interval is None:
@@ -238,8 +244,9 @@ def fit(
             state.best_metric, state.best_epoch = row[monitor], epoch
         state.epoch = epoch
         state.rows.append(row)
-        save_epoch(work_dir, parts, state, config, improved)
-        log.info(_summary(row, improved))
+        if runtime.is_main:
+            save_epoch(work_dir, parts, state, config, improved)
+            log.info(_summary(row, improved))
     if should_stop(state, training.early_stopping_patience) and state.epoch < training.n_epochs:
         log.info(
             "early stopping: no better %s for %d epochs (best epoch %d)",

@@ -14,7 +14,7 @@ from unet3d import checkpoint as ckpt
 from unet3d.atomic import atomic_write_json
 from unet3d.config.schema import Config
 from unet3d.data.inspect import write_examples
-from unet3d.runtime import banner, resolve_runtime, use_deterministic_algorithms
+from unet3d.runtime import banner, broadcast_from_main, resolve_runtime, use_deterministic_algorithms
 from unet3d.training.components import build_components
 from unet3d.training.loop import FullValidation, TrainingState, fit, should_stop
 
@@ -52,6 +52,17 @@ def is_finished(config: Config, work_dir: Path) -> bool:
 
 
 @contextmanager
+def quiet_log():
+    """Only warnings and errors from the processes that do not write (ranks > 0 under torchrun)."""
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+@contextmanager
 def file_log(path: Path):
     """Copy the unet3d log into `path` while the block runs."""
     handler = logging.FileHandler(path)
@@ -81,14 +92,15 @@ def train_model(
     """Train (or resume, or extend) the model of `config` in `work_dir`. The config must have passed preflight.
     `full_validation` scores whole validation volumes during training (see `fit`)."""
     work_dir.mkdir(parents=True, exist_ok=True)
-    with file_log(work_dir / "train.log"):
-        runtime = resolve_runtime(options.n_gpus, options.n_workers, options.pin_memory)
-        seed = choose_seed(config, options, work_dir)
+    runtime = resolve_runtime(options.n_gpus, options.n_workers, options.pin_memory)
+    with file_log(work_dir / "train.log") if runtime.is_main else quiet_log():
+        seed = broadcast_from_main(choose_seed(config, options, work_dir), runtime)
         use_deterministic_algorithms(config.training.deterministic)
         torch.manual_seed(seed)
         log.info(banner(runtime, seed))
         log.info("work dir: %s", work_dir)
-        atomic_write_json(work_dir / CONFIG_FILENAME, config.raw)
+        if runtime.is_main:
+            atomic_write_json(work_dir / CONFIG_FILENAME, config.raw)
         parts = build_components(config, work_dir, runtime)
         fresh = not (work_dir / ckpt.LAST).exists()
         if fresh and options.pretrained_model_filename is not None:
@@ -101,16 +113,19 @@ def train_model(
                 f" ({', '.join(skipped[:5])}{', ...' if len(skipped) > 5 else ''})" if skipped else "",
             )
         n_examples = options.n_examples if options.n_examples is not None else config.training.test_input
-        if fresh and n_examples:
+        if fresh and n_examples and runtime.is_main:
             folder = write_examples(parts.train_dataset, work_dir / "data_loader_testing", n_examples)
             log.info("wrote %d preprocessed input/target pairs to %s", n_examples, folder)
         log.info(
-            "training %d cases, validating %d; batch size %d",
+            "training %d cases, validating %d; batch size %d%s",
             len(config.groups["training"]),
             len(config.groups.get("validation", [])),
             config.training.batch_size,
+            f" per process, {config.training.batch_size * runtime.world_size} in all (effective)"
+            if runtime.distributed
+            else "",
         )
-        state = fit(config, parts, work_dir, runtime.device, seed, full_validation)
+        state = fit(config, parts, work_dir, runtime, seed, full_validation)
         log.info(
             "finished after epoch %d; best epoch %d (%s %.4f); results in %s",
             state.epoch,
