@@ -153,3 +153,15 @@ def test_pretrained_weights_initialise_a_new_run(experiment, tmp_path):
     run_experiment(target, tmp_path, RunOptions(seed=9, pretrained_model_filename=tmp_path / "source/model.pth"))
     a, b = weights(tmp_path / "source/model.pth"), weights(tmp_path / "target/model.pth")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_compiled_channels_last_network_trains_to_the_same_losses(experiment, tmp_path):
+    plain = experiment("plain", n_epochs=1)
+    fast = experiment("fast", n_epochs=1, compile=True, channels_last=True)
+    run_experiment(plain, tmp_path, RunOptions(seed=3))
+    run_experiment(fast, tmp_path, RunOptions(seed=3))
+    a, b = (pd.read_csv(tmp_path / name / LOG_FILENAME) for name in ("plain", "fast"))
+    assert b["loss"].iloc[0] == pytest.approx(a["loss"].iloc[0], rel=1e-3)
+    assert b["val_loss"].iloc[0] == pytest.approx(a["val_loss"].iloc[0], rel=1e-3)
+    state = ckpt.load_checkpoint(tmp_path / "fast/model.pth")
+    assert not any(k.startswith("_orig_mod") for k in state["model"]), "checkpoints hold the bare network's names"

@@ -122,6 +122,13 @@ class TrainingConfig:
         1,
         minimum=0,
     )
+    compile: bool | Literal["default", "reduce-overhead", "max-autotune"] = doc(
+        "Compile the network with torch.compile (true or a compile mode); the first epoch pays the compilation.",
+        False,
+    )
+    channels_last: bool = doc(
+        "Channels-last memory layout for network and inputs (faster convolutions with AMP).", False
+    )
     validation_interval: int | None = doc(
         "Full-volume validation Dice (original space, `full_dice*` log columns) every N epochs; null: every epoch "
         "while that costs under 10% of an epoch's time, else as often as keeps it there.",

@@ -19,7 +19,7 @@ from unet3d.data.labels import channel_groups, region_names
 from unet3d.data.transforms import build_transforms, preprocessing_fingerprint, split_dataset_config
 from unet3d.inferers import build_inferer
 from unet3d.losses import activation_from_loss, build_loss
-from unet3d.models import build_model, deep_supervision_heads
+from unet3d.models import build_model, deep_supervision_heads, spatial_dims
 from unet3d.optim import Scheduler, build_optimizer, build_scheduler
 from unet3d.runtime import Runtime
 
@@ -45,6 +45,7 @@ class Components:
     train_loader: torch.utils.data.DataLoader
     val_loader: torch.utils.data.DataLoader | None
     sampler: torch.utils.data.Sampler | None  # a DistributedSampler needs set_epoch() every epoch
+    memory_format: torch.memory_format | None  # channels-last layout of the inputs, when the network uses it
     inferer: Inferer
 
 
@@ -84,6 +85,11 @@ def build_dataset(
     cache_dir = fingerprint_dir(root, preprocessing_fingerprint(dataset_config, softmax)) if root else None
     items = case_items(config.groups[split], with_label=True)
     return make_dataset(items, transform, mode, cache_dir, runtime.n_workers), transform
+
+
+def channels_last_format(config: Config) -> torch.memory_format:
+    """torch.channels_last_3d for volumes, torch.channels_last for 2D images."""
+    return torch.channels_last_3d if spatial_dims(config.model) == 3 else torch.channels_last
 
 
 def training_sampler(
@@ -131,10 +137,16 @@ def build_components(config: Config, work_dir: Path, runtime: Runtime) -> Compon
             variable_shapes=config.dataset.random_crop or not config.dataset.desired_shape,
         )
     model = build_model(config.model).to(runtime.device)
+    memory_format = channels_last_format(config) if config.training.channels_last else None
+    if memory_format is not None:
+        model = model.to(memory_format=memory_format)
     network = model
     if runtime.distributed:
         device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
         network = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    if config.training.compile:
+        mode = None if config.training.compile is True else config.training.compile
+        network = torch.compile(network, mode=mode)
     dtype = amp_dtype(config.training.amp, runtime.device)
     return Components(
         model=model,
@@ -152,5 +164,6 @@ def build_components(config: Config, work_dir: Path, runtime: Runtime) -> Compon
         train_loader=train_loader,
         val_loader=val_loader,
         sampler=sampler,
+        memory_format=memory_format,
         inferer=build_inferer(config),
     )

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from monai.data import MetaTensor
 from monai.metrics import DiceMetric
 from tqdm import tqdm
 
@@ -52,6 +53,17 @@ def _autocast(parts: Components, device: torch.device) -> Any:
     return torch.autocast(device_type=device.type, dtype=parts.amp_dtype)
 
 
+def to_device(batch: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and targets as plain tensors on the device: MONAI's MetaTensor would carry its metadata through every
+    operation of the network (slower, and torch.compile cannot trace it)."""
+    return tuple(  # type: ignore[return-value]
+        torch.as_tensor(batch[key].as_tensor() if isinstance(batch[key], MetaTensor) else batch[key]).to(
+            device, non_blocking=True
+        )
+        for key in ("image", "label")
+    )
+
+
 def train_one_epoch(parts: Components, device: torch.device, epoch: int, n_epochs: int, passes: int) -> float:
     """One epoch of optimisation; returns the mean training loss per sample."""
     parts.network.train()
@@ -66,8 +78,9 @@ def train_one_epoch(parts: Components, device: torch.device, epoch: int, n_epoch
     )
     for _ in range(passes):
         for batch in parts.train_loader:
-            images = batch["image"].to(device, non_blocking=True)
-            target = batch["label"].to(device, non_blocking=True)
+            images, target = to_device(batch, device)
+            if parts.memory_format is not None:
+                images = images.contiguous(memory_format=parts.memory_format)
             parts.optimizer.zero_grad(set_to_none=True)
             with _autocast(parts, device):
                 loss = parts.loss(parts.network(images), target)
@@ -99,8 +112,7 @@ def validate(parts: Components, device: torch.device) -> dict[str, float]:
     dice = DiceMetric(include_background=not softmax, reduction="mean_batch", ignore_empty=False)
     total, count = 0.0, 0
     for batch in parts.val_loader:
-        images = batch["image"].to(device, non_blocking=True)
-        target = batch["label"].to(device, non_blocking=True)
+        images, target = to_device(batch, device)
         with _autocast(parts, device):
             logits = parts.inferer(images, parts.network)
         logits = logits.float()
