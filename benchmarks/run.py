@@ -77,7 +77,7 @@ TARGET_LOADER_OVERHEAD = 5.0  # %: loader-fed steps at most this much slower tha
 TARGET_CACHE_SPEEDUP = 3.0  # x: later epochs at least this much faster to load than the first
 TARGET_SLIDING_WINDOW = 1.2  # x: sliding-window prediction at most this much slower than the pure forward passes
 
-DEFAULT_STEPS = 40  # timed steps per block; 3 rounds of 3 blocks: about a minute on a 2-core CPU for the example
+DEFAULT_STEPS = 28  # timed steps per block (4 epochs of the example); 5 rounds of 3 blocks: ~1 min on 2 CPU cores
 DEFAULT_STEPS_BRATS = 20
 MIB = 2**20
 
@@ -404,16 +404,21 @@ def profile_loading(parts: Components, config: Config, work_dir: Path) -> dict[s
                 prefix_outputs.append(_clone(data))
         outputs.append(data)
     n = len(items)
-    save_seconds = load_seconds = 0.0
-    scratch = work_dir / "profile.pt"
+    # Writing and reading the cached prefix as the disk cache does (torch.save; torch.load with weights_only=True),
+    # and for comparison without the safe unpickler and without the MetaTensors' metadata (our own fresh files).
+    save_seconds = load_seconds = unsafe_seconds = bare_seconds = 0.0
+    scratch, bare = work_dir / "profile.pt", work_dir / "profile_bare.pt"
     for output in prefix_outputs:
         start = time.perf_counter()
         torch.save(output, scratch)
         save_seconds += time.perf_counter() - start
-        start = time.perf_counter()
-        torch.load(scratch, weights_only=True)
-        load_seconds += time.perf_counter() - start
+        torch.save({k: v.as_tensor() for k, v in output.items() if hasattr(v, "as_tensor")}, bare)
+        load_seconds += timed(torch.device("cpu"), lambda: torch.load(scratch, weights_only=True))
+        unsafe_seconds += timed(torch.device("cpu"), lambda: torch.load(scratch, weights_only=False))
+        bare_seconds += timed(torch.device("cpu"), lambda: torch.load(bare, weights_only=True))
     scratch.unlink(missing_ok=True)
+    bare.unlink(missing_ok=True)
+    n_saved = max(1, len(prefix_outputs))
     start = time.perf_counter()
     for index in range(n):
         parts.train_dataset[index]  # a cache hit: hash the file states, torch.load, then the random transforms
@@ -435,14 +440,16 @@ def profile_loading(parts: Components, config: Config, work_dir: Path) -> dict[s
         ],
         "first_epoch_ms_per_case": {
             "cached_prefix_transforms": sum(per_case_ms[:n_prefix]),
-            "cache_write_torch_save": 1000 * save_seconds / max(1, len(prefix_outputs)),
+            "cache_write_torch_save": 1000 * save_seconds / n_saved,
             "random_transforms": suffix_ms,
         },
         "later_epoch_ms_per_case": {
             "cache_hit_total": 1000 * cached_item_seconds,
             "of_which_random_transforms": suffix_ms,
             "cache_read_hash_and_torch_load": 1000 * cached_item_seconds - suffix_ms,
-            "plain_torch_load_weights_only": 1000 * load_seconds / max(1, len(prefix_outputs)),
+            "torch_load_weights_only": 1000 * load_seconds / n_saved,
+            "torch_load_unrestricted": 1000 * unsafe_seconds / n_saved,
+            "torch_load_tensors_without_metadata": 1000 * bare_seconds / n_saved,
         },
         "collate_ms_per_batch": 1000 * collate_seconds,
         "batch_size": batch_size,
@@ -499,10 +506,12 @@ def step_blocks(parts: Components, device: torch.device, steps: int, rounds: int
                 plain.extend({k: v.as_tensor() if hasattr(v, "as_tensor") else v for k, v in b.items()} for b in memory)
                 continue
             seconds[feed].append(timed(device, lambda feed=feed: run(feed)))
-    step_seconds = {feed: sum(times) / (len(times) * steps) for feed, times in seconds.items()}
+    # Medians over the rounds: a block slowed down by another process on the machine does not move them.
+    step_seconds = {feed: statistics.median(times) / steps for feed, times in seconds.items()}
     per_round = [
         100 * (loader - mem) / loader for loader, mem in zip(seconds["loader"], seconds["memory"], strict=True)
     ]
+    samples_per_step = samples["loader"] / (steps * rounds)
     return {
         "steps_per_block": steps,
         "rounds": rounds,
@@ -511,10 +520,10 @@ def step_blocks(parts: Components, device: torch.device, steps: int, rounds: int
         "step_seconds": step_seconds,
         "loader_overhead_percent": 100 * (step_seconds["loader"] - step_seconds["memory"]) / step_seconds["loader"],
         "loader_overhead_percent_per_round": per_round,
-        "metatensor_overhead_percent": 100
-        * (step_seconds["memory"] - step_seconds["plain"])
-        / step_seconds["memory"],
-        "throughput_samples_per_s": samples["loader"] / sum(seconds["loader"]),
+        "metatensor_overhead_percent": 100 * (step_seconds["memory"] - step_seconds["plain"]) / step_seconds["memory"],
+        "samples_per_step": samples_per_step,
+        "throughput_samples_per_s": samples_per_step / step_seconds["loader"],
+        "throughput_samples_per_s_mean_over_blocks": samples["loader"] / sum(seconds["loader"]),
         "peak_memory": peak,
     }
 
@@ -757,7 +766,9 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 if not results.get("loading_profile"):
                     log.info("loading profile: each transform of the training chain, cache read/write, collation")
                     results["loading_profile"] = profile_loading(parts, cfg, work)
-                log.info("(a)+(c) %s: %d rounds of %d steps, loader / memory / plain tensors", label, args.rounds, steps)
+                log.info(
+                    "(a)+(c) %s: %d rounds of %d steps, loader / memory / plain tensors", label, args.rounds, steps
+                )
                 blocks = step_blocks(parts, device, steps, args.rounds)
                 variant: dict[str, Any] = {"batch_size": batch_size, "amp": amp_label(amp, device), **blocks}
                 rows += variant_rows(label, blocks)
@@ -807,13 +818,17 @@ def variant_rows(label: str, blocks: dict[str, Any]) -> list[Row]:
         Row(f"[{label}] throughput, real train loader", blocks["throughput_samples_per_s"], "samples/s"),
     ]
     if peak.get("kind") == "cuda":
-        rows.append(Row(f"[{label}] peak GPU memory (torch.cuda.max_memory_allocated)", peak["max_allocated_mib"], "MiB"))
+        rows.append(
+            Row(f"[{label}] peak GPU memory (torch.cuda.max_memory_allocated)", peak["max_allocated_mib"], "MiB")
+        )
     elif peak:
         what = "peak RSS during loader-fed steps" if "clear_refs" in peak["label"] else "process lifetime peak RSS"
         rows.append(Row(f"[{label}] {what} (ru_maxrss, main process)", peak["peak_rss_mib"], "MiB"))
         if peak["workers_peak_rss_mib"]:
             n = len(peak["workers_peak_rss_mib"])
-            rows.append(Row(f"[{label}] peak RSS of {n} loader workers (sum)", sum(peak["workers_peak_rss_mib"]), "MiB"))
+            rows.append(
+                Row(f"[{label}] peak RSS of {n} loader workers (sum)", sum(peak["workers_peak_rss_mib"]), "MiB")
+            )
     return rows
 
 
@@ -824,7 +839,7 @@ def window_rows(label: str, window: dict[str, Any]) -> list[Row]:
             f"[{label}] sliding-window prediction, one {shape} volume",
             window["prediction_seconds"],
             "s",
-            note=f"{window['n_windows']} windows",
+            note=f"{window['n_windows']} window{'s' if window['n_windows'] != 1 else ''}",
         ),
         Row(f"[{label}] pure forward passes over the same windows", window["forward_seconds"], "s"),
         Row(
@@ -837,7 +852,11 @@ def window_rows(label: str, window: dict[str, Any]) -> list[Row]:
     ]
     if "importance_map_seconds_per_call" in window:
         rows.append(
-            Row(f"[{label}] of which Gaussian weight map (rebuilt per call)", window["importance_map_seconds_per_call"], "s")
+            Row(
+                f"[{label}] of which Gaussian weight map (rebuilt per call)",
+                1000 * window["importance_map_seconds_per_call"],
+                "ms",
+            )
         )
     return rows
 
@@ -849,12 +868,17 @@ def profile_text(profile: dict[str, Any]) -> str:
         "|---|---|---:|",
     ]
     for step in profile["transforms"]:
-        lines.append(f"| {step['index']}. {step['name']} | {'yes' if step['cached'] else 'no'} | {step['ms_per_case']:.2f} |")
+        lines.append(
+            f"| {step['index']}. {step['name']} | {'yes' if step['cached'] else 'no'} | {step['ms_per_case']:.2f} |"
+        )
     first, later = profile["first_epoch_ms_per_case"], profile["later_epoch_ms_per_case"]
     lines += [
         f"| first epoch: cached transforms + cache write (torch.save) | | "
         f"{first['cached_prefix_transforms']:.2f} + {first['cache_write_torch_save']:.2f} |",
         f"| later epochs: cache hit (hash + torch.load) | | {later['cache_read_hash_and_torch_load']:.2f} |",
+        f"| of which torch.load(weights_only=True) of cached MetaTensors | | {later['torch_load_weights_only']:.2f} |",
+        f"| for comparison: torch.load(weights_only=False) | | {later['torch_load_unrestricted']:.2f} |",
+        f"| for comparison: the same tensors without metadata | | {later['torch_load_tensors_without_metadata']:.2f} |",
         f"| every epoch: random transforms | | {first['random_transforms']:.2f} |",
         f"| collate (per batch of {profile['batch_size']}) | | {profile['collate_ms_per_batch']:.2f} |",
     ]
@@ -867,11 +891,13 @@ def default_output(args: argparse.Namespace, device: torch.device) -> Path:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--config_filename", default=str(EXAMPLE_CONFIG), help="experiment config (default: example)")
     parser.add_argument("--output", type=Path, help="JSON results (default: benchmarks/results/<name>.json)")
     parser.add_argument("--steps", type=int, help=f"timed steps per block (default {DEFAULT_STEPS}; brats: 20)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of loader/memory/plain blocks")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of loader/memory/plain blocks")
     parser.add_argument("--passes", type=int, default=3, help="passes over the loader for the cache effect (>= 2)")
     parser.add_argument("--repeats", type=int, default=10, help="timed repeats of the sliding-window prediction")
     parser.add_argument("--nthreads", type=int, default=0, help="data loader worker processes (as unet3d-train)")

@@ -10,6 +10,7 @@ from functools import partial
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from unet3d import checkpoint as ckpt
 from unet3d.config.load import load_config, parse_config
@@ -21,7 +22,7 @@ from unet3d.evaluation.metrics import evaluate_directory
 from unet3d.inference.cases import predict_cases
 from unet3d.inference.inputs import cases_from_input, models_in
 from unet3d.inference.predict import make_predictor
-from unet3d.models import spatial_dims
+from unet3d.models import check_model_spec, spatial_dims
 from unet3d.postprocessing import POSTPROCESSING_FILENAME, keep_largest_component, read_decision
 from unet3d.preflight import check_experiment
 from unet3d.runtime import resolve_runtime
@@ -77,6 +78,7 @@ def predict(
     n_gpus: int | None = 1,
     n_workers: int = 0,
     sw_batch_size: int | None = None,
+    stitch_on_cpu: bool = False,
     save_probabilities: bool = False,
     postprocessing: Path | None = None,
     use_postprocessing: bool = True,
@@ -92,16 +94,23 @@ def predict(
     check_experiment(config, train=False)
     cases = select_cases(config, group, input_path, modality_suffixes)
     labelled = all(case.label is not None for case in cases)
-    check_cases(
+    infos = check_cases(
         {"input": cases},
         declared_values(config.labels),
         spatial_dims(config.model),
         labelled_groups=["input"] if labelled else [],
         n_threads=max(2, n_workers),
     )
+    check_model_spec(config.model, in_channels=infos["input"][0].n_channels, out_channels=None)
     runtime = resolve_runtime(n_gpus, n_workers, pin_memory=False)
     predictor = make_predictor(
-        config, models, runtime.device, tta=tta, sw_batch_size=sw_batch_size, activation=activation
+        config,
+        models,
+        runtime.device,
+        tta=tta,
+        sw_batch_size=sw_batch_size,
+        stitch_device=torch.device("cpu") if stitch_on_cpu else None,
+        activation=activation,
     )
     log.info(
         "predicting %d cases with %d model(s)%s on %s",

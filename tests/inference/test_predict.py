@@ -142,6 +142,24 @@ def test_a_config_with_other_labels_is_a_clear_error(trained_cv, tmp_path):
     assert "model was trained with labels [2, 1, 4], the config has [1, 2]" in result.stderr
 
 
+def test_cases_with_fewer_modalities_than_the_model_are_a_clear_error(trained_cv, tmp_path):
+    _, work, folder = trained_cv
+    result = predict_cli(
+        "--model_dirs",
+        str(work),
+        "--input",
+        str(folder / "extra"),
+        "--modality_suffixes",
+        "_flair.nii.gz",
+        "_t1.nii.gz",
+        "--output_directory",
+        str(tmp_path),
+        "--stitch_on_cpu",
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "error: model.in_channels: is 4 but each case has 2 image channel(s)" in result.stderr
+
+
 def test_input_and_group_are_exclusive_and_a_missing_folder_is_named(trained_cv, tmp_path):
     _, work, _ = trained_cv
     result = predict_cli("--model_dirs", str(work), "--output_directory", str(tmp_path))

@@ -62,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no_postprocessing", action="store_true", help="write the raw predictions")
     parser.add_argument("--sw_batch_size", type=int, help="sliding windows per forward pass")
+    parser.add_argument(
+        "--stitch_on_cpu",
+        action="store_true",
+        help="assemble sliding-window outputs in CPU memory (volumes too large for the GPU)",
+    )
     parser.add_argument("--ngpus", type=int, default=1, help="0 forces the CPU (default: 1 GPU when available)")
     parser.add_argument("--nthreads", type=int, default=0, help="threads for checking the input files")
     parser.add_argument("--debug", action="store_true", help="verbose log")
@@ -88,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             n_gpus=args.ngpus,
             n_workers=args.nthreads,
             sw_batch_size=args.sw_batch_size,
+            stitch_on_cpu=args.stitch_on_cpu,
             save_probabilities=args.save_probabilities,
             postprocessing=args.postprocessing,
             use_postprocessing=not args.no_postprocessing,

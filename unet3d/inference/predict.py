@@ -116,6 +116,7 @@ def make_predictor(
     device: torch.device,
     tta: bool = False,
     sw_batch_size: int | None = None,
+    stitch_device: torch.device | None = None,
     amp: bool | None = None,
     activation: str | None = None,
 ) -> Predictor:
@@ -124,7 +125,7 @@ def make_predictor(
         raise CheckpointError("no model file to predict with")
     return Predictor(
         models=load_models(model_paths, config, device),
-        inferer=build_inferer(config, sw_batch_size=sw_batch_size),
+        inferer=build_inferer(config, sw_batch_size=sw_batch_size, device=stitch_device),
         activation=activation or activation_from_loss(config.loss),
         device=device,
         tta=tta,
