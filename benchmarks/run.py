@@ -272,6 +272,51 @@ def timed(device: torch.device, work: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
+CONTENDED = 0.15  # share of the machine's CPU time used by other processes above which a timing counts as disturbed
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _busy_ticks() -> int | None:
+    """CPU time (clock ticks) spent by the whole machine outside idle and iowait, from /proc/stat."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return user + nice + system + irq + softirq + steal
+
+
+def _own_ticks() -> int:
+    """CPU time (clock ticks) of this process (all threads) and its live children (loader workers)."""
+    total = 0
+    for pid in ["self", *_children()]:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total
+
+
+def measure(device: torch.device, work: Callable[[], Any]) -> tuple[float, float | None]:
+    """Wall time of `work()` and the share of the machine's CPU capacity that other processes used meanwhile
+    (None where /proc is unavailable). A shared machine's neighbours can slow a block many-fold; this tells which."""
+    busy, own = _busy_ticks(), _own_ticks()
+    seconds = timed(device, work)
+    after = _busy_ticks()
+    if busy is None or after is None:
+        return seconds, None
+    foreign = (after - busy) - (_own_ticks() - own)
+    capacity = _TICK * seconds * (os.cpu_count() or 1)
+    return seconds, max(0.0, foreign / capacity) if capacity > 0 else None
+
+
+def robust(values: list[float], shares: list[float | None]) -> dict[str, Any]:
+    """The median of the undisturbed timings; the minimum when every timing was disturbed."""
+    clean = [v for v, share in zip(values, shares, strict=True) if share is None or share < CONTENDED]
+    if clean:
+        return {"value": statistics.median(clean), "n_clean": len(clean), "n": len(values), "method": "median"}
+    return {"value": min(values), "n_clean": 0, "n": len(values), "method": "min (all disturbed)"}
+
+
 def autocast(parts: Components, device: torch.device) -> Any:
     """The same autocast context as the training loop: only with `training.amp` on CUDA."""
     if parts.amp_dtype is None:
@@ -317,7 +362,7 @@ def with_validation(config: Config, n_validation: int) -> tuple[Config, str]:
     the config has none. Returns the config and a note saying which cases play which part."""
     training = list(config.groups.get("training", []))
     if config.groups.get("validation"):
-        return config, f"{len(training)} training cases, {len(config.groups['validation'])} validation cases"
+        return config, f"{len(training)} training case(s), {len(config.groups['validation'])} validation case(s)"
     n_validation = max(1, min(n_validation, len(training) - 1))
     if len(training) < 2:
         raise ConfigError("training_filenames: the benchmark needs at least 2 cases (1 is held out for prediction)")
@@ -351,26 +396,38 @@ def amp_label(amp: bool | str, device: torch.device) -> str:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def loader_passes(config: Config, runtime: Runtime, passes: int) -> dict[str, Any]:
-    """Time `passes` full iterations of the training loader, starting from an empty cache in a fresh work dir."""
-    with tempfile.TemporaryDirectory(prefix="unet3d_bench_") as work:
-        parts = build_components(config, Path(work), runtime)
-        seed_everything(0)
-        parts.train_transform.set_random_state(seed=0)
-        times, n_batches = [], 0
-        for _ in range(passes):
-            start = time.perf_counter()
-            n_batches = sum(1 for _ in parts.train_loader)
-            times.append(time.perf_counter() - start)
-        del parts
-        gc.collect()
-    later = statistics.mean(times[1:]) if len(times) > 1 else None
+def loader_passes(config: Config, runtime: Runtime, passes: int, repeats: int) -> dict[str, Any]:
+    """Time `passes` full iterations of the training loader, starting from an empty cache in a fresh work dir;
+    `repeats` times, each with a fresh cache, so that a pass disturbed by another process can be set aside."""
+    first: list[float] = []
+    first_shares: list[float | None] = []
+    later: list[float] = []
+    later_shares: list[float | None] = []
+    n_batches = 0
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory(prefix="unet3d_bench_") as work:
+            parts = build_components(config, Path(work), runtime)
+            seed_everything(0)
+            parts.train_transform.set_random_state(seed=0)
+            for index in range(passes):
+                seconds, share = measure(torch.device("cpu"), lambda loader=parts.train_loader: sum(1 for _ in loader))
+                (first if index == 0 else later).append(seconds)
+                (first_shares if index == 0 else later_shares).append(share)
+            n_batches = len(parts.train_loader)
+            del parts
+            gc.collect()
+    first_estimate, later_estimate = robust(first, first_shares), robust(later, later_shares)
     return {
-        "pass_seconds": times,
         "n_batches": n_batches,
-        "first_seconds": times[0],
-        "later_seconds": later,
-        "first_over_later": times[0] / later if later else None,
+        "first_pass_seconds": first,
+        "first_pass_foreign_cpu_share": first_shares,
+        "later_pass_seconds": later,
+        "later_pass_foreign_cpu_share": later_shares,
+        "first": first_estimate,
+        "later": later_estimate,
+        "first_seconds": first_estimate["value"],
+        "later_seconds": later_estimate["value"],
+        "first_over_later": first_estimate["value"] / later_estimate["value"],
     }
 
 
@@ -386,9 +443,27 @@ def _clone(data: dict[str, Any]) -> dict[str, Any]:
     return {k: (v.clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v)) for k, v in data.items()}
 
 
-def profile_loading(parts: Components, config: Config, work_dir: Path) -> dict[str, Any]:
+def profile_loading(parts: Components, config: Config, work_dir: Path, repeats: int = 3) -> dict[str, Any]:
     """Where the loading time goes, per case: each transform of the training chain (first epoch: all of them),
-    writing and reading the cache, and collation. Runs in this process, whatever --nthreads is."""
+    writing and reading the cache, and collation. Runs in this process, whatever --nthreads is; each number is the
+    least of `repeats` runs (another process on the machine can only add time)."""
+    runs = [_profile_once(parts, config, work_dir) for _ in range(repeats)]
+    return _least(runs) | {"repeats": repeats}
+
+
+def _least(values: list[Any]) -> Any:
+    """Element-wise minimum of equally shaped nested results (numbers; other leaves are taken from the first)."""
+    first = values[0]
+    if isinstance(first, dict):
+        return {key: _least([v[key] for v in values]) for key in first}
+    if isinstance(first, list):
+        return [_least(list(items)) for items in zip(*values, strict=True)]
+    if isinstance(first, float):
+        return min(values)
+    return first
+
+
+def _profile_once(parts: Components, config: Config, work_dir: Path) -> dict[str, Any]:
     steps = list(parts.train_transform.transforms)
     n_prefix = prefix_length(steps)
     items = case_items(config.groups["training"], with_label=True)
@@ -419,6 +494,8 @@ def profile_loading(parts: Components, config: Config, work_dir: Path) -> dict[s
     scratch.unlink(missing_ok=True)
     bare.unlink(missing_ok=True)
     n_saved = max(1, len(prefix_outputs))
+    for index in range(n):
+        parts.train_dataset[index]  # fill the cache (a no-op when the warm-up epoch already did)
     start = time.perf_counter()
     for index in range(n):
         parts.train_dataset[index]  # a cache hit: hash the file states, torch.load, then the random transforms
@@ -478,6 +555,7 @@ def step_blocks(parts: Components, device: torch.device, steps: int, rounds: int
     plain: list[dict[str, Any]] = []
     position = {"memory": 0, "plain": 0}
     seconds: dict[str, list[float]] = {"loader": [], "memory": [], "plain": []}
+    shares: dict[str, list[float | None]] = {"loader": [], "memory": [], "plain": []}
     samples = {"loader": 0, "memory": 0, "plain": 0}
     peak: dict[str, Any] = {}
 
@@ -491,13 +569,18 @@ def step_blocks(parts: Components, device: torch.device, steps: int, rounds: int
                 position[feed] += 1
             samples[feed] += train_step(parts, device, batch)
 
+    def block(feed: str) -> None:
+        elapsed, share = measure(device, lambda: run(feed))
+        seconds[feed].append(elapsed)
+        shares[feed].append(share)
+
     for index in range(rounds):
         order = ["loader", "memory", "plain"] if index % 2 == 0 else ["plain", "memory", "loader"]
         for feed in order:
             if feed == "loader" and index == 0:
                 probe = PeakMemory(device)
                 probe.start()
-                seconds[feed].append(timed(device, lambda feed=feed: run(feed)))
+                block(feed)
                 peak = probe.stop()
                 # One epoch of batches, in loader order (same batch sizes, a short last batch included), on device.
                 for _ in range(per_epoch):
@@ -505,9 +588,10 @@ def step_blocks(parts: Components, device: torch.device, steps: int, rounds: int
                     memory.append({k: batch[k].to(device) for k in ("image", "label")})
                 plain.extend({k: v.as_tensor() if hasattr(v, "as_tensor") else v for k, v in b.items()} for b in memory)
                 continue
-            seconds[feed].append(timed(device, lambda feed=feed: run(feed)))
-    # Medians over the rounds: a block slowed down by another process on the machine does not move them.
-    step_seconds = {feed: statistics.median(times) / steps for feed, times in seconds.items()}
+            block(feed)
+    # Medians over the undisturbed blocks: a block slowed down by another process on the machine is set aside.
+    estimates = {feed: robust(seconds[feed], shares[feed]) for feed in seconds}
+    step_seconds = {feed: estimate["value"] / steps for feed, estimate in estimates.items()}
     per_round = [
         100 * (loader - mem) / loader for loader, mem in zip(seconds["loader"], seconds["memory"], strict=True)
     ]
@@ -517,6 +601,8 @@ def step_blocks(parts: Components, device: torch.device, steps: int, rounds: int
         "rounds": rounds,
         "batches_per_epoch": per_epoch,
         "block_seconds": seconds,
+        "block_foreign_cpu_share": shares,
+        "estimates": estimates,
         "step_seconds": step_seconds,
         "loader_overhead_percent": 100 * (step_seconds["loader"] - step_seconds["memory"]) / step_seconds["loader"],
         "loader_overhead_percent_per_round": per_round,
@@ -666,6 +752,20 @@ def brats_scale_config(folder: Path, n_cases: int, shape: int, n_validation: int
 # --------------------------------------------------------------------------------------------------------------------
 
 
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`--set KEY.PATH=VALUE` (as unet3d-train): the value is JSON when it parses as JSON, else a string."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item}: expected KEY.PATH=VALUE")
+        try:
+            overrides[key] = json.loads(text)
+        except json.JSONDecodeError:
+            overrides[key] = text
+    return overrides
+
+
 def amp_settings(choice: str | None, config: Config, device: torch.device, notes: list[str]) -> list[bool | str]:
     """`training.amp` values to benchmark. AMP is CUDA-only in unet3d: on a CPU only full precision is measured."""
     configured = config.training.amp or True  # "on" keeps a configured 'bf16'/'fp16', else fp16 with a scaler
@@ -694,8 +794,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     else:
         config_path = Path(args.config_filename)
         ensure_example_data(config_path)
-    overrides: dict[str, Any] = {}
-    config = load_config(config_path, overrides)
+    config = load_config(config_path, parse_overrides(args.overrides))
     check_experiment(config)
     check_data(config, n_threads=2)
     config, split_note = with_validation(config, args.n_validation)
@@ -713,6 +812,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         )
     settings = {
         "config": str(config_path),
+        "overrides": args.overrides,
         "mode": "brats_scale" if args.brats_scale else "config",
         "steps_per_block": steps,
         "rounds": args.rounds,
@@ -734,12 +834,17 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
     # (b) cache effect: fresh, empty disk cache; then no cache at all for reference.
     log.info("(b) cache effect: %d passes over the training loader, disk cache then none", args.passes)
-    disk = loader_passes(variant_config(base, {"dataset.cache": "disk"}), runtime, args.passes)
-    none = loader_passes(variant_config(base, {"dataset.cache": "none"}), runtime, args.passes)
+    disk = loader_passes(variant_config(base, {"dataset.cache": "disk"}), runtime, args.passes, args.cache_repeats)
+    none = loader_passes(variant_config(base, {"dataset.cache": "none"}), runtime, args.passes, args.cache_repeats)
     results["cache"] = {"disk": disk, "none": none}
     rows += [
-        Row("disk cache: first pass over the train loader (empty cache)", disk["first_seconds"], "s"),
-        Row("disk cache: later passes (mean of passes 2-3)", disk["later_seconds"], "s"),
+        Row(
+            "disk cache: first pass over the train loader (empty cache)",
+            disk["first_seconds"],
+            "s",
+            note=clean(disk["first"]),
+        ),
+        Row("disk cache: later passes (2nd, 3rd)", disk["later_seconds"], "s", note=clean(disk["later"])),
         Row(
             "disk cache: first / later",
             disk["first_over_later"],
@@ -747,8 +852,8 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             f">= {TARGET_CACHE_SPEEDUP:g}x",
             disk["first_over_later"] is not None and disk["first_over_later"] >= TARGET_CACHE_SPEEDUP,
         ),
-        Row("no cache: first pass", none["first_seconds"], "s"),
-        Row("no cache: later passes", none["later_seconds"], "s"),
+        Row("no cache: first pass", none["first_seconds"], "s", note=clean(none["first"])),
+        Row("no cache: later passes", none["later_seconds"], "s", note=clean(none["later"])),
         Row("no cache: first / later (reference)", none["first_over_later"], "x"),
     ]
 
@@ -797,23 +902,30 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def clean(estimate: dict[str, Any]) -> str:
+    """How a value was obtained from repeated timings, for the table."""
+    if estimate["n_clean"] == 0:
+        return f"min of {estimate['n']}, all disturbed by other processes"
+    return f"median of {estimate['n_clean']}/{estimate['n']} undisturbed"
+
+
 def variant_rows(label: str, blocks: dict[str, Any]) -> list[Row]:
-    step = blocks["step_seconds"]
+    step, estimates = blocks["step_seconds"], blocks["estimates"]
     overhead = blocks["loader_overhead_percent"]
-    spread = blocks["loader_overhead_percent_per_round"]
     peak = blocks["peak_memory"]
     rows = [
-        Row(f"[{label}] step time, real train loader", step["loader"], "s/step"),
-        Row(f"[{label}] step time, batches in memory", step["memory"], "s/step"),
+        Row(f"[{label}] step time, real train loader", step["loader"], "s/step", note=clean(estimates["loader"])),
+        Row(f"[{label}] step time, batches in memory", step["memory"], "s/step", note=clean(estimates["memory"])),
         Row(
             f"[{label}] loader overhead",
             overhead,
             "%",
             f"<= {TARGET_LOADER_OVERHEAD:g} %",
             overhead <= TARGET_LOADER_OVERHEAD,
-            note=f"rounds {min(spread):.1f} to {max(spread):.1f}",
         ),
-        Row(f"[{label}] step time, in memory as plain tensors", step["plain"], "s/step"),
+        Row(
+            f"[{label}] step time, in memory as plain tensors", step["plain"], "s/step", note=clean(estimates["plain"])
+        ),
         Row(f"[{label}] MetaTensor overhead (memory vs plain)", blocks["metatensor_overhead_percent"], "%"),
         Row(f"[{label}] throughput, real train loader", blocks["throughput_samples_per_s"], "samples/s"),
     ]
@@ -899,6 +1011,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, help=f"timed steps per block (default {DEFAULT_STEPS}; brats: 20)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of loader/memory/plain blocks")
     parser.add_argument("--passes", type=int, default=3, help="passes over the loader for the cache effect (>= 2)")
+    parser.add_argument("--cache_repeats", type=int, default=3, help="fresh-cache repeats of the passes")
     parser.add_argument("--repeats", type=int, default=10, help="timed repeats of the sliding-window prediction")
     parser.add_argument("--nthreads", type=int, default=0, help="data loader worker processes (as unet3d-train)")
     parser.add_argument("--ngpus", type=int, default=None, help="GPUs to use (default: all; 0: the CPU)")
@@ -906,6 +1019,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--amp", choices=("on", "off", "both"), help="mixed precision (default: the config's)")
     parser.add_argument("--batch_size", type=int, nargs="+", help="one or more batch sizes (default: the config's)")
     parser.add_argument("--sw_batch_size", type=int, help="sliding windows per forward pass (default: the config's)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override a config value, JSON-typed (as unet3d-train), e.g. --set dataset.cache=memory; repeatable",
+    )
     parser.add_argument("--n_validation", type=int, default=2, help="cases held out when the config has none")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--brats_scale", action="store_true", help="brats2020 network on synthetic 128^3 cases")
@@ -917,8 +1038,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.passes < 2:
         parser.error("--passes must be at least 2")
-    if min(args.rounds, args.repeats, args.steps or 1, *(args.batch_size or [1])) < 1:
-        parser.error("--steps, --rounds, --repeats and --batch_size must be positive")
+    if min(args.rounds, args.repeats, args.cache_repeats, args.steps or 1, *(args.batch_size or [1])) < 1:
+        parser.error("--steps, --rounds, --repeats, --cache_repeats and --batch_size must be positive")
     return args
 
 

@@ -11,20 +11,45 @@ from unet3d.errors import ConfigError
 from unet3d.registry import check_kwargs, lookup
 
 Scheduler = torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
+# Keys of the `scheduler` section that are unet3d's, not the scheduler class's arguments.
+SCHEDULER_OPTIONS = ("step", "monitor")
+STEP_MODES = ("epoch", "iteration")
+
+
+def scheduler_arguments(spec: NamedSpec) -> dict:
+    """The scheduler class's keyword arguments (the section without unet3d's own keys)."""
+    return {k: v for k, v in spec.kwargs.items() if k not in SCHEDULER_OPTIONS}
+
+
+def scheduler_step_mode(spec: NamedSpec | None) -> str:
+    """'epoch' (default) or 'iteration': when the scheduler steps (`scheduler.step`)."""
+    return "epoch" if spec is None else spec.kwargs.get("step", "epoch")
+
+
+def scheduler_monitor(spec: NamedSpec | None, has_validation: bool) -> str:
+    """The log column a ReduceLROnPlateau watches (`scheduler.monitor`): val_loss by default, loss without
+    validation."""
+    default = "val_loss" if has_validation else "loss"
+    return default if spec is None else spec.kwargs.get("monitor", default)
 
 
 def check_optim_specs(optimizer: NamedSpec, scheduler: NamedSpec | None) -> None:
-    """Names and constructor arguments of the optimizer and scheduler."""
+    """Names and constructor arguments of the optimizer and scheduler, and the scheduler's step mode."""
     check_kwargs(
         lookup("optimizer", optimizer.name, "optimizer.name"), optimizer.kwargs, "optimizer", supplied=("params",)
     )
-    if scheduler is not None:
-        check_kwargs(
-            lookup("scheduler", scheduler.name, "scheduler.name"),
-            scheduler.kwargs,
-            "scheduler",
-            supplied=("optimizer",),
-        )
+    if scheduler is None:
+        return
+    cls = lookup("scheduler", scheduler.name, "scheduler.name")
+    check_kwargs(cls, scheduler_arguments(scheduler), "scheduler", supplied=("optimizer",))
+    mode = scheduler_step_mode(scheduler)
+    if mode not in STEP_MODES:
+        raise ConfigError(f"scheduler.step: must be 'epoch' or 'iteration', got {mode!r}")
+    if mode == "iteration" and issubclass(cls, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        raise ConfigError("scheduler.step: ReduceLROnPlateau follows a logged metric and steps once per epoch")
+    monitor = scheduler.kwargs.get("monitor")
+    if monitor is not None and not isinstance(monitor, str):
+        raise ConfigError(f"scheduler.monitor: expected a log column name such as 'val_dice', got {monitor!r}")
 
 
 def build_optimizer(spec: NamedSpec, parameters: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
@@ -42,7 +67,7 @@ def build_scheduler(spec: NamedSpec | None, optimizer: torch.optim.Optimizer) ->
         return None
     cls = lookup("scheduler", spec.name, "scheduler.name")
     try:
-        return cls(optimizer, **spec.kwargs)
+        return cls(optimizer, **scheduler_arguments(spec))
     except (TypeError, ValueError) as error:
         raise ConfigError(f"scheduler: {spec.name}: {error}") from None
 

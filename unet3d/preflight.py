@@ -8,13 +8,13 @@ import logging
 
 from unet3d.config.schema import Config
 from unet3d.data.cases import CaseInfo, check_cases
-from unet3d.data.labels import check_label_spec, declared_values, n_target_channels
+from unet3d.data.labels import channel_groups, check_label_spec, declared_values, n_target_channels, region_names
 from unet3d.data.transforms import SPLIT_BLOCKS, build_transforms, split_dataset_config
 from unet3d.errors import ConfigError
 from unet3d.losses import activation_from_loss, check_loss_spec
 from unet3d.models import check_input_shape, check_model_spec, spatial_dims
 from unet3d.optim import check_optim_specs
-from unet3d.registry import check_kwargs, lookup
+from unet3d.registry import check_kwargs, lookup, suggest
 
 log = logging.getLogger("unet3d")
 ORIENTATION_CODES = ("LR", "PA", "IS")
@@ -28,6 +28,22 @@ def check_orientation(code: str | None) -> None:
     axes = sorted(next((i for i, pair in enumerate(ORIENTATION_CODES) if c in pair), -1) for c in letters)
     if len(letters) not in (2, 3) or axes != list(range(len(letters))):
         raise ConfigError(f"dataset.orientation: {code!r} is not an axis code like 'RAS' or 'LPS'")
+
+
+def check_monitor(config: Config) -> None:
+    """`scheduler.monitor` must name a column every epoch's log row has."""
+    if config.scheduler is None or "monitor" not in config.scheduler.kwargs:
+        return
+    regions = region_names(channel_groups(config.labels, config.dataset.setup_label_hierarchy))
+    columns = ["loss", "val_loss", "val_dice", *(f"val_dice_{r}" for r in regions)]
+    monitor = config.scheduler.kwargs["monitor"]
+    if monitor.startswith("val") and not config.groups.get("validation") and config.cross_validation is None:
+        raise ConfigError(f"scheduler.monitor: {monitor!r} needs validation_filenames (or cross_validation)")
+    if monitor not in columns:
+        raise ConfigError(
+            f"scheduler.monitor: {monitor!r} is not a column of every log row "
+            f"({', '.join(columns)}){suggest(str(monitor), columns)}"
+        )
 
 
 def check_experiment(config: Config, train: bool = True) -> None:
@@ -46,6 +62,9 @@ def check_experiment(config: Config, train: bool = True) -> None:
     if dataset.random_crop and not dataset.desired_shape:
         raise ConfigError("dataset.random_crop: needs dataset.desired_shape (the patch size)")
     check_input_shape(config.model, dataset.desired_shape)
+    if config.training.iterations_per_epoch is not None and config.training.samples_per_epoch is not None:
+        raise ConfigError("training.iterations_per_epoch: give it or samples_per_epoch, not both")
+    check_monitor(config)
     softmax = activation == "softmax"
     for split in SPLIT_BLOCKS:
         split_config = split_dataset_config(dataset, config.raw.get("dataset", {}), split)

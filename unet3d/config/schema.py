@@ -113,6 +113,13 @@ class TrainingConfig:
     samples_per_epoch: int | None = doc(
         "Training samples drawn per epoch (with replacement when larger than the training set).", None, minimum=1
     )
+    iterations_per_epoch: int | None = doc(
+        "Fixed number of training batches per epoch, drawn at random with replacement (nnU-Net's 250).", None, minimum=1
+    )
+    gradient_clip: float | None = doc(
+        "Clip the gradients' global norm to this value (null: no clipping).", None, minimum=0.0
+    )
+    log_every_n_iterations: int | None = doc("Log the running loss and learning rate every N batches.", None, minimum=1)
     training_iterations_per_epoch: int = doc("Passes over the training loader per epoch (3DUnetCNN key).", 1, minimum=1)
     prefetch_factor: int | None = doc(
         "Batches each loader worker prepares ahead (with --nthreads > 0).", None, minimum=1
@@ -188,7 +195,8 @@ NAMED_SECTIONS: dict[str, str] = {
     "model": "Network from monai.networks.nets: `name` plus its constructor arguments.",
     "optimizer": "Optimizer from torch.optim: `name` plus its arguments (lr, weight_decay, ...).",
     "loss": "Loss from monai.losses, then torch.nn: `name` plus its arguments; sigmoid/softmax set the activation.",
-    "scheduler": "Optional scheduler from torch.optim.lr_scheduler; ReduceLROnPlateau steps on val_loss.",
+    "scheduler": "Optional scheduler from torch.optim.lr_scheduler; `step`: 'epoch' (default) or 'iteration'; "
+    "ReduceLROnPlateau follows `monitor` (a log column, default val_loss).",
     "inference": "Optional inferer from monai.inferers (e.g. SlidingWindowInferer with roi_size).",
 }
 REQUIRED_SECTIONS = ("model", "optimizer", "loss")

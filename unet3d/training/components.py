@@ -20,7 +20,7 @@ from unet3d.data.transforms import build_transforms, preprocessing_fingerprint, 
 from unet3d.inferers import build_inferer
 from unet3d.losses import activation_from_loss, build_loss
 from unet3d.models import build_model, deep_supervision_heads, spatial_dims
-from unet3d.optim import Scheduler, build_optimizer, build_scheduler
+from unet3d.optim import Scheduler, build_optimizer, build_scheduler, scheduler_monitor, scheduler_step_mode
 from unet3d.runtime import Runtime
 
 log = logging.getLogger("unet3d")
@@ -46,6 +46,8 @@ class Components:
     val_loader: torch.utils.data.DataLoader | None
     sampler: torch.utils.data.Sampler | None  # a DistributedSampler needs set_epoch() every epoch
     memory_format: torch.memory_format | None  # channels-last layout of the inputs, when the network uses it
+    scheduler_step: str  # 'epoch' or 'iteration'
+    scheduler_monitor: str  # the log column ReduceLROnPlateau follows
     inferer: Inferer
 
 
@@ -115,7 +117,10 @@ def build_components(config: Config, work_dir: Path, runtime: Runtime) -> Compon
     groups = channel_groups(config.labels, config.dataset.setup_label_hierarchy)
     channel_names = region_names(groups)
     train_dataset, train_transform = build_dataset(config, "training", work_dir, runtime, augment=True)
-    sampler = training_sampler(train_dataset, config.training.samples_per_epoch, runtime)
+    samples = config.training.samples_per_epoch
+    if config.training.iterations_per_epoch is not None:
+        samples = config.training.iterations_per_epoch * config.training.batch_size * runtime.world_size
+    sampler = training_sampler(train_dataset, samples, runtime)
     train_loader = make_loader(
         train_dataset,
         config.training.batch_size,
@@ -165,5 +170,7 @@ def build_components(config: Config, work_dir: Path, runtime: Runtime) -> Compon
         val_loader=val_loader,
         sampler=sampler,
         memory_format=memory_format,
+        scheduler_step=scheduler_step_mode(config.scheduler),
+        scheduler_monitor=scheduler_monitor(config.scheduler, val_loader is not None),
         inferer=build_inferer(config),
     )

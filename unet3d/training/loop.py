@@ -21,7 +21,7 @@ from monai.metrics import DiceMetric
 from tqdm import tqdm
 
 from unet3d import checkpoint as ckpt
-from unet3d.config.schema import Config
+from unet3d.config.schema import Config, TrainingConfig
 from unet3d.errors import CheckpointError
 from unet3d.optim import current_lr, step_scheduler
 from unet3d.runtime import Runtime, all_reduce_mean, seed_everything
@@ -64,14 +64,16 @@ def to_device(batch: dict[str, Any], device: torch.device) -> tuple[torch.Tensor
     )
 
 
-def train_one_epoch(parts: Components, device: torch.device, epoch: int, n_epochs: int, passes: int) -> float:
-    """One epoch of optimisation; returns the mean training loss per sample."""
+def train_one_epoch(parts: Components, device: torch.device, epoch: int, training: TrainingConfig) -> float:
+    """One epoch of optimisation (`training_iterations_per_epoch` passes over the loader); returns the mean training
+    loss per sample. Per-iteration schedulers step after every batch."""
     parts.network.train()
-    total, count = 0.0, 0
+    total, count, iteration = 0.0, 0, 0
     start = time.perf_counter()
+    passes = training.training_iterations_per_epoch
     bar = tqdm(
         total=len(parts.train_loader) * passes,
-        desc=f"epoch {epoch}/{n_epochs}",
+        desc=f"epoch {epoch}/{training.n_epochs}",
         unit="batch",
         leave=False,
         disable=None,
@@ -85,12 +87,28 @@ def train_one_epoch(parts: Components, device: torch.device, epoch: int, n_epoch
             with _autocast(parts, device):
                 loss = parts.loss(parts.network(images), target)
             parts.scaler.scale(loss).backward()
+            if training.gradient_clip is not None:
+                parts.scaler.unscale_(parts.optimizer)
+                torch.nn.utils.clip_grad_norm_(parts.model.parameters(), training.gradient_clip)
             parts.scaler.step(parts.optimizer)
             parts.scaler.update()
+            if parts.scheduler is not None and parts.scheduler_step == "iteration":
+                parts.scheduler.step()
             total += float(loss.detach()) * images.shape[0]
             count += images.shape[0]
+            iteration += 1
             bar.update()
             bar.set_postfix(loss=f"{total / count:.4f}", samples_per_s=f"{count / (time.perf_counter() - start):.1f}")
+            every = training.log_every_n_iterations
+            if every and iteration % every == 0:
+                log.info(
+                    "epoch %d iteration %d | loss %.4f | lr %.3g | %.1f samples/s",
+                    epoch,
+                    iteration,
+                    total / count,
+                    current_lr(parts.optimizer),
+                    count / (time.perf_counter() - start),
+                )
     bar.close()
     if count == 0:
         raise RuntimeError("the training loader yielded no batch")
@@ -226,7 +244,7 @@ def fit(
         if runtime.is_main:
             write_log(work_dir / LOG_FILENAME, state.rows)
         log.info("resuming after epoch %d from %s", state.epoch, work_dir / ckpt.LAST)
-    monitor = "val_loss" if parts.val_loader is not None else "loss"
+    monitor = "val_loss" if parts.val_loader is not None else "loss"  # what model_best.pth and early stopping follow
     if parts.val_loader is None:
         log.warning("no validation_filenames: the best model and the scheduler follow the training loss")
     interval = training.validation_interval or 1
@@ -240,11 +258,12 @@ def fit(
             parts.sampler.set_epoch(epoch)
         started = time.perf_counter()
         row: dict[str, Any] = {"epoch": epoch, "lr": current_lr(parts.optimizer)}
-        loss = train_one_epoch(parts, device, epoch, training.n_epochs, training.training_iterations_per_epoch)
+        loss = train_one_epoch(parts, device, epoch, training)
         row["loss"] = all_reduce_mean(loss, runtime)
         if parts.val_loader is not None:
             row.update(validate(parts, device))
-        step_scheduler(parts.scheduler, row[monitor])
+        if parts.scheduler_step == "epoch":
+            step_scheduler(parts.scheduler, row.get(parts.scheduler_monitor, math.nan))
         if full_validation is not None and runtime.is_main and full_validation_due(epoch, training.n_epochs, interval):
             trained = time.perf_counter() - started
             row.update(full_validation(parts.model))

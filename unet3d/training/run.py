@@ -64,15 +64,20 @@ def quiet_log():
 
 @contextmanager
 def file_log(path: Path):
-    """Copy the unet3d log into `path` while the block runs."""
+    """Copy the unet3d log (from INFO up) into `path` while the block runs, whatever the console shows."""
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.setLevel(logging.INFO)
+    level = log.level
+    if log.getEffectiveLevel() > logging.INFO:  # used as a library without logging set up: the file still gets INFO
+        log.setLevel(logging.INFO)
     log.addHandler(handler)
     try:
         yield
     finally:
         log.removeHandler(handler)
         handler.close()
+        log.setLevel(level)
 
 
 def choose_seed(config: Config, options: RunOptions, work_dir: Path) -> int:
