@@ -272,7 +272,7 @@ def timed(device: torch.device, work: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
-CONTENDED = 0.15  # share of the machine's CPU time used by other processes above which a timing counts as disturbed
+CONTENDED = 0.05  # share of the machine's CPU time used by other processes above which a timing counts as disturbed
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
