@@ -20,7 +20,10 @@ setup(
     packages=find_packages(include=["unet3d", "unet3d.*"]),
     python_requires=">=3.10",
     install_requires=requirements,
-    extras_require={"test": ["pytest>=7", "ruff==0.17.6"]},
+    extras_require={
+        "test": ["pytest>=7", "ruff==0.17.6", "matplotlib>=3.5"],
+        "plots": ["matplotlib>=3.5"],
+    },
     entry_points={
         "console_scripts": [
             "unet3d-train=unet3d.cli.train:main",

@@ -119,6 +119,9 @@ class TrainingConfig:
     gradient_clip: float | None = doc(
         "Clip the gradients' global norm to this value (null: no clipping).", None, minimum=0.0
     )
+    progress_plot: bool = doc(
+        "Redraw progress.png (losses, Dice, lr, epoch time) after every epoch; needs matplotlib.", True
+    )
     log_every_n_iterations: int | None = doc("Log the running loss and learning rate every N batches.", None, minimum=1)
     training_iterations_per_epoch: int = doc("Passes over the training loader per epoch (3DUnetCNN key).", 1, minimum=1)
     prefetch_factor: int | None = doc(

@@ -27,6 +27,7 @@ from unet3d.optim import current_lr, step_scheduler
 from unet3d.runtime import Runtime, all_reduce_mean, seed_everything
 from unet3d.training.components import Components
 from unet3d.training.history import LOG_FILENAME, write_log
+from unet3d.training.plots import PLOT_FILENAME, write_progress_plot
 
 log = logging.getLogger("unet3d")
 
@@ -194,6 +195,8 @@ def save_epoch(work_dir: Path, parts: Components, state: TrainingState, config: 
         ckpt.save_checkpoint(work_dir / ckpt.epoch_filename(state.epoch), payload)
     ckpt.save_checkpoint(work_dir / ckpt.LAST, payload)
     write_log(work_dir / LOG_FILENAME, state.rows)
+    if training.progress_plot:
+        write_progress_plot(work_dir / PLOT_FILENAME, state.rows)
     if training.save_last_n_models:
         _prune_epoch_checkpoints(work_dir, state.epoch, training.save_last_n_models, training.save_every_n_epochs)
 
