@@ -28,7 +28,11 @@ def with_cv(n_folds=3, **extra):
 @pytest.fixture
 def cv_run(experiment, tmp_path):
     """A finished 3-fold run of 2 epochs; returns (config path, CV work dir)."""
-    config = experiment("cv", n_validation=0, n_epochs=2, mutate=with_cv())
+    def disk_cached_cv(config):
+        with_cv()(config)
+        config["dataset"]["cache"] = "disk"  # shared by the folds
+
+    config = experiment("cv", n_validation=0, n_epochs=2, mutate=disk_cached_cv)
     result = run_experiment(config, tmp_path, RunOptions(seed=1))
     assert not result.failed
     return config, tmp_path / "cv"

@@ -76,7 +76,8 @@ class DatasetConfig:
         "MONAI dictionary transforms applied to the images only, after normalization.", []
     )
     cache: Literal["auto", "none", "disk", "memory"] = doc(
-        "Where deterministic preprocessing is cached: 'disk' (cache_dir), 'memory', 'none'; 'auto' means 'disk'.",
+        "Where deterministic preprocessing is cached: 'disk' (cache_dir), 'memory', 'none'; 'auto': memory when it "
+        "fits in a quarter of the available RAM, else disk.",
         "auto",
     )
     cache_dir: str | None = doc("Folder of the disk cache (default: <work dir>/cache); relative to the config.", None)

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
+import numpy as np
 import torch
 from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset
 from monai.data.utils import pad_list_data_collate
@@ -33,6 +35,37 @@ def case_items(cases: Sequence[Case], with_label: bool) -> list[dict[str, Any]]:
             item["label"] = str(case.label)
         items.append(item)
     return items
+
+
+MEMORY_SHARE = 0.25  # the in-memory cache may take this share of the memory that is available when a run starts
+
+
+def preprocessed_bytes(cases: Sequence[Case], desired_shape: Sequence[int] | None, n_target_channels: int) -> int:
+    """Estimated float32 size of the cached cases: `desired_shape` when volumes are resized to it, else each
+    case's own shape from its image headers (crops make the real size smaller)."""
+    total = 0
+    for case in cases:
+        if desired_shape:
+            voxels, channels = int(np.prod(desired_shape)), len(case.images)
+        else:
+            header = nib.load(str(case.images[0]))
+            voxels, channels = int(np.prod(header.shape[:3])), len(case.images)
+        total += voxels * (channels + n_target_channels) * 4
+    return total
+
+
+def available_memory() -> int:
+    """Bytes of memory available now (0 if the platform does not say)."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def automatic_cache(estimated: int, available: int) -> str:
+    """'memory' when the preprocessed data fits in a quarter of the available memory (fastest epochs), else 'disk'
+    (which also outlives the run: later folds and reruns skip preprocessing)."""
+    return "memory" if 0 < estimated <= MEMORY_SHARE * available else "disk"
 
 
 def file_state_hash(item: dict[str, Any]) -> bytes:

@@ -14,8 +14,16 @@ from monai.inferers import Inferer
 from monai.transforms import Compose
 
 from unet3d.config.schema import Config
-from unet3d.data.datasets import case_items, fingerprint_dir, make_dataset, make_loader
-from unet3d.data.labels import channel_groups, region_names
+from unet3d.data.datasets import (
+    automatic_cache,
+    available_memory,
+    case_items,
+    fingerprint_dir,
+    make_dataset,
+    make_loader,
+    preprocessed_bytes,
+)
+from unet3d.data.labels import channel_groups, n_target_channels, region_names
 from unet3d.data.transforms import build_transforms, preprocessing_fingerprint, split_dataset_config
 from unet3d.inferers import build_inferer
 from unet3d.losses import activation_from_loss, build_loss
@@ -62,10 +70,18 @@ def amp_dtype(amp: bool | str, device: torch.device) -> torch.dtype | None:
 
 
 def cache_settings(config: Config, work_dir: Path) -> tuple[str, Path | None]:
-    """The cache mode ('auto' and the Persistent dataset name mean disk) and the disk cache's root folder."""
+    """The cache mode and the disk cache's root folder. 3DUnetCNN's 'SegmentationDatasetPersistent' means disk;
+    'auto' picks memory when the preprocessed cases fit in a quarter of the available memory, else disk."""
     mode = config.dataset.cache
     if mode == "auto":
-        mode = "disk"
+        if config.dataset.name == "SegmentationDatasetPersistent":
+            mode = "disk"
+        else:
+            cases = [*config.groups.get("training", []), *config.groups.get("validation", [])]
+            targets = n_target_channels(config.labels, activation_from_loss(config.loss)) if config.labels else 1
+            estimated = preprocessed_bytes(cases, config.dataset.desired_shape, targets)
+            mode = automatic_cache(estimated, available_memory())
+            log.info("cache: %s (preprocessed cases about %.0f MiB)", mode, estimated / 2**20)
     root = Path(config.dataset.cache_dir) if config.dataset.cache_dir else work_dir / "cache"
     return mode, (root if mode == "disk" else None)
 
