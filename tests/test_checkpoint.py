@@ -309,3 +309,15 @@ def test_load_pretrained_with_nothing_in_common(tmp_path):
     save_checkpoint(path, {"model": {"unrelated.weight": torch.zeros(3)}})
     with pytest.raises(CheckpointError, match="no layer matches"):
         load_pretrained(small_net(), path)
+
+
+def test_stale_temporaries_of_interrupted_writes_are_removed(tmp_path):
+    from unet3d.atomic import remove_stale_temporaries
+
+    (tmp_path / ".model.pth.k3j2.tmp").write_bytes(b"half")
+    (tmp_path / ".case.nii.gz.tmp.nii.gz").write_bytes(b"half")
+    (tmp_path / "model.pth").write_bytes(b"whole")
+    (tmp_path / "notes.tmp").write_bytes(b"not ours")
+    removed = remove_stale_temporaries(tmp_path)
+    assert sorted(p.name for p in removed) == [".case.nii.gz.tmp.nii.gz", ".model.pth.k3j2.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pth", "notes.tmp"]

@@ -33,6 +33,19 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     _fsync_dir(path.parent)
 
 
+TEMPORARY_PATTERN = ".*.tmp*"
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files an interrupted atomic write left in `folder` (only ours: hidden, `.tmp`)."""
+    removed = []
+    for path in Path(folder).glob(TEMPORARY_PATTERN):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -28,6 +28,7 @@ def with_cv(n_folds=3, **extra):
 @pytest.fixture
 def cv_run(experiment, tmp_path):
     """A finished 3-fold run of 2 epochs; returns (config path, CV work dir)."""
+
     def disk_cached_cv(config):
         with_cv()(config)
         config["dataset"]["cache"] = "disk"  # shared by the folds

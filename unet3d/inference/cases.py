@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from unet3d.atomic import remove_stale_temporaries
 from unet3d.config.schema import Case, Config
 from unet3d.data.datasets import case_items
 from unet3d.data.labels import channel_groups
@@ -75,6 +76,7 @@ def predict_cases(
     """Write `<case_id>.nii.gz` label maps (and optionally probability maps) for `cases` into `folder`;
     `postprocess` (e.g. the largest-component filter) is applied to each label map before it is written."""
     folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(folder)
     written = []
     for prediction in iter_predictions(predictor, config, cases, threshold, description):
         path = prediction_path(folder, prediction.case)

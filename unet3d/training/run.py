@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from unet3d import checkpoint as ckpt
-from unet3d.atomic import atomic_write_json
+from unet3d.atomic import atomic_write_json, remove_stale_temporaries
 from unet3d.config.schema import Config
 from unet3d.data.inspect import write_examples
 from unet3d.runtime import banner, broadcast_from_main, resolve_runtime, use_deterministic_algorithms
@@ -105,6 +105,8 @@ def train_model(
         log.info(banner(runtime, seed))
         log.info("work dir: %s", work_dir)
         if runtime.is_main:
+            for stale in remove_stale_temporaries(work_dir):
+                log.info("removed %s, left by an interrupted write", stale.name)
             atomic_write_json(work_dir / CONFIG_FILENAME, config.raw)
         parts = build_components(config, work_dir, runtime)
         fresh = not (work_dir / ckpt.LAST).exists()
