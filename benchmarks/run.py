@@ -52,7 +52,7 @@ from monai.utils import ensure_tuple
 
 import unet3d
 from unet3d.cli.common import EXIT_USER_ERROR, run_command, setup_logging
-from unet3d.config.load import load_config
+from unet3d.config.load import load_config, parse_assignments
 from unet3d.config.schema import Config
 from unet3d.data.datasets import case_items
 from unet3d.data.synthetic import write_dataset
@@ -764,20 +764,6 @@ def brats_scale_config(folder: Path, n_cases: int, shape: int, n_validation: int
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """`--set KEY.PATH=VALUE` (as unet3d-train): the value is JSON when it parses as JSON, else a string."""
-    overrides: dict[str, Any] = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {item}: expected KEY.PATH=VALUE")
-        try:
-            overrides[key] = json.loads(text)
-        except json.JSONDecodeError:
-            overrides[key] = text
-    return overrides
-
-
 def amp_settings(choice: str | None, config: Config, device: torch.device, notes: list[str]) -> list[bool | str]:
     """`training.amp` values to benchmark. AMP is CUDA-only in unet3d: on a CPU only full precision is measured."""
     configured = config.training.amp or True  # "on" keeps a configured 'bf16'/'fp16', else fp16 with a scaler
@@ -814,7 +800,7 @@ def _benchmark(args: argparse.Namespace, stack: contextlib.ExitStack) -> dict[st
     else:
         config_path = Path(args.config_filename)
         ensure_example_data(config_path)
-    config = load_config(config_path, parse_overrides(args.overrides))
+    config = load_config(config_path, parse_assignments(args.overrides))
     check_experiment(config)
     check_data(config, n_threads=2)
     config, split_note = with_validation(config, args.n_validation)

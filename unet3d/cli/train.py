@@ -7,7 +7,6 @@ Flags follow 3DUnetCNN's train script. Rerunning the same command resumes where 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 import torch
 
 from unet3d.cli.common import EXIT_FAILURE, EXIT_OK, run_command, setup_logging
+from unet3d.config.load import parse_assignments
 from unet3d.errors import ConfigError
 from unet3d.experiment import read_machine_config, run_experiment
 from unet3d.runtime import is_main_process, shutdown_distributed
@@ -91,16 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_overrides(items: Sequence[str], batch_size: int | None) -> dict[str, object]:
-    """`KEY.PATH=VALUE` strings → {dotted key: JSON value (or the raw string if it is not JSON)}."""
-    overrides: dict[str, object] = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {item}: expected KEY.PATH=VALUE")
-        try:
-            overrides[key] = json.loads(text)
-        except json.JSONDecodeError:
-            overrides[key] = text
+    """`--set` assignments, plus `--batch_size` as training.batch_size."""
+    overrides = parse_assignments(list(items))
     if batch_size is not None:
         overrides["training.batch_size"] = batch_size
     return overrides

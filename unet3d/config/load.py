@@ -243,6 +243,21 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
     return data
 
 
+def parse_assignments(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """`KEY.PATH=VALUE` strings (`--set`) → {dotted key: value}; the value is JSON when it parses as JSON, else the
+    string itself."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item}: expected KEY.PATH=VALUE")
+        try:
+            overrides[key] = json.loads(text)
+        except json.JSONDecodeError:
+            overrides[key] = text
+    return overrides
+
+
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
     """Load and parse the config at `path` (plus optional dotted overrides). Raises ConfigError."""
     path = Path(path).expanduser().resolve()
