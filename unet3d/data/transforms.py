@@ -11,6 +11,7 @@ store (see `unet3d.data.datasets`).
 from __future__ import annotations
 
 import inspect
+import threading
 from dataclasses import asdict
 from functools import partial
 from typing import Any
@@ -53,6 +54,22 @@ def _numpy_quantile(flat: torch.Tensor, percentile: float) -> torch.Tensor:
     return torch.from_numpy(np.quantile(flat.numpy(), percentile, axis=1)).to(torch.float32)
 
 
+_READ_LOCK = threading.Lock()
+
+
+class ThreadSafeLoadImaged(mt.LoadImaged):
+    """`LoadImaged` that two threads can call at once.
+
+    MONAI's image readers keep the files being read on the reader object, so concurrent reads (a CacheDataset filled
+    by several threads, a thread-based loader) can mix up cases: a 4-modality case came out with 1 channel. Reads are
+    serialized; the rest of the chain still runs in parallel.
+    """
+
+    def __call__(self, data: Any, reader: Any = None) -> Any:
+        with _READ_LOCK:
+            return super().__call__(data, reader)
+
+
 def _build(spec: NamedSpec, keys: tuple[str, ...], where: str, label_mode: bool = False) -> mt.MapTransform:
     cls = lookup("transform", spec.name, f"{where}.name")
     kwargs = dict(spec.kwargs)
@@ -84,7 +101,7 @@ def build_transforms(
     """The full chain for one split. `augment` False drops random crops and augmentations (validation, prediction)."""
     keys = (IMAGE, LABEL) if with_label else (IMAGE,)
     steps: list[Any] = [
-        mt.LoadImaged(keys, reader=dataset.reader, image_only=True, ensure_channel_first=True),
+        ThreadSafeLoadImaged(keys, reader=dataset.reader, image_only=True, ensure_channel_first=True),
         mt.EnsureTyped(keys, dtype=torch.float32, track_meta=True),
     ]
     if dataset.orientation:
