@@ -61,6 +61,21 @@ def test_resume_and_extend_match_an_uninterrupted_run(experiment, tmp_path):
     pd.testing.assert_series_equal(log_a["loss"], log_b["loss"])
 
 
+def test_loader_workers_and_a_resume_do_not_change_the_augmentations(experiment, tmp_path):
+    # Workers hold their own copies of the transforms; per-sample seeds from the training process make the run the
+    # same with and without workers, and when resumed with workers.
+    mutate = lambda c: c["dataset"]["training"]["spatial_augmentations"].append(  # noqa: E731
+        {"name": "RandRotate90d", "prob": 0.5, "spatial_axes": [0, 1]}
+    )
+    config = experiment("workers", n_epochs=3, mutate=mutate)
+    run_experiment(config, tmp_path / "a", RunOptions(seed=9))
+    staged = experiment("workers_staged", n_epochs=2, mutate=mutate)
+    run_experiment(staged, tmp_path / "b", RunOptions(seed=9, n_workers=2))
+    run_experiment(staged, tmp_path / "b", RunOptions(seed=9, n_workers=2), overrides={"training.n_epochs": 3})
+    a, b = weights(tmp_path / "a/workers/model.pth"), weights(tmp_path / "b/workers_staged/model.pth")
+    assert all(torch.equal(a[k], b[k]) for k in a), "2 workers (and a resume) trained differently from 0 workers"
+
+
 def test_rerunning_a_finished_run_trains_nothing(experiment, tmp_path):
     config = experiment("finished", n_epochs=2)
     run_experiment(config, tmp_path, RunOptions(seed=2))

@@ -24,6 +24,7 @@ from unet3d.data.datasets import (
     preprocessed_bytes,
 )
 from unet3d.data.labels import channel_groups, n_target_channels, region_names
+from unet3d.data.seeding import SeededDataset, SeededSampler
 from unet3d.data.transforms import build_transforms, preprocessing_fingerprint, split_dataset_config
 from unet3d.inferers import build_inferer
 from unet3d.losses import activation_from_loss, build_loss
@@ -52,7 +53,7 @@ class Components:
     train_transform: Compose
     train_loader: torch.utils.data.DataLoader
     val_loader: torch.utils.data.DataLoader | None
-    sampler: torch.utils.data.Sampler | None  # a DistributedSampler needs set_epoch() every epoch
+    sampler: SeededSampler  # seeds each epoch's augmentations (and a DistributedSampler's shuffle): set_epoch()
     memory_format: torch.memory_format | None  # channels-last layout of the inputs, when the network uses it
     scheduler_step: str  # 'epoch' or 'iteration'
     scheduler_monitor: str  # the log column ReduceLROnPlateau follows
@@ -110,21 +111,19 @@ def channels_last_format(config: Config) -> torch.memory_format:
     return torch.channels_last_3d if spatial_dims(config.model) == 3 else torch.channels_last
 
 
-def training_sampler(
-    dataset: Dataset, samples_per_epoch: int | None, runtime: Runtime
-) -> torch.utils.data.Sampler | None:
+def training_sampler(dataset: Dataset, samples_per_epoch: int | None, runtime: Runtime) -> torch.utils.data.Sampler:
     """How training cases are drawn: each process gets its own share under torchrun; `samples_per_epoch` draws that
-    many (over all processes, with replacement when more than the cases); None means a plain shuffle."""
+    many (over all processes, with replacement when more than the cases); else a plain shuffle."""
     if samples_per_epoch is not None:
         per_process = math.ceil(samples_per_epoch / runtime.world_size)
         return torch.utils.data.RandomSampler(
-            dataset, replacement=samples_per_epoch > len(dataset), num_samples=per_process
+            dataset, replacement=samples_per_epoch > len(dataset), num_samples=per_process, generator=torch.Generator()
         )
     if runtime.distributed:
         return torch.utils.data.DistributedSampler(
             dataset, num_replicas=runtime.world_size, rank=runtime.rank, shuffle=True
         )
-    return None
+    return torch.utils.data.RandomSampler(dataset, generator=torch.Generator())
 
 
 def build_components(config: Config, work_dir: Path, runtime: Runtime) -> Components:
@@ -136,9 +135,9 @@ def build_components(config: Config, work_dir: Path, runtime: Runtime) -> Compon
     samples = config.training.samples_per_epoch
     if config.training.iterations_per_epoch is not None:
         samples = config.training.iterations_per_epoch * config.training.batch_size * runtime.world_size
-    sampler = training_sampler(train_dataset, samples, runtime)
+    sampler = SeededSampler(training_sampler(train_dataset, samples, runtime))
     train_loader = make_loader(
-        train_dataset,
+        SeededDataset(train_dataset),
         config.training.batch_size,
         shuffle=True,
         n_workers=runtime.n_workers,

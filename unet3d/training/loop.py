@@ -1,7 +1,8 @@
 """The training loop: `fit` runs epochs of named steps and resumes from the last completed epoch.
 
-Every epoch re-seeds all random number generators from (seed, epoch), so a run that was interrupted and resumed
-draws the same shuffles and augmentations as one that never stopped (bit-identical on the CPU).
+Every epoch re-seeds all random number generators from (seed, epoch), and each sample's augmentations from (seed,
+epoch, position; see `unet3d.data.seeding`), so a run that was interrupted and resumed draws the same shuffles and
+augmentations as one that never stopped, with any number of loader workers (bit-identical on the CPU).
 """
 
 from __future__ import annotations
@@ -255,10 +256,7 @@ def fit(
         epoch = state.epoch + 1
         # Each process draws its own augmentations; a DistributedSampler shuffles the same way on all of them.
         seed_everything(epoch_seed(state.seed, epoch) + runtime.rank)
-        parts.train_transform.set_random_state(seed=epoch_seed(state.seed, epoch) + runtime.rank)
-        if isinstance(parts.sampler, torch.utils.data.DistributedSampler):
-            parts.sampler.seed = state.seed
-            parts.sampler.set_epoch(epoch)
+        parts.sampler.set_epoch(epoch, seed=epoch_seed(state.seed, epoch) + runtime.rank, shuffle_seed=state.seed)
         started = time.perf_counter()
         row: dict[str, Any] = {"epoch": epoch, "lr": current_lr(parts.optimizer)}
         loss = train_one_epoch(parts, device, epoch, training)

@@ -1,0 +1,64 @@
+"""Per-sample augmentation seeds, drawn in the training process.
+
+Loader workers hold their own copies of the transforms: re-seeding the training process's copy every epoch does not
+reach them, and what each worker draws depends on how the samples are dealt among the workers. So the sampler hands
+out `(index, seed)` pairs, with the seeds drawn from the epoch's seed in the training process, and the dataset
+re-seeds the random transforms before each sample. A sample's augmentation then depends only on (run seed, epoch,
+position in the epoch): the same with 0, 2 or 8 workers, and the same after a resume.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+_RESEED_LOCK = threading.Lock()  # re-seed and transform as one step when threads share the transforms
+
+
+class SeededSampler(Sampler[tuple[int, int]]):
+    """Yields `(index, seed)` for each index of `sampler`; the seeds follow from the seed given to `set_epoch`."""
+
+    def __init__(self, sampler: Sampler[int]) -> None:
+        self.sampler = sampler
+        self.seed = 0
+
+    def set_epoch(self, epoch: int, seed: int, shuffle_seed: int) -> None:
+        """Seed the coming epoch. A sampler with its own generator shuffles from `seed` (not from the global random
+        state, which a loader without workers draws from at every epoch's start and one with persistent workers does
+        not); a DistributedSampler inside shuffles from (`shuffle_seed`, `epoch`), the same on all ranks."""
+        self.seed = seed
+        generator = getattr(self.sampler, "generator", None)
+        if isinstance(generator, torch.Generator):
+            generator.manual_seed(seed)
+        if isinstance(self.sampler, torch.utils.data.DistributedSampler):
+            self.sampler.seed = shuffle_seed
+            self.sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        rng = np.random.default_rng(self.seed)
+        for index in self.sampler:
+            yield int(index), int(rng.integers(2**31))
+
+    def __len__(self) -> int:
+        return len(self.sampler)  # type: ignore[arg-type]
+
+
+class SeededDataset(Dataset):
+    """A MONAI dataset indexed by `(index, seed)`: its transform chain is re-seeded with `seed` before each sample."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        index, seed = key
+        with _RESEED_LOCK:
+            self.dataset.transform.set_random_state(seed=seed)
+            return self.dataset[index]
