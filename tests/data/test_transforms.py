@@ -541,15 +541,6 @@ def test_disk_cache_runs_random_transforms_after_the_cache(tmp_path, monkeypatch
     assert any(not torch.equal(torch.as_tensor(patches[0]), torch.as_tensor(p)) for p in patches[1:])
 
 
-def test_disk_cached_item_keeps_its_affine(cached):
-    _, items, transform, folder = cached
-    first = make_dataset(items, transform, "disk", folder)[0]
-    second = make_dataset(items, transform, "disk", folder)[0]
-    assert hasattr(first["image"], "affine")
-    assert hasattr(second["image"], "affine")
-    torch.testing.assert_close(second["image"].affine, first["image"].affine)
-
-
 # --- fingerprints --------------------------------------------------------------------------------------------------
 
 
@@ -562,6 +553,16 @@ def test_fingerprint_depends_on_preprocessing_settings(tmp_path):
     assert fingerprint_dir(tmp_path, fa) != fingerprint_dir(tmp_path, preprocessing_fingerprint(a, softmax=True))
     c = DatasetConfig(labels=BRATS, desired_shape=[16, 16, 16], orientation="RAS")
     assert fingerprint_dir(tmp_path, preprocessing_fingerprint(c, False)) != fingerprint_dir(tmp_path, fa)
+
+
+def test_fingerprint_follows_normalization_settings_and_deterministic_augmentations():
+    base = DatasetConfig(labels=BRATS, normalization_kwargs={"channel_wise": True})
+    other = DatasetConfig(labels=BRATS, normalization_kwargs={"channel_wise": False})
+    padded = DatasetConfig(labels=BRATS, spatial_augmentations=[NamedSpec("SpatialPadd", {"spatial_size": [20] * 3})])
+    fingerprints = [preprocessing_fingerprint(d, softmax=False) for d in (base, other, padded)]
+    assert fingerprints[0] != fingerprints[1], "same class names, other kwargs: the validation cache would be stale"
+    assert fingerprints[0] != fingerprints[2]
+    assert fingerprints[2]["deterministic_augmentations"] == [{"name": "SpatialPadd", "spatial_size": [20, 20, 20]}]
 
 
 def test_fingerprint_ignores_augmentations(tmp_path):

@@ -4,7 +4,7 @@
 `<cache dir>/<fingerprint>/`, so epoch 2 onwards (and every later fold and rerun) skips NIfTI reading and resampling.
 The fingerprint hashes the preprocessing settings, so changing them starts a fresh cache; a case's key includes the
 size and modification time of its files, so replacing a file on disk invalidates its entry. Random crops and
-augmentations run after the cache, every epoch.
+augmentations run after the cache, every epoch. The disk cache holds plain tensors, without MONAI's metadata.
 """
 
 from __future__ import annotations
@@ -128,7 +128,9 @@ def make_dataset(
         assert cache_dir is not None, "disk cache needs a folder"
         folder = Path(cache_dir) / cached_prefix_key(transform)
         allow_image_metadata_in_safe_loads()
-        return PersistentDataset(items, transform, cache_dir=folder, hash_func=file_state_hash, track_meta=True)
+        # Plain tensors: reading a cached case back is 10x faster than with its MetaTensor metadata (which
+        # training does not use: predictions and examples run the uncached chain).
+        return PersistentDataset(items, transform, cache_dir=folder, hash_func=file_state_hash, track_meta=False)
     if cache == "memory":
         return CacheDataset(items, transform, num_workers=max(1, n_workers), progress=False)
     return Dataset(items, transform)

@@ -18,10 +18,15 @@ def _to_nifti(tensor: torch.Tensor) -> nib.Nifti1Image:
 
 
 def write_examples(dataset: Dataset, folder: Path, n: int) -> Path:
-    """`input_test_{i}.nii.gz` and `target_test_{i}.nii.gz` for the first n items (with their augmentations)."""
+    """`input_test_{i}.nii.gz` and `target_test_{i}.nii.gz` for the first n items (with their augmentations).
+
+    The items run through the dataset's whole chain, not its cache, so they keep their geometry. A crop that yields
+    several patches per case writes the first."""
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(min(n, len(dataset))):
-        item = dataset[i]
+        item = dataset.transform(dict(dataset.data[i]))
+        if isinstance(item, list):
+            item = item[0]
         nib.save(_to_nifti(item["image"]), folder / f"input_test_{i}.nii.gz")
         nib.save(_to_nifti(item["label"]), folder / f"target_test_{i}.nii.gz")
     return folder

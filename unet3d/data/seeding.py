@@ -5,6 +5,9 @@ reach them, and what each worker draws depends on how the samples are dealt amon
 out `(index, seed)` pairs, with the seeds drawn from the epoch's seed in the training process, and the dataset
 re-seeds the random transforms before each sample. A sample's augmentation then depends only on (run seed, epoch,
 position in the epoch): the same with 0, 2 or 8 workers, and the same after a resume.
+
+The samples leave as plain tensors: a worker hands a batch over by pickling it, which costs ten times more with
+MONAI's metadata attached (measured in `benchmarks/run.py`), and training does not use that metadata.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.data import MetaTensor
 from torch.utils.data import Dataset, Sampler
 
 _RESEED_LOCK = threading.Lock()  # re-seed and transform as one step when threads share the transforms
@@ -49,7 +53,8 @@ class SeededSampler(Sampler[tuple[int, int]]):
 
 
 class SeededDataset(Dataset):
-    """A MONAI dataset indexed by `(index, seed)`: its transform chain is re-seeded with `seed` before each sample."""
+    """A MONAI dataset indexed by `(index, seed)`: its transform chain is re-seeded with `seed` before each sample,
+    and the sample (or the list of samples of a multi-patch crop) comes back without metadata."""
 
     def __init__(self, dataset: Any) -> None:
         self.dataset = dataset
@@ -61,4 +66,10 @@ class SeededDataset(Dataset):
         index, seed = key
         with _RESEED_LOCK:
             self.dataset.transform.set_random_state(seed=seed)
-            return self.dataset[index]
+            sample = self.dataset[index]
+        return [plain(s) for s in sample] if isinstance(sample, list) else plain(sample)
+
+
+def plain(sample: dict[str, Any]) -> dict[str, Any]:
+    """The sample with its MetaTensors as plain tensors (sharing their memory)."""
+    return {key: value.as_tensor() if isinstance(value, MetaTensor) else value for key, value in sample.items()}

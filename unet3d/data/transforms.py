@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 from monai import transforms as mt
+from monai.transforms import RandomizableTrait
 
 from unet3d.config.schema import DatasetConfig, NamedSpec, parse_section
 from unet3d.data.labels import LabelsToChannelsd, channel_groups
@@ -172,4 +173,16 @@ def preprocessing_fingerprint(dataset: DatasetConfig, softmax: bool) -> dict[str
         "reader",
     )
     values = asdict(dataset)
-    return {"monai": monai.__version__, "softmax": softmax, **{k: values[k] for k in keys}}
+    deterministic = [  # a crop or pad listed among the augmentations runs before the first random step: it is cached
+        {"name": spec.name, **spec.kwargs}
+        for i, spec in enumerate([*dataset.spatial_augmentations, *dataset.intensity_augmentations])
+        if not issubclass(lookup("transform", spec.name, f"dataset augmentation {i}"), RandomizableTrait)
+    ]
+    return {
+        "monai": monai.__version__,
+        "softmax": softmax,
+        **{k: values[k] for k in keys},
+        # validation caches the chain through normalization (it has no random step)
+        "normalization": {"name": dataset.normalization, **(dataset.normalization_kwargs or {})},
+        "deterministic_augmentations": deterministic,
+    }
