@@ -27,6 +27,7 @@ import copy
 import dataclasses
 import datetime
 import gc
+import io
 import json
 import logging
 import os
@@ -78,8 +79,8 @@ TARGET_LOADER_OVERHEAD = 5.0  # %: loader-fed steps at most this much slower tha
 TARGET_CACHE_SPEEDUP = 3.0  # x: later epochs at least this much faster to load than the first
 TARGET_SLIDING_WINDOW = 1.2  # x: sliding-window prediction at most this much slower than the pure forward passes
 
-DEFAULT_STEPS = 28  # timed steps per block (4 epochs of the example); 5 rounds of 3 blocks: ~1 min on 2 CPU cores
-DEFAULT_STEPS_BRATS = 20
+DEFAULT_STEPS = 140  # timed steps per feed (20 one-epoch blocks of the example): about 45 s on 2 quiet CPU cores
+DEFAULT_STEPS_BRATS = 40
 MIB = 2**20
 
 
@@ -523,6 +524,11 @@ def _profile_once(parts: Components, config: Config, work_dir: Path) -> dict[str
         list_data_collate(outputs[first : first + batch_size])
         n_batches += 1
     collate_seconds = (time.perf_counter() - start) / n_batches
+    batches = [list_data_collate(outputs[first : first + batch_size]) for first in range(0, n, batch_size)]
+    transport = {
+        "metatensor": worker_transport(batches),
+        "plain_tensors": worker_transport([plain_batch(batch) for batch in batches]),
+    }
     per_case_ms = [1000 * s / n for s in seconds]
     suffix_ms = sum(per_case_ms[n_prefix:])
     return {
@@ -539,7 +545,8 @@ def _profile_once(parts: Components, config: Config, work_dir: Path) -> dict[str
         "later_epoch_ms_per_case": {
             "cache_hit_total": 1000 * cached_item_seconds,
             "of_which_random_transforms": suffix_ms,
-            "cache_hit_without_random_transforms": 1000 * cached_item_seconds - suffix_ms,
+            # clamped: with an in-memory cache the difference is within the timing noise
+            "cache_hit_without_random_transforms": max(0.0, 1000 * cached_item_seconds - suffix_ms),
             "torch_load_weights_only": 1000 * load_seconds / n_saved,
             "torch_load_unrestricted": 1000 * unsafe_seconds / n_saved,
             "torch_load_tensors_without_metadata": 1000 * bare_seconds / n_saved,
@@ -547,7 +554,36 @@ def _profile_once(parts: Components, config: Config, work_dir: Path) -> dict[str
         "collate_ms_per_batch": 1000 * collate_seconds,
         "batch_size": batch_size,
         "dataset_class": type(parts.train_dataset).__name__,
+        "worker_transport_ms_per_batch": transport,
     }
+
+
+def plain_batch(batch: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.as_tensor().clone() if hasattr(v, "as_tensor") else v for k, v in batch.items()}
+
+
+def worker_transport(batches: list[dict[str, Any]]) -> dict[str, float] | None:
+    """What handing a collated batch from a loader worker to the training process costs: pickling it as the worker
+    queue does (tensor storages go to shared memory, one file descriptor each) and unpickling it, per batch."""
+    try:
+        import pickle
+        from multiprocessing.reduction import ForkingPickler
+
+        import torch.multiprocessing  # noqa: F401 - registers torch's shared-memory reductions with ForkingPickler
+
+        send = receive = 0.0
+        for batch in batches:
+            buffer = io.BytesIO()
+            start = time.perf_counter()
+            ForkingPickler(buffer, pickle.HIGHEST_PROTOCOL).dump(batch)
+            send += time.perf_counter() - start
+            start = time.perf_counter()
+            pickle.loads(buffer.getvalue())
+            receive += time.perf_counter() - start
+    except Exception as error:  # the platform may not share memory this way; the number is then simply absent
+        log.debug("worker transport not measured: %s", error)
+        return None
+    return {"send": 1000 * send / len(batches), "receive": 1000 * receive / len(batches)}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -555,9 +591,9 @@ def _profile_once(parts: Components, config: Config, work_dir: Path) -> dict[str
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def step_blocks(parts: Components, device: torch.device, steps: int, rounds: int, clip: float | None) -> dict[str, Any]:
-    """Time blocks of `steps` training steps in two feeds, interleaved (AB, BA, ...) so that a machine getting busier
-    or quieter affects both alike:
+def step_blocks(parts: Components, device: torch.device, total: int, clip: float | None) -> dict[str, Any]:
+    """Time about `total` training steps in each of two feeds, in blocks of one epoch, interleaved (AB, BA, ...) so
+    that a machine getting busier or quieter affects both alike and a disturbed block can be set aside:
 
     - loader: batches drawn from the real train loader (epoch after epoch, cache already filled);
     - memory: one epoch of the same loader's batches, collected beforehand and already on the device.
@@ -565,6 +601,7 @@ def step_blocks(parts: Components, device: torch.device, steps: int, rounds: int
     parts.network.train()
     batches = cycle(parts.train_loader)
     per_epoch = len(parts.train_loader)
+    steps, rounds = per_epoch, max(1, round(total / per_epoch))
     for _ in range(per_epoch):  # the warm-up epoch: cache filled, allocator and kernels (cuDNN autotuning) warm
         train_step(parts, device, next(batches), clip)
     memory: list[dict[str, Any]] = []
@@ -810,18 +847,11 @@ def _benchmark(args: argparse.Namespace, stack: contextlib.ExitStack) -> dict[st
     steps = args.steps or (DEFAULT_STEPS_BRATS if args.brats_scale else DEFAULT_STEPS)
     use_deterministic_algorithms(config.training.deterministic)
     facts = machine_facts(runtime)
-    load = facts["load_average_at_start"]
-    if load and facts["cpu_cores_usable"] and load[0] > 0.5 * facts["cpu_cores_usable"]:
-        notes.append(
-            f"the machine was busy at the start (1-minute load average {load[0]:.2f} on "
-            f"{facts['cpu_cores_usable']} cores): times include contention with other processes"
-        )
     settings = {
         "config": str(config_path),
         "overrides": args.overrides,
         "mode": "brats_scale" if args.brats_scale else "config",
-        "steps_per_block": steps,
-        "rounds": args.rounds,
+        "timed_steps_per_feed": steps,
         "repeats": args.repeats,
         "nthreads": runtime.n_workers,
         "ngpus": runtime.n_gpus,
@@ -864,8 +894,8 @@ def _benchmark(args: argparse.Namespace, stack: contextlib.ExitStack) -> dict[st
                 if "loading_profile" not in results:
                     log.info("loading profile: each transform of the training chain, cache read/write, collation")
                     results["loading_profile"] = attempt(profile_loading, parts, cfg, work)
-                log.info("(a)+(c) %s: %d rounds of %d steps, real loader / in memory", label, args.rounds, steps)
-                blocks = attempt(step_blocks, parts, device, steps, args.rounds, clip)
+                log.info("(a)+(c) %s: about %d steps each, real loader / in memory, in 1-epoch blocks", label, steps)
+                blocks = attempt(step_blocks, parts, device, steps, clip)
                 variant: dict[str, Any] = {"batch_size": batch_size, "amp": amp_label(amp, device), **blocks}
                 rows += variant_rows(label, blocks)
                 if index == 0:
@@ -911,7 +941,8 @@ def attempt(work: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
         # A loader worker's error carries the worker's traceback: its most specific line says what went wrong.
         specific = [line for line in lines if "expects" in line or "got" in line]
         errors = [line for line in lines if "Error" in line]
-        text = f"{type(error).__name__}: {(specific or errors or lines)[-1 if not specific else 0]}"
+        line = (specific or errors or lines)[0 if specific else -1]
+        text = line if re.match(r"^\w+(Error|Exception): ", line) else f"{type(error).__name__}: {line}"
         text = text.split(", shape [")[0][:300]
         log.warning("measurement failed: %s", text)
         return {"error": text}
@@ -1051,11 +1082,20 @@ def profile_text(profile: dict[str, Any]) -> str:
         f"| later epochs: {dataset}[i] without the random transforms | | "
         f"{later['cache_hit_without_random_transforms']:.2f} |",
         f"| disk cache: write (torch.save) | | {first['cache_write_torch_save']:.2f} |",
-        f"| disk cache: read, torch.load(weights_only=True) | | {later['torch_load_weights_only']:.2f} |",
-        f"| for comparison: torch.load(weights_only=False) | | {later['torch_load_unrestricted']:.2f} |",
-        f"| for comparison: the same tensors without metadata | | {later['torch_load_tensors_without_metadata']:.2f} |",
+        f"| disk cache: read, torch.load(weights_only=True), plain tensors (what the cache stores) | | "
+        f"{later['torch_load_tensors_without_metadata']:.2f} |",
+        f"| for comparison: the same as MetaTensors (weights_only=True) | | {later['torch_load_weights_only']:.2f} |",
+        f"| for comparison: MetaTensors, weights_only=False | | {later['torch_load_unrestricted']:.2f} |",
         f"| collate (per batch of {profile['batch_size']}) | | {profile['collate_ms_per_batch']:.2f} |",
     ]
+    transport = profile.get("worker_transport_ms_per_batch") or {}
+    meta, plain = transport.get("metatensor"), transport.get("plain_tensors")
+    if meta and plain:
+        lines += [
+            f"| worker to training process, per batch: send + receive (plain tensors, as sent) | | "
+            f"{plain['send']:.2f} + {plain['receive']:.2f} |",
+            f"| for comparison: the same batch as MetaTensors | | {meta['send']:.2f} + {meta['receive']:.2f} |",
+        ]
     return "\n".join(lines)
 
 
@@ -1070,8 +1110,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--config_filename", default=str(EXAMPLE_CONFIG), help="experiment config (default: example)")
     parser.add_argument("--output", type=Path, help="JSON results (default: benchmarks/results/<name>.json)")
-    parser.add_argument("--steps", type=int, help=f"timed steps per block (default {DEFAULT_STEPS}; brats: 20)")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of loader / memory blocks")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        help=f"timed steps per feed, in 1-epoch blocks (default {DEFAULT_STEPS}; --brats_scale: {DEFAULT_STEPS_BRATS})",
+    )
     parser.add_argument("--passes", type=int, default=3, help="passes over the loader for the cache effect (>= 2)")
     parser.add_argument("--cache_repeats", type=int, default=3, help="fresh-cache repeats of the passes")
     parser.add_argument("--repeats", type=int, default=10, help="timed repeats of the sliding-window prediction")
@@ -1100,8 +1143,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.passes < 2:
         parser.error("--passes must be at least 2")
-    if min(args.rounds, args.repeats, args.cache_repeats, args.steps or 1, *(args.batch_size or [1])) < 1:
-        parser.error("--steps, --rounds, --repeats, --cache_repeats and --batch_size must be positive")
+    if min(args.repeats, args.cache_repeats, args.steps or 1, *(args.batch_size or [1])) < 1:
+        parser.error("--steps, --repeats, --cache_repeats and --batch_size must be positive")
     return args
 
 
@@ -1146,7 +1189,7 @@ def header(report: dict[str, Any]) -> str:
         f"unet3d benchmark {machine['date']} | {hardware} | torch {machine['torch']} | monai {machine['monai']} | "
         f"torch threads {machine['torch_threads']} | loader workers {settings['nthreads']}\n"
         f"config {settings['config']} | {settings['model']} {settings['n_parameters']:,} parameters | "
-        f"input {settings['desired_shape']} | {settings['steps_per_block']} steps x {settings['rounds']} rounds | "
+        f"input {settings['desired_shape']} | {settings['timed_steps_per_feed']} timed steps per feed | "
         f"{settings['wall_seconds']:.0f} s"
     )
 

@@ -627,3 +627,35 @@ def test_training_and_validation_caches_do_not_mix(tmp_path):
     image = torch.as_tensor(val_set[0]["image"])
     torch.testing.assert_close(image, val_transform(dict(item))["image"].as_tensor())
     assert abs(float(image.mean())) < 1e-4  # normalized
+
+
+# --- where normalization runs ----------------------------------------------------------------------------------------
+
+
+def test_whole_case_normalization_runs_before_the_first_random_step_and_is_cached(tmp_path):
+    entries = write_dataset(tmp_path, 1, seed=2, shape_range=(20, 20))
+    flip = {"name": "RandFlipd", "prob": 1.0, "spatial_axis": 0}
+    names = {}
+    for whole in (True, False):
+        parsed = config(
+            tmp_path,
+            entries,
+            labels=BRATS,
+            desired_shape=[12, 12, 12],
+            random_crop=True,
+            normalize_whole_case=whole,
+            normalization_kwargs={"channel_wise": True},
+            spatial_augmentations=[flip],
+        )
+        transform = build_transforms(parsed.dataset, with_label=True, softmax=False, augment=True)
+        names[whole] = [type(step).__name__ for step in transform.transforms]
+        transform.set_random_state(seed=0)
+        patch = transform(case_items(parsed.groups["training"], True)[0])["image"]
+        means = patch.as_tensor().mean(dim=(1, 2, 3))
+        if whole:  # the statistics of the whole (padded) case: a 12³ patch of a 20³ case is not exactly centred
+            assert means.abs().max() > 1e-3
+        else:
+            torch.testing.assert_close(means, torch.zeros(4), atol=1e-5, rtol=0)
+    assert names[True][2:5] == ["SpatialPadd", "NormalizeIntensityd", "RandSpatialCropd"]
+    assert names[False][2:6] == ["SpatialPadd", "RandSpatialCropd", "RandFlipd", "LabelsToChannelsd"]
+    assert names[False][6] == "NormalizeIntensityd"

@@ -69,6 +69,11 @@ class DatasetConfig:
         "zero_mean",
     )
     normalization_kwargs: dict[str, Any] = doc("Keyword arguments of the normalization transform.", {})
+    normalize_whole_case: bool = doc(
+        "Normalize each whole preprocessed case before random crops and augmentations, as nnU-Net does (statistics "
+        "of the case, not of a patch; cached). false: normalize each training sample after its spatial augmentations.",
+        True,
+    )
     spatial_augmentations: list[NamedSpec] = doc(
         "MONAI dictionary transforms applied to image and label: [{'name': 'RandFlipD', 'prob': 0.5, ...}].", []
     )

@@ -1,7 +1,8 @@
 """MONAI dictionary-transform chains built from the `dataset` section.
 
 The order: load and stack modalities → orientation → foreground crop → resize / pad-or-crop to `desired_shape` (or a
-random patch) → spatial augmentations → label map to channels → normalization → intensity augmentations. Unlike
+random patch) → spatial augmentations → label map to channels → normalization → intensity augmentations. With
+`normalize_whole_case` (the default) normalization moves before the first random step, so it sees the whole case. Unlike
 3DUnetCNN the label map is encoded after the spatial steps (nearest-neighbour interpolation of a label map gives the
 same channels as of its encoding, and padding stays background). Everything before the first random transform is
 deterministic, which is what the caching datasets
@@ -131,7 +132,8 @@ def build_transforms(
         steps.append(LabelsToChannelsd(LABEL, groups, background=softmax))
     normalization = normalization_transform(dataset, where)
     if normalization is not None:
-        steps.append(normalization)
+        first_random = next((i for i, step in enumerate(steps) if isinstance(step, RandomizableTrait)), len(steps))
+        steps.insert(first_random if dataset.normalize_whole_case else len(steps), normalization)
     if augment:
         for i, spec in enumerate(dataset.intensity_augmentations):
             steps.append(_build(spec, (IMAGE,), f"{where}.intensity_augmentations[{i}]"))
