@@ -14,13 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
 from unet3d.atomic import atomic_write_json
 from unet3d.errors import ConfigError
-from unet3d.evaluation.metrics import case_metrics
+from unet3d.evaluation.metrics import case_metrics, read_labels
 
 log = logging.getLogger("unet3d")
 POSTPROCESSING_FILENAME = "postprocessing.json"
@@ -71,14 +70,8 @@ def decide(pairs: Sequence[tuple[Path, Path]], groups: Sequence[tuple[int, ...]]
     """Greedy choice over regions, on (prediction file, ground-truth file) pairs of held-out cases."""
     loaded = []
     for prediction, truth in pairs:
-        label = nib.load(str(truth))
-        loaded.append(
-            (
-                np.asanyarray(nib.load(str(prediction)).dataobj),
-                np.asanyarray(label.dataobj),
-                tuple(float(z) for z in label.header.get_zooms()[: label.ndim]),
-            )
-        )
+        truth_map, spacing = read_labels(truth, "ground truth")
+        loaded.append((read_labels(prediction, "prediction")[0], truth_map, spacing))
     chosen: list[int] = []
     before = best = _mean_dice(loaded, groups, names, chosen)
     for index in range(len(groups)):

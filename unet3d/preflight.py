@@ -15,6 +15,7 @@ from unet3d.losses import activation_from_loss, check_loss_spec
 from unet3d.models import check_input_shape, check_model_spec, spatial_dims
 from unet3d.optim import check_optim_specs
 from unet3d.registry import check_kwargs, lookup, suggest
+from unet3d.training.tensorboard import check_tensorboard
 
 log = logging.getLogger("unet3d")
 ORIENTATION_CODES = ("LR", "PA", "IS")
@@ -59,6 +60,8 @@ def check_experiment(config: Config, train: bool = True) -> None:
     dims = spatial_dims(config.model)
     if dataset.desired_shape is not None and len(dataset.desired_shape) != dims:
         raise ConfigError(f"dataset.desired_shape: has {len(dataset.desired_shape)} values but the model is {dims}D")
+    if dataset.spacing is not None and len(dataset.spacing) != dims:
+        raise ConfigError(f"dataset.spacing: has {len(dataset.spacing)} values but the model is {dims}D")
     if dataset.random_crop and not dataset.desired_shape:
         raise ConfigError("dataset.random_crop: needs dataset.desired_shape (the patch size)")
     check_input_shape(config.model, dataset.desired_shape)
@@ -72,6 +75,8 @@ def check_experiment(config: Config, train: bool = True) -> None:
     check_model_spec(config.model, in_channels=None, out_channels=n_target_channels(config.labels, activation))
     if train and not config.groups.get("training"):
         raise ConfigError("training_filenames: required (a list of cases or a path to a .npy/.json list)")
+    if train:
+        check_tensorboard(config.training)
 
 
 def check_data(config: Config, n_threads: int = 4) -> dict[str, list[CaseInfo]]:

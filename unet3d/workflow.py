@@ -12,7 +12,6 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import torch
 
@@ -20,7 +19,13 @@ from unet3d import checkpoint as ckpt
 from unet3d.atomic import atomic_write_json
 from unet3d.config.schema import Config
 from unet3d.data.labels import channel_groups, region_names
-from unet3d.evaluation.metrics import METRICS_FILENAME, case_metrics, evaluate_directory, format_summary
+from unet3d.evaluation.metrics import (
+    METRICS_FILENAME,
+    case_metrics,
+    evaluate_directory,
+    format_summary,
+    read_labels,
+)
 from unet3d.inference.cases import iter_predictions, predict_cases
 from unet3d.inference.predict import Predictor, make_predictor
 from unet3d.inferers import build_inferer
@@ -112,8 +117,7 @@ def full_volume_validation(config: Config) -> FullValidation | None:
         for prediction in iter_predictions(predictor, config, cases, description="full-volume validation"):
             case = prediction.case
             if case.case_id not in truths:
-                label = nib.load(str(case.label))
-                truths[case.case_id] = (np.asanyarray(label.dataobj), label.header.get_zooms()[: label.ndim])
+                truths[case.case_id] = read_labels(case.label, "ground truth")
             truth, spacing = truths[case.case_id]
             per_case.append(case_metrics(prediction.label_map.numpy(), truth, regions, names, spacing, hd95=False))
         model.train(was_training)

@@ -103,9 +103,25 @@ def test_written_label_map_has_the_reference_geometry_and_integer_values(cases, 
     reference = nib.load(str(folder / entries[1]["image"][0]))
     label_map = torch.zeros(reference.shape, dtype=torch.int16)
     label_map[2:5, 3:6, 4:7] = 4
-    write_label_map(tmp_path / "case.nii.gz", label_map, reference)
+    write_label_map(tmp_path / "case.nii.gz", label_map, folder / entries[1]["image"][0])
     written = nib.load(str(tmp_path / "case.nii.gz"))
     assert written.shape == reference.shape and written.get_data_dtype() == np.uint8
     np.testing.assert_allclose(written.affine, reference.affine)
     assert nib.aff2axcodes(written.affine) == nib.aff2axcodes(reference.affine)
     np.testing.assert_array_equal(np.asanyarray(written.dataobj), label_map.numpy())
+
+
+@pytest.mark.parametrize("index", [0, 1, 2, 3])
+def test_round_trip_through_a_fixed_voxel_spacing(cases, index):
+    folder, entries = cases
+    truth = np.asanyarray(nib.load(str(folder / entries[index]["label"])).dataobj)
+    # Finer than every input spacing: nearest-neighbour up and back down is exact.
+    label_map, original, reference, _ = round_trip(folder, entries, index, orientation="RAS", spacing=[0.5] * 3)
+    np.testing.assert_allclose(original.affine.numpy(), reference.affine, atol=1e-4)
+    np.testing.assert_array_equal(label_map, truth)
+    # Coarser: the object (about 200 voxels) loses boundary voxels twice, and comes back on the original grid.
+    label_map, original, reference, _ = round_trip(folder, entries, index, orientation="RAS", spacing=[1.5] * 3)
+    assert label_map.shape == truth.shape
+    np.testing.assert_allclose(original.affine.numpy(), reference.affine, atol=1e-4)
+    whole = (label_map > 0), (truth > 0)
+    assert 2 * (whole[0] & whole[1]).sum() / (whole[0].sum() + whole[1].sum()) > 0.8

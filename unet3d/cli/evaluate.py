@@ -19,9 +19,10 @@ from unet3d.data.labels import channel_groups, region_names
 from unet3d.errors import ConfigError, DataError
 from unet3d.evaluation.metrics import (
     METRICS_FILENAME,
-    PREDICTION_SUFFIX,
     evaluate_directory,
+    find_label_map,
     format_summary,
+    label_map_files,
 )
 from unet3d.registry import suggest
 
@@ -54,14 +55,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cases_from_folders(predictions: Path, ground_truth: Path) -> list[Case]:
-    """One case per `<case_id>.nii.gz` in `predictions`, its label `<ground_truth>/<case_id>.nii.gz`."""
+    """One case per label map `<case_id>.nii.gz` (or .png, .mhd, ...) in `predictions`, its label the file of the
+    same case id in `ground_truth` (of any image format)."""
     for folder, role in ((predictions, "predictions"), (ground_truth, "ground-truth")):
         if not folder.is_dir():
             raise DataError(f"{folder}: {role} folder does not exist")
-    files = sorted(p for p in predictions.glob(f"*{PREDICTION_SUFFIX}") if p.is_file())
+    files = label_map_files(predictions)
     if not files:
-        raise DataError(f"{predictions}: no prediction files (*{PREDICTION_SUFFIX})")
-    return [Case(images=[], label=ground_truth / p.name, case_id=case_id_from_path(p)) for p in files]
+        raise DataError(f"{predictions}: no prediction files (<case_id>.nii.gz, .png, .mhd, ...)")
+    cases = []
+    for path in files:
+        case_id = case_id_from_path(path)
+        cases.append(
+            Case(images=[], label=find_label_map(ground_truth, case_id) or ground_truth / path.name, case_id=case_id)
+        )
+    return cases
 
 
 def config_cases(config: Config, group: str) -> list[Case]:

@@ -12,10 +12,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 from unet3d.config.schema import Case
+from unet3d.data.image_io import Header, read_array, read_header
 from unet3d.errors import DataError
 
 AFFINE_TOLERANCE = 1e-3  # mm; scanners and converters round the affine differently between modalities
@@ -31,16 +31,7 @@ class CaseInfo:
     spacing: tuple[float, ...]
 
 
-def _load_header(path: Path) -> nib.spatialimages.SpatialImage:
-    if not path.exists():
-        raise DataError(f"{path}: file does not exist")
-    try:
-        return nib.load(str(path))
-    except Exception as error:  # nibabel raises many types for corrupt or foreign files
-        raise DataError(f"{path}: cannot read as an image ({type(error).__name__}: {error})") from None
-
-
-def _spatial(image: nib.spatialimages.SpatialImage, spatial_dims: int) -> tuple[tuple[int, ...], int]:
+def _spatial(image: Header, spatial_dims: int) -> tuple[tuple[int, ...], int]:
     shape = tuple(int(s) for s in image.shape)
     extra = shape[spatial_dims:]
     return shape[:spatial_dims], int(np.prod(extra)) if extra else 1
@@ -48,18 +39,18 @@ def _spatial(image: nib.spatialimages.SpatialImage, spatial_dims: int) -> tuple[
 
 def check_case(case: Case, labels: set[int] | None, spatial_dims: int = 3, with_label: bool = True) -> CaseInfo:
     """Check one case's files; a DataError names the first file with a problem."""
-    reference = _load_header(case.images[0])
+    reference = read_header(case.images[0])
     ref_shape, n_channels = _spatial(reference, spatial_dims)
     if len(ref_shape) < spatial_dims or min(ref_shape) < 1:
         raise DataError(f"{case.images[0]}: expected a {spatial_dims}D image, got shape {reference.shape}")
     ref_affine = reference.affine
     paths = list(case.images[1:]) + ([case.label] if with_label and case.label is not None else [])
     for path in paths:
-        image = _load_header(path)
+        image = read_header(path)
         shape, channels = _spatial(image, spatial_dims)
         if shape != ref_shape:
             raise DataError(f"{path}: shape {shape} differs from {case.images[0].name} {ref_shape}")
-        if not np.allclose(image.affine, ref_affine, atol=AFFINE_TOLERANCE):
+        if image.affine.shape != ref_affine.shape or not np.allclose(image.affine, ref_affine, atol=AFFINE_TOLERANCE):
             raise DataError(f"{path}: affine differs from {case.images[0].name} by more than {AFFINE_TOLERANCE} mm")
         if path != case.label:
             n_channels += channels
@@ -67,16 +58,11 @@ def check_case(case: Case, labels: set[int] | None, spatial_dims: int = 3, with_
         if case.label is None:
             raise DataError(f"case {case.case_id!r}: no 'label' file")
         _check_label_values(case.label, labels)
-    zooms = tuple(float(z) for z in reference.header.get_zooms()[:spatial_dims])
-    return CaseInfo(case.case_id, n_channels, ref_shape, zooms)
+    return CaseInfo(case.case_id, n_channels, ref_shape, reference.spacing[:spatial_dims])
 
 
 def _check_label_values(path: Path, labels: set[int] | None) -> None:
-    try:
-        data = np.asanyarray(nib.load(str(path)).dataobj)
-    except Exception as error:
-        raise DataError(f"{path}: cannot read the label data ({type(error).__name__}: {error})") from None
-    values = np.unique(data)
+    values = np.unique(read_array(path))
     fractional = values[~np.isclose(values, np.round(values))]
     if fractional.size:
         raise DataError(f"{path}: label map holds non-integer values, e.g. {fractional[0]}")

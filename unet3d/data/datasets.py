@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import torch
 from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset
@@ -24,6 +23,7 @@ from monai.data.utils import pad_list_data_collate
 from monai.transforms import Compose, RandomizableTrait, Transform
 
 from unet3d.config.schema import Case
+from unet3d.data.image_io import read_header
 
 
 def case_items(cases: Sequence[Case], with_label: bool) -> list[dict[str, Any]]:
@@ -40,16 +40,23 @@ def case_items(cases: Sequence[Case], with_label: bool) -> list[dict[str, Any]]:
 MEMORY_SHARE = 0.25  # the in-memory cache may take this share of the memory that is available when a run starts
 
 
-def preprocessed_bytes(cases: Sequence[Case], desired_shape: Sequence[int] | None, n_target_channels: int) -> int:
+def preprocessed_bytes(
+    cases: Sequence[Case],
+    desired_shape: Sequence[int] | None,
+    n_target_channels: int,
+    spacing: Sequence[float] | None = None,
+) -> int:
     """Estimated float32 size of the cached cases: `desired_shape` when volumes are resized to it, else each
-    case's own shape from its image headers (crops make the real size smaller)."""
+    case's own shape from its image headers, rescaled to `spacing` (crops make the real size smaller)."""
     total = 0
     for case in cases:
         if desired_shape:
             voxels, channels = int(np.prod(desired_shape)), len(case.images)
         else:
-            header = nib.load(str(case.images[0]))
-            voxels, channels = int(np.prod(header.shape[:3])), len(case.images)
+            header = read_header(case.images[0])
+            dims = len(spacing) if spacing else min(3, len(header.shape))
+            scale = np.prod(np.divide(header.spacing[:dims], spacing)) if spacing else 1.0
+            voxels, channels = int(np.prod(header.shape[:dims]) * scale), len(case.images)
         total += voxels * (channels + n_target_channels) * 4
     return total
 

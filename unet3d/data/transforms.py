@@ -1,12 +1,11 @@
 """MONAI dictionary-transform chains built from the `dataset` section.
 
-The order: load and stack modalities → orientation → foreground crop → resize / pad-or-crop to `desired_shape` (or a
-random patch) → spatial augmentations → label map to channels → normalization → intensity augmentations. With
-`normalize_whole_case` (the default) normalization moves before the first random step, so it sees the whole case. Unlike
-3DUnetCNN the label map is encoded after the spatial steps (nearest-neighbour interpolation of a label map gives the
-same channels as of its encoding, and padding stays background). Everything before the first random transform is
-deterministic, which is what the caching datasets
-store (see `unet3d.data.datasets`).
+The order: load and stack modalities → orientation → spacing → foreground crop → resize / pad-or-crop to
+`desired_shape` (or a random patch) → spatial augmentations → label map to channels → normalization → intensity
+augmentations. With `normalize_whole_case` (the default) normalization moves before the first random step, so it sees
+the whole case. Unlike 3DUnetCNN the label map is encoded after the spatial steps (nearest-neighbour interpolation of a
+label map gives the same channels as of its encoding, and padding stays background). Everything before the first
+random transform is deterministic, which is what the caching datasets store (see `unet3d.data.datasets`).
 """
 
 from __future__ import annotations
@@ -108,6 +107,9 @@ def build_transforms(
     ]
     if dataset.orientation:
         steps.append(mt.Orientationd(keys, axcodes=dataset.orientation, labels=(("L", "R"), ("P", "A"), ("I", "S"))))
+    if dataset.spacing:
+        modes = tuple("nearest" if key == LABEL else "bilinear" for key in keys)
+        steps.append(mt.Spacingd(keys, pixdim=dataset.spacing, mode=modes))
     if dataset.crop_foreground:
         select = partial(foreground_above_percentile, percentile=dataset.foreground_percentile)
         steps.append(
@@ -171,6 +173,7 @@ def preprocessing_fingerprint(dataset: DatasetConfig, softmax: bool) -> dict[str
         "crop_foreground",
         "foreground_percentile",
         "orientation",
+        "spacing",
         "random_crop",
         "reader",
     )

@@ -22,7 +22,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 import torch
@@ -30,11 +29,12 @@ from monai.metrics import compute_dice, compute_hausdorff_distance
 
 from unet3d.atomic import atomic_write_text
 from unet3d.config.schema import Case
+from unet3d.data.image_io import IMAGE_SUFFIXES, Header, image_suffix, read_array, read_header
 from unet3d.data.labels import encode
 from unet3d.errors import DataError
 
 METRICS_FILENAME = "metrics.csv"
-PREDICTION_SUFFIX = ".nii.gz"
+PREDICTION_SUFFIX = ".nii.gz"  # the usual ending; 2D pictures are predicted as .png, MetaImage/NRRD in their format
 SUMMARY_ROWS = ("mean", "median", "sd", "n_nan")
 AFFINE_TOLERANCE = 1e-3
 MAX_NAMED = 5
@@ -112,13 +112,10 @@ def _squeezed_shape(shape: Sequence[int]) -> tuple[int, ...]:
     return shape
 
 
-def _load(path: Path, role: str) -> nib.spatialimages.SpatialImage:
-    try:
-        return nib.load(path)
-    except FileNotFoundError:
-        raise DataError(f"{path}: {role} file does not exist") from None
-    except Exception as error:  # nibabel raises many types for a file it cannot parse
-        raise DataError(f"{path}: cannot read {role} ({error})") from None
+def _load(path: Path, role: str) -> Header:
+    if not Path(path).is_file():
+        raise DataError(f"{path}: {role} file does not exist")
+    return read_header(path)
 
 
 def _check_pair(prediction_path: Path, truth_path: Path) -> None:
@@ -130,29 +127,49 @@ def _check_pair(prediction_path: Path, truth_path: Path) -> None:
             f"{prediction_path}: shape {prediction_shape} differs from the ground truth {truth_path} "
             f"shape {truth_shape}"
         )
-    if not np.allclose(prediction.affine, truth.affine, atol=AFFINE_TOLERANCE):
-        difference = float(np.abs(np.asarray(prediction.affine) - np.asarray(truth.affine)).max())
+    size = min(len(prediction.affine), len(truth.affine))
+    difference = float(np.abs(prediction.affine[:size, :size] - truth.affine[:size, :size]).max())
+    if difference > AFFINE_TOLERANCE:
         raise DataError(
             f"{prediction_path}: affine differs from the ground truth {truth_path} by up to {difference:.4g} "
             f"(tolerance {AFFINE_TOLERANCE}); the prediction must be in the ground truth's space"
         )
 
 
-def _read_labels(path: Path, role: str) -> tuple[np.ndarray, tuple[float, ...]]:
-    image = _load(path, role)
-    shape = _squeezed_shape(image.shape)
+def read_labels(path: Path, role: str = "label map") -> tuple[np.ndarray, tuple[float, ...]]:
+    """A label map's data (without trailing singleton axes) and its voxel spacing."""
+    header = _load(path, role)
+    shape = _squeezed_shape(header.shape)
     try:
-        data = np.asanyarray(image.dataobj).reshape(shape)
+        data = read_array(path).reshape(shape)
+    except DataError:
+        raise
     except Exception as error:  # truncated or corrupt data after a readable header
         raise DataError(f"{path}: cannot read {role} data ({error})") from None
-    return data, tuple(float(z) for z in image.header.get_zooms()[: len(shape)])
+    return data, header.spacing[: len(shape)]
+
+
+def find_label_map(folder: Path, case_id: str) -> Path | None:
+    """`<folder>/<case_id>` with an image ending (.nii.gz first), or None."""
+    for suffix in IMAGE_SUFFIXES:
+        path = folder / f"{case_id}{suffix}"
+        if path.is_file():
+            return path
+    return None
+
+
+def label_map_files(folder: Path) -> list[Path]:
+    """The label maps in a folder: files with an image ending, probability maps excluded, by name."""
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and image_suffix(p) and not p.name.endswith("_probabilities.nii.gz")
+    )
 
 
 def _pair_metrics(
     case_id: str, prediction_path: Path, truth_path: Path, groups: Sequence[tuple[int, ...]], names: Sequence[str]
 ) -> dict[str, str | float]:
-    prediction, _ = _read_labels(prediction_path, "prediction")
-    truth, spacing = _read_labels(truth_path, "ground truth")
+    prediction, _ = read_labels(prediction_path, "prediction")
+    truth, spacing = read_labels(truth_path, "ground truth")
     return {"case_id": case_id, **case_metrics(prediction, truth, groups, names, spacing)}
 
 
@@ -225,7 +242,8 @@ def evaluate_directory(
     output: Path | None = None,
     n_threads: int = 2,
 ) -> pd.DataFrame:
-    """Score `<predictions_dir>/<case_id>.nii.gz` against each case's label; write metrics.csv; return the table.
+    """Score `<predictions_dir>/<case_id>.nii.gz` (or .png, .mhd, ...) against each case's label; write
+    metrics.csv; return the table.
 
     Every case needs a prediction and a ground-truth label file: otherwise one DataError names the cases (up to
     five). The CSV goes to `output`, by default `<predictions_dir>/metrics.csv` (see `write_metrics`).
@@ -237,8 +255,8 @@ def evaluate_directory(
         raise DataError(f"{predictions_dir}: no cases to evaluate")
     pairs, no_prediction, no_label = [], [], []
     for case in cases:
-        prediction = predictions_dir / f"{case.case_id}{PREDICTION_SUFFIX}"
-        if not prediction.is_file():
+        prediction = find_label_map(predictions_dir, case.case_id)
+        if prediction is None:
             no_prediction.append(case.case_id)
         if case.label is None or not Path(case.label).is_file():
             no_label.append(case)

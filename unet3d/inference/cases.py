@@ -1,4 +1,5 @@
-"""Predict a list of cases into a folder: one `<case_id>.nii.gz` label map per case in its original space."""
+"""Predict a list of cases into a folder: one `<case_id>.nii.gz` label map per case in its original space (`.png`
+for 2D pictures, the input's own format for MetaImage/NRRD)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -15,6 +15,7 @@ from tqdm import tqdm
 from unet3d.atomic import remove_stale_temporaries
 from unet3d.config.schema import Case, Config
 from unet3d.data.datasets import case_items
+from unet3d.data.image_io import label_map_suffix
 from unet3d.data.labels import channel_groups
 from unet3d.data.transforms import build_transforms, split_dataset_config
 from unet3d.errors import CheckpointError
@@ -26,8 +27,9 @@ PROBABILITY_SUFFIX = "_probabilities.nii.gz"
 
 
 def prediction_path(folder: Path, case: Case) -> Path:
-    """Where a case's label map goes: `<folder>/<case_id>.nii.gz` (case ids are unique within a group)."""
-    return folder / f"{case.case_id}.nii.gz"
+    """Where a case's label map goes: `<folder>/<case_id>.nii.gz`, or the ending of the case's image format (case ids
+    are unique within a group)."""
+    return folder / f"{case.case_id}{label_map_suffix(case.images[0])}"
 
 
 @dataclass
@@ -37,7 +39,7 @@ class CasePrediction:
     case: Case
     label_map: torch.Tensor  # (*spatial) label values
     probabilities: torch.Tensor  # (C, *spatial)
-    reference: nib.spatialimages.SpatialImage  # the case's first image, whose grid and affine the maps share
+    reference: Path  # the case's first image, whose grid and affine the maps share
 
 
 def iter_predictions(
@@ -57,10 +59,10 @@ def iter_predictions(
                 f"the model returns {probabilities.shape[0]} channels; the labels and activation need {expected}"
             )
         inverted = to_original_space(probabilities, image, transform)
-        reference = check_geometry(inverted.shape[1:], inverted.affine.numpy(), case.images[0])
+        check_geometry(inverted.shape[1:], inverted.affine.numpy(), case.images[0])
         original = torch.as_tensor(inverted)
         label_map = decode(original, groups, predictor.activation, config.dataset.setup_label_hierarchy, threshold)
-        yield CasePrediction(case, label_map, original, reference)
+        yield CasePrediction(case, label_map, original, Path(case.images[0]))
 
 
 def predict_cases(
@@ -73,8 +75,8 @@ def predict_cases(
     description: str = "predict",
     postprocess: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> list[Path]:
-    """Write `<case_id>.nii.gz` label maps (and optionally probability maps) for `cases` into `folder`;
-    `postprocess` (e.g. the largest-component filter) is applied to each label map before it is written."""
+    """Write `<case_id>.nii.gz` (or .png, .mhd, ...) label maps (and optionally probability maps) for `cases` into
+    `folder`; `postprocess` (e.g. the largest-component filter) is applied to each label map before it is written."""
     folder.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(folder)
     written = []

@@ -17,6 +17,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose
 
+from unet3d.data import image_io
 from unet3d.errors import DataError
 
 AFFINE_TOLERANCE = 1e-3
@@ -61,41 +62,37 @@ def to_original_space(probabilities: torch.Tensor, preprocessed: MetaTensor, tra
     return transform.inverse({"image": output})["image"]
 
 
-def check_geometry(array_shape: Sequence[int], affine: np.ndarray, reference: Path) -> nib.spatialimages.SpatialImage:
-    """The reference image, after checking that a prediction has its spatial shape and affine."""
-    image = nib.load(str(reference))
-    shape = tuple(image.shape[: len(array_shape)])
-    if tuple(array_shape) != shape or not np.allclose(affine, image.affine, atol=AFFINE_TOLERANCE):
+def check_geometry(array_shape: Sequence[int], affine: np.ndarray, reference: Path) -> None:
+    """Check that a prediction has the spatial shape and affine of its reference image."""
+    header = image_io.read_header(reference)
+    shape = tuple(header.shape[: len(array_shape)])
+    size = min(len(affine), len(header.affine))
+    if tuple(array_shape) != shape or not np.allclose(
+        np.asarray(affine)[:size, :size], header.affine[:size, :size], atol=AFFINE_TOLERANCE
+    ):
         raise DataError(
             f"{reference}: the prediction's geometry {tuple(array_shape)} does not match the image "
             f"{shape}; this is a bug in the inversion of the preprocessing"
         )
-    return image
 
 
-def write_label_map(path: Path, label_map: torch.Tensor, reference: nib.spatialimages.SpatialImage) -> None:
-    """Write a label map (uint8 when the values fit, else int16) with the reference image's affine and header."""
-    array = label_map.cpu().numpy()
-    dtype = np.uint8 if array.min() >= 0 and array.max() <= 255 else np.int16
-    header = reference.header.copy()
-    header.set_data_dtype(dtype)
-    image = nib.Nifti1Image(array.astype(dtype), reference.affine, header)
-    image.header.set_slope_inter(1, 0)
-    _save(image, path)
+def write_label_map(path: Path, label_map: torch.Tensor, reference: Path) -> None:
+    """Write a label map in `path`'s format with the reference image's geometry (see `image_io.write_label_map`)."""
+    image_io.write_label_map(path, label_map.cpu().numpy(), reference)
 
 
 PROBABILITY_STEPS = 255
 
 
-def write_probabilities(path: Path, probabilities: torch.Tensor, reference: nib.spatialimages.SpatialImage) -> None:
-    """Write (C, *spatial) probabilities with the channels last, in the reference's space.
+def write_probabilities(path: Path, probabilities: torch.Tensor, reference: Path) -> None:
+    """Write (C, *spatial) probabilities as NIfTI (whatever the input format), channels last, in the reference's space.
 
     NIfTI-1 has no float16, so values are stored as uint8 with a scale factor of 1/255 (a resolution of 0.004, half
     the size of float16); nibabel's `get_fdata()` and every viewer read them back as floats in [0, 1].
     """
     array = np.moveaxis(probabilities.cpu().numpy(), 0, -1)
     stored = np.clip(np.round(array * PROBABILITY_STEPS), 0, PROBABILITY_STEPS).astype(np.uint8)
-    image = nib.Nifti1Image(stored, reference.affine)
+    image = nib.Nifti1Image(stored, image_io.nifti_affine(image_io.read_header(reference).affine))
     image.header.set_slope_inter(1.0 / PROBABILITY_STEPS, 0.0)
     _save(image, path)
 

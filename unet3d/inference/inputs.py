@@ -10,9 +10,8 @@ from pathlib import Path
 from unet3d.checkpoint import BEST, LAST
 from unet3d.config.load import case_id_from_path, parse_cases
 from unet3d.config.schema import Case, Config
+from unet3d.data.image_io import IMAGE_SUFFIXES
 from unet3d.errors import CheckpointError, ConfigError, DataError
-
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd")
 
 
 def models_in(folders: Sequence[Path]) -> list[Path]:

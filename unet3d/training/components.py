@@ -80,7 +80,7 @@ def cache_settings(config: Config, work_dir: Path) -> tuple[str, Path | None]:
         else:
             cases = [*config.groups.get("training", []), *config.groups.get("validation", [])]
             targets = n_target_channels(config.labels, activation_from_loss(config.loss)) if config.labels else 1
-            estimated = preprocessed_bytes(cases, config.dataset.desired_shape, targets)
+            estimated = preprocessed_bytes(cases, config.dataset.desired_shape, targets, config.dataset.spacing)
             mode = automatic_cache(estimated, available_memory())
             log.info("cache: %s (preprocessed cases about %.0f MiB)", mode, estimated / 2**20)
     root = Path(config.dataset.cache_dir) if config.dataset.cache_dir else work_dir / "cache"

@@ -1,0 +1,97 @@
+"""Image files of every supported format: geometry as MONAI reads it, label maps written back in the same format."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from unet3d.data import image_io
+from unet3d.errors import DataError
+
+
+def test_pictures_are_indexed_column_row_with_an_identity_affine(tmp_path: Path):
+    rgb = np.random.default_rng(0).integers(0, 255, size=(20, 30, 3), dtype=np.uint8)  # 20 rows, 30 columns
+    mask = np.zeros((20, 30), np.uint8)
+    mask[5:10, 3:8] = 1
+    Image.fromarray(rgb).save(tmp_path / "car.jpg")
+    Image.fromarray(mask).save(tmp_path / "car_mask.png")
+    image, label = image_io.read_header(tmp_path / "car.jpg"), image_io.read_header(tmp_path / "car_mask.png")
+    assert image.shape == (30, 20, 3) and label.shape == (30, 20)
+    np.testing.assert_array_equal(label.affine, np.eye(4))
+    np.testing.assert_array_equal(image_io.read_array(tmp_path / "car_mask.png"), mask.T)
+    assert image_io.label_map_suffix(tmp_path / "car.jpg") == ".png"  # lossless, whatever the input
+
+
+def test_a_png_label_map_round_trips(tmp_path: Path):
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(tmp_path / "car.jpg")
+    label_map = np.zeros((30, 20), np.int16)
+    label_map[3:8, 5:10], label_map[20:25, 1:4] = 1, 2
+    image_io.write_label_map(tmp_path / "out" / "car.png", label_map, tmp_path / "car.jpg")
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "car.png")), label_map.T)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["car.png"]
+    with pytest.raises(DataError, match="above 255 do not fit a PNG"):
+        image_io.write_label_map(tmp_path / "out" / "big.png", label_map * 300, tmp_path / "car.jpg")
+
+
+def test_unknown_endings_and_missing_files_are_data_errors(tmp_path: Path):
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(DataError, match=r"notes.txt: not an image file unet3d reads \(known endings: .nii.gz"):
+        image_io.read_header(tmp_path / "notes.txt")
+    with pytest.raises(DataError, match=r"absent\.png: file does not exist"):
+        image_io.read_header(tmp_path / "absent.png")
+
+
+def test_metaimage_without_itk_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    (tmp_path / "scan.mhd").write_text("NDims = 3\n")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "itk" else real(name, *a))
+    with pytest.raises(DataError) as raised:
+        image_io.read_header(tmp_path / "scan.mhd")
+    assert str(raised.value) == f"{tmp_path / 'scan.mhd'}: {image_io.ITK_MISSING}"
+    assert "pip install 'unet3d[itk]'" in image_io.ITK_MISSING
+
+
+itk = pytest.importorskip("itk")
+
+
+def _itk_volume(path: Path, array: np.ndarray) -> None:
+    image = itk.image_from_array(np.ascontiguousarray(array.T))  # ITK arrays are (z, y, x)
+    image.SetSpacing([0.7, 0.8, 2.5])
+    image.SetOrigin([-12.0, 30.0, 5.5])
+    rotation = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    image.SetDirection(itk.matrix_from_array(rotation))
+    itk.imwrite(image, str(path))
+
+
+@pytest.mark.parametrize("suffix", [".mhd", ".nrrd"])
+def test_itk_volumes_match_monai_and_label_maps_keep_their_geometry(tmp_path: Path, suffix: str):
+    from monai.transforms import LoadImage
+
+    volume = np.random.default_rng(1).random((12, 14, 16)).astype(np.float32)
+    _itk_volume(tmp_path / f"scan{suffix}", volume)
+    header = image_io.read_header(tmp_path / f"scan{suffix}")
+    loaded = LoadImage(image_only=True)(str(tmp_path / f"scan{suffix}"))
+    assert header.shape == (12, 14, 16)
+    np.testing.assert_allclose(header.affine, loaded.affine.numpy())
+    np.testing.assert_allclose(sorted(header.spacing), [0.7, 0.8, 2.5], rtol=1e-6)
+    np.testing.assert_allclose(image_io.read_array(tmp_path / f"scan{suffix}"), volume)
+
+    label_map = torch.zeros(12, 14, 16, dtype=torch.int16)
+    label_map[2:6, 3:9, 4:7] = 1
+    out = tmp_path / "predictions" / f"scan{suffix}"
+    image_io.write_label_map(out, label_map.numpy(), tmp_path / f"scan{suffix}")
+    names = sorted(p.name for p in out.parent.iterdir())
+    assert names == (["scan.mhd", "scan.raw"] if suffix == ".mhd" else ["scan.nrrd"])  # no temporaries left
+    written, source = itk.imread(str(out)), itk.imread(str(tmp_path / f"scan{suffix}"))
+    np.testing.assert_allclose(np.asarray(written.GetSpacing()), np.asarray(source.GetSpacing()))
+    np.testing.assert_allclose(np.asarray(written.GetOrigin()), np.asarray(source.GetOrigin()))
+    np.testing.assert_allclose(
+        itk.array_from_matrix(written.GetDirection()), itk.array_from_matrix(source.GetDirection())
+    )
+    np.testing.assert_array_equal(image_io.read_array(out), label_map.numpy())
+    np.testing.assert_allclose(image_io.read_header(out).affine, header.affine)

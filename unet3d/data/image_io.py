@@ -1,0 +1,182 @@
+"""Image files in the formats unet3d reads and writes: NIfTI (nibabel), MetaImage and NRRD (ITK, an optional extra),
+and 2D pictures such as PNG and JPEG (Pillow).
+
+Everything follows the conventions of MONAI's readers, which load the data for training, so that the up-front checks,
+the predictions and the metrics see the arrays training sees: volumes indexed (x, y, z) with a RAS affine (ITK's LPS
+converted), pictures indexed (column, row) with an identity affine. Label maps are written in the format of the case's
+first image (pictures as PNG, which is lossless), with its geometry.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from unet3d.errors import DataError
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
+IMAGE_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES + PICTURE_SUFFIXES
+ITK_MISSING = "reading MetaImage/NRRD files needs ITK: pip install 'unet3d[itk]'"
+
+
+def image_suffix(path: Path | str) -> str:
+    """The known image suffix of a file name ('.nii.gz', '.mhd', '.png', ...), or '' when it has none."""
+    name = Path(path).name.lower()
+    return next((suffix for suffix in IMAGE_SUFFIXES if name.endswith(suffix)), "")
+
+
+def image_format(path: Path | str) -> str:
+    """'nifti', 'itk' or 'picture', from the file name; a DataError for any other file."""
+    suffix = image_suffix(path)
+    if suffix in NIFTI_SUFFIXES:
+        return "nifti"
+    if suffix in ITK_SUFFIXES:
+        return "itk"
+    if suffix in PICTURE_SUFFIXES:
+        return "picture"
+    raise DataError(f"{path}: not an image file unet3d reads (known endings: {', '.join(IMAGE_SUFFIXES)})")
+
+
+def label_map_suffix(reference: Path | str) -> str:
+    """The ending of a label map predicted for a case whose first image is `reference`."""
+    kind = image_format(reference)
+    if kind == "picture":
+        return ".png"
+    if kind == "itk":
+        return ".nrrd" if image_suffix(reference) == ".nhdr" else image_suffix(reference)
+    return ".nii.gz"
+
+
+@dataclass(frozen=True)
+class Header:
+    """An image's geometry: its array shape (spatial axes first, then any channel axis), its (D+1)² affine in
+    millimetres, and its voxel spacing."""
+
+    shape: tuple[int, ...]
+    affine: np.ndarray
+    spacing: tuple[float, ...]
+
+
+def _require_itk(path: Path) -> None:
+    if image_format(path) == "itk" and importlib.util.find_spec("itk") is None:
+        raise DataError(f"{path}: {ITK_MISSING}")
+
+
+def _monai_load(path: Path) -> Any:
+    from monai.transforms import LoadImage
+
+    _require_itk(path)
+    try:
+        return LoadImage(image_only=True)(str(path))
+    except Exception as error:  # readers raise many types for corrupt or foreign files
+        first_line = str(error).splitlines()[0] if str(error) else ""
+        raise DataError(f"{path}: cannot read as an image ({type(error).__name__}: {first_line})") from None
+
+
+def _exists(path: Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file does not exist")
+    return path
+
+
+def read_header(path: Path | str) -> Header:
+    """The geometry of an image file; NIfTI headers are read without the data."""
+    path = _exists(Path(path))
+    if image_format(path) == "nifti":
+        try:
+            image = nib.load(str(path))
+        except Exception as error:  # nibabel raises many types for corrupt or foreign files
+            raise DataError(f"{path}: cannot read as an image ({type(error).__name__}: {error})") from None
+        shape = tuple(int(s) for s in image.shape)
+        return Header(shape, np.asarray(image.affine), tuple(float(z) for z in image.header.get_zooms()[:3]))
+    image = _monai_load(path)
+    affine = np.asarray(image.affine, dtype=np.float64)
+    spatial = len(image.meta.get("spatial_shape", image.shape))
+    spacing = tuple(float(np.linalg.norm(affine[:3, i])) for i in range(min(spatial, 3)))
+    return Header(tuple(int(s) for s in image.shape), affine, spacing)
+
+
+def read_array(path: Path | str) -> np.ndarray:
+    """An image file's data as MONAI's readers index it."""
+    path = _exists(Path(path))
+    if image_format(path) == "nifti":
+        try:
+            return np.asanyarray(nib.load(str(path)).dataobj)
+        except Exception as error:  # a truncated or corrupt file after a readable header
+            raise DataError(f"{path}: cannot read the image data ({type(error).__name__}: {error})") from None
+    return np.asarray(_monai_load(path))
+
+
+def write_label_map(path: Path, label_map: np.ndarray, reference: Path | str) -> None:
+    """Write an integer label map (uint8 when the values fit, else int16) atomically, in the format that `path`'s
+    ending names, with the geometry of the image `reference` (NIfTI: its affine and header)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = np.asarray(label_map)
+    dtype = np.uint8 if array.size == 0 or (array.min() >= 0 and array.max() <= 255) else np.int16
+    array = array.astype(dtype)
+    kind = image_format(path)
+    if kind == "picture":
+        if dtype != np.uint8:
+            raise DataError(f"{path}: label values above 255 do not fit a PNG; predict into NIfTI instead")
+        from PIL import Image
+
+        _atomic(path, lambda tmp: Image.fromarray(np.ascontiguousarray(array.T)).save(tmp, format="PNG"))
+    elif kind == "itk":
+        _write_itk(path, array, Path(reference))
+    else:
+        if image_format(reference) == "nifti":
+            source = nib.load(str(reference))
+            affine, header = source.affine, source.header.copy()
+        else:
+            affine, header = nifti_affine(read_header(reference).affine), None
+        image = nib.Nifti1Image(array, affine, header)
+        image.set_data_dtype(dtype)
+        image.header.set_slope_inter(1, 0)
+        _atomic(path, lambda tmp: nib.save(image, tmp))
+
+
+def nifti_affine(affine: np.ndarray) -> np.ndarray:
+    """A 4x4 affine for NIfTI from a 2D image's 3x3 one (a 4x4 one is returned as it is)."""
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape == (4, 4):
+        return affine
+    full = np.eye(4)
+    n = affine.shape[0] - 1
+    full[:n, :n], full[:n, 3] = affine[:n, :n], affine[:n, n]
+    return full
+
+
+def _atomic(path: Path, write: Callable[[str], Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{image_suffix(path)}")
+    write(str(tmp))
+    os.replace(tmp, path)
+
+
+def _write_itk(path: Path, array: np.ndarray, reference: Path) -> None:
+    """ITK arrays are indexed (z, y, x); the reference's spacing, origin and direction are copied. A MetaImage is
+    two files: both are written in a temporary folder, then moved, the header last."""
+    _require_itk(reference)
+    import itk
+
+    source = itk.imread(str(reference))
+    image = itk.image_from_array(np.ascontiguousarray(array.T))
+    image.SetSpacing(source.GetSpacing())
+    image.SetOrigin(source.GetOrigin())
+    image.SetDirection(source.GetDirection())
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as folder:
+        written = Path(folder) / path.name
+        itk.imwrite(image, str(written), compression=path.suffix != ".mhd")
+        for part in sorted(Path(folder).iterdir(), key=lambda p: p.suffix == path.suffix):
+            os.replace(part, path.parent / part.name)
