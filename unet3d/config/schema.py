@@ -63,6 +63,12 @@ class DatasetConfig:
         maximum=1.0,
     )
     orientation: str | None = doc("Reorient every case to these axis codes (e.g. 'RAS') before anything else.", None)
+    spacing: list[float] | None = doc(
+        "Resample every case to this voxel spacing in mm (images linear, labels nearest) after reorientation; "
+        "predictions are resampled back to each case's grid.",
+        None,
+        minimum=1e-6,
+    )
     random_crop: bool = doc("Take a random `desired_shape` patch instead of resizing the whole volume.", False)
     normalization: str | None = doc(
         "MONAI dictionary intensity transform for the images, e.g. 'NormalizeIntensityD' ('zero_mean'); null: none.",
@@ -127,6 +133,10 @@ class TrainingConfig:
     )
     progress_plot: bool = doc(
         "Redraw progress.png (losses, Dice, lr, epoch time) after every epoch; needs matplotlib.", True
+    )
+    tensorboard: bool = doc(
+        "Mirror the training log to TensorBoard event files in <work dir>/tensorboard/; needs unet3d[tensorboard].",
+        False,
     )
     log_every_n_iterations: int | None = doc("Log the running loss and learning rate every N batches.", None, minimum=1)
     training_iterations_per_epoch: int = doc("Passes over the training loader per epoch (3DUnetCNN key).", 1, minimum=1)
