@@ -29,6 +29,7 @@ from unet3d.runtime import Runtime, all_reduce_mean, seed_everything
 from unet3d.training.components import Components
 from unet3d.training.history import LOG_FILENAME, write_log
 from unet3d.training.plots import PLOT_FILENAME, write_progress_plot
+from unet3d.training.tensorboard import tensorboard_mirror
 
 log = logging.getLogger("unet3d")
 
@@ -252,33 +253,39 @@ def fit(
     if parts.val_loader is None:
         log.warning("no validation_filenames: the best model and the scheduler follow the training loss")
     interval = training.validation_interval or 1
-    while state.epoch < training.n_epochs and not should_stop(state, training.early_stopping_patience):
-        epoch = state.epoch + 1
-        # Each process draws its own augmentations; a DistributedSampler shuffles the same way on all of them.
-        seed_everything(epoch_seed(state.seed, epoch) + runtime.rank)
-        parts.sampler.set_epoch(epoch, seed=epoch_seed(state.seed, epoch) + runtime.rank, shuffle_seed=state.seed)
-        started = time.perf_counter()
-        row: dict[str, Any] = {"epoch": epoch, "lr": current_lr(parts.optimizer)}
-        loss = train_one_epoch(parts, device, epoch, training)
-        row["loss"] = all_reduce_mean(loss, runtime)
-        if parts.val_loader is not None:
-            row.update(validate(parts, device))
-        if parts.scheduler_step == "epoch":
-            step_scheduler(parts.scheduler, row.get(parts.scheduler_monitor, math.nan))
-        if full_validation is not None and runtime.is_main and full_validation_due(epoch, training.n_epochs, interval):
-            trained = time.perf_counter() - started
-            row.update(full_validation(parts.model))
-            if training.validation_interval is None:
-                interval = adapted_interval(time.perf_counter() - started - trained, trained)
-        row["epoch_time"] = time.perf_counter() - started
-        improved = row[monitor] < state.best_metric
-        if improved:
-            state.best_metric, state.best_epoch = row[monitor], epoch
-        state.epoch = epoch
-        state.rows.append(row)
-        if runtime.is_main:
-            save_epoch(work_dir, parts, state, config, improved)
-            log.info(_summary(row, improved))
+    with tensorboard_mirror(work_dir, state.rows, training.tensorboard and runtime.is_main) as mirror:
+        while state.epoch < training.n_epochs and not should_stop(state, training.early_stopping_patience):
+            epoch = state.epoch + 1
+            # Each process draws its own augmentations; a DistributedSampler shuffles the same way on all of them.
+            seed_everything(epoch_seed(state.seed, epoch) + runtime.rank)
+            parts.sampler.set_epoch(epoch, seed=epoch_seed(state.seed, epoch) + runtime.rank, shuffle_seed=state.seed)
+            started = time.perf_counter()
+            row: dict[str, Any] = {"epoch": epoch, "lr": current_lr(parts.optimizer)}
+            loss = train_one_epoch(parts, device, epoch, training)
+            row["loss"] = all_reduce_mean(loss, runtime)
+            if parts.val_loader is not None:
+                row.update(validate(parts, device))
+            if parts.scheduler_step == "epoch":
+                step_scheduler(parts.scheduler, row.get(parts.scheduler_monitor, math.nan))
+            if (
+                full_validation is not None
+                and runtime.is_main
+                and full_validation_due(epoch, training.n_epochs, interval)
+            ):
+                trained = time.perf_counter() - started
+                row.update(full_validation(parts.model))
+                if training.validation_interval is None:
+                    interval = adapted_interval(time.perf_counter() - started - trained, trained)
+            row["epoch_time"] = time.perf_counter() - started
+            improved = row[monitor] < state.best_metric
+            if improved:
+                state.best_metric, state.best_epoch = row[monitor], epoch
+            state.epoch = epoch
+            state.rows.append(row)
+            if runtime.is_main:
+                save_epoch(work_dir, parts, state, config, improved)
+                mirror(row)
+                log.info(_summary(row, improved))
     if should_stop(state, training.early_stopping_patience) and state.epoch < training.n_epochs:
         log.info(
             "early stopping: no better %s for %d epochs (best epoch %d)",
