@@ -57,6 +57,19 @@ def label_map_suffix(reference: Path | str) -> str:
     return ".nii.gz"
 
 
+MONAI_READERS = {"nifti": "NibabelReader", "itk": "ITKReader", "picture": "PILReader"}
+
+
+def monai_reader(path: Path | str) -> str | None:
+    """The MONAI reader for a file, chosen by its format (None for other files: MONAI then chooses). MONAI's own
+    choice depends on which packages are installed: with ITK present, ITK would read PNG and JPEG (in another axis
+    convention) and fail on GIF."""
+    suffix = image_suffix(path)
+    if not suffix:
+        return None
+    return MONAI_READERS[image_format(path)]
+
+
 @dataclass(frozen=True)
 class Header:
     """An image's geometry: its array shape (spatial axes first, then any channel axis), its (D+1)² affine in
@@ -77,7 +90,7 @@ def _monai_load(path: Path) -> Any:
 
     _require_itk(path)
     try:
-        return LoadImage(image_only=True)(str(path))
+        return LoadImage(reader=monai_reader(path), image_only=True)(str(path))
     except Exception as error:  # readers raise many types for corrupt or foreign files
         first_line = str(error).splitlines()[0] if str(error) else ""
         raise DataError(f"{path}: cannot read as an image ({type(error).__name__}: {first_line})") from None

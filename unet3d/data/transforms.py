@@ -1,5 +1,6 @@
 """MONAI dictionary-transform chains built from the `dataset` section.
 
+Each case is read by the MONAI reader of its format (`image_io.monai_reader`) unless `dataset.reader` names one.
 The order: load and stack modalities → orientation → spacing → foreground crop → resize / pad-or-crop to
 `desired_shape` (or a random patch) → spatial augmentations → label map to channels → normalization → intensity
 augmentations. With `normalize_whole_case` (the default) normalization moves before the first random step, so it sees
@@ -16,12 +17,14 @@ from dataclasses import asdict
 from functools import partial
 from typing import Any
 
+import monai.data
 import numpy as np
 import torch
 from monai import transforms as mt
 from monai.transforms import RandomizableTrait
 
 from unet3d.config.schema import DatasetConfig, NamedSpec, parse_section
+from unet3d.data.image_io import monai_reader
 from unet3d.data.labels import LabelsToChannelsd, channel_groups
 from unet3d.errors import ConfigError
 from unet3d.registry import check_kwargs, lookup
@@ -66,9 +69,25 @@ class ThreadSafeLoadImaged(mt.LoadImaged):
     serialized; the rest of the chain still runs in parallel.
     """
 
+    def __init__(self, keys: Any, reader: str | None = None, **kwargs: Any) -> None:
+        super().__init__(keys, reader=reader, **kwargs)
+        self.choose_reader = reader is None
+        self.readers: dict[str, Any] = {}
+
     def __call__(self, data: Any, reader: Any = None) -> Any:
         with _READ_LOCK:
+            if reader is None and self.choose_reader:
+                reader = self._reader_for(data[self.keys[0]])
             return super().__call__(data, reader)
+
+    def _reader_for(self, files: Any) -> Any:
+        """The reader of the case's format (see `image_io.monai_reader`), one instance per format."""
+        name = monai_reader(files[0] if isinstance(files, (list, tuple)) else files)
+        if name is None:
+            return None
+        if name not in self.readers:
+            self.readers[name] = getattr(monai.data, name)()
+        return self.readers[name]
 
 
 def _build(spec: NamedSpec, keys: tuple[str, ...], where: str, label_mode: bool = False) -> mt.MapTransform:
