@@ -47,6 +47,38 @@ def check_monitor(config: Config) -> None:
         )
 
 
+PATCH_SIZE_KEYS = ("spatial_size", "roi_size")  # what MONAI's croppers call the size of the patch they cut
+
+
+def check_patch_sizes(config: Config) -> None:
+    """Sizes that reach the network, besides `desired_shape`: the sliding-window size, and the patch size of crops
+    among the training augmentations. Each must fit the model's total downsampling, or training would stop with a
+    shape error in the middle of the first epoch."""
+    if config.inference is not None and isinstance(config.inference.kwargs.get("roi_size"), list):
+        check_input_shape(config.model, config.inference.kwargs["roi_size"], "inference.roi_size")
+    training = split_dataset_config(config.dataset, config.raw.get("dataset", {}), "training")
+    for i, spec in enumerate(training.spatial_augmentations):
+        if "Crop" not in spec.name:
+            continue
+        for key in PATCH_SIZE_KEYS:
+            size = spec.kwargs.get(key)
+            if isinstance(size, list) and all(isinstance(v, int) and v > 0 for v in size):
+                check_input_shape(config.model, size, f"dataset.training.spatial_augmentations[{i}].{key}")
+
+
+def warn_cross_entropy_over_regions(config: Config, activation: str) -> None:
+    """MONAI's DiceCELoss takes a softmax cross-entropy over several channels even with `sigmoid: true`: wrong for
+    independent or nested regions (binary cross-entropy per channel is what fits them)."""
+    n_channels = n_target_channels(config.labels, activation) if config.labels else 1
+    if config.loss.name == "DiceCELoss" and activation == "sigmoid" and n_channels > 1:
+        log.warning(
+            "loss: DiceCELoss with sigmoid on %d channels computes its cross-entropy as a softmax over the channels, "
+            "which does not fit independent or nested regions; DiceFocalLoss with gamma 0 is Dice + binary "
+            "cross-entropy per channel",
+            n_channels,
+        )
+
+
 def check_experiment(config: Config, train: bool = True) -> None:
     """Everything that can be checked without reading data; raises ConfigError naming the key."""
     activation = activation_from_loss(config.loss)
@@ -65,6 +97,8 @@ def check_experiment(config: Config, train: bool = True) -> None:
     if dataset.random_crop and not dataset.desired_shape:
         raise ConfigError("dataset.random_crop: needs dataset.desired_shape (the patch size)")
     check_input_shape(config.model, dataset.desired_shape)
+    check_patch_sizes(config)
+    warn_cross_entropy_over_regions(config, activation)
     if config.training.iterations_per_epoch is not None and config.training.samples_per_epoch is not None:
         raise ConfigError("training.iterations_per_epoch: give it or samples_per_epoch, not both")
     check_monitor(config)
