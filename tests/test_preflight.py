@@ -55,3 +55,12 @@ def test_dice_ce_with_sigmoid_on_several_channels_is_warned_about(tmp_path: Path
     with caplog.at_level(logging.WARNING, logger="unet3d"):
         check_experiment(config(tmp_path, loss={"name": "DiceFocalLoss", "sigmoid": True, "gamma": 0.0}))
     assert "DiceCELoss" not in caplog.text
+
+
+def test_a_vnet_needs_inputs_in_multiples_of_16(tmp_path: Path):
+    from unet3d.config.schema import NamedSpec
+    from unet3d.models import check_input_shape
+
+    check_input_shape(NamedSpec("VNet", {"spatial_dims": 3}), [32, 32, 48])
+    with pytest.raises(ConfigError, match=r"\[32, 32, 24\] is not divisible by .* \[16, 16, 16\] \(fixed for VNet\)"):
+        check_input_shape(NamedSpec("VNet", {"spatial_dims": 3}), [32, 32, 24])

@@ -23,8 +23,14 @@ def check_model_spec(spec: NamedSpec, in_channels: int | None, out_channels: int
         raise ConfigError(f"{where}.out_channels: is {given_out} but the labels and activation need {out_channels}")
 
 
+FIXED_DOWNSAMPLING = {"VNet": 16}  # four stride-2 levels, whatever the arguments
+
+
 def total_downsampling(spec: NamedSpec, dims: int) -> list[int] | None:
-    """Per-axis product of the network's `strides` (DynUNet, UNet, ...), or None when it has no such argument."""
+    """Per-axis product of the network's `strides` (DynUNet, UNet, ...), or None when it has no such argument.
+    Networks with a fixed depth have theirs in FIXED_DOWNSAMPLING."""
+    if spec.name in FIXED_DOWNSAMPLING:
+        return [FIXED_DOWNSAMPLING[spec.name]] * dims
     strides = spec.kwargs.get("strides")
     if not isinstance(strides, list) or not strides:
         return None
@@ -47,7 +53,7 @@ def check_input_shape(spec: NamedSpec, shape: list[int] | None, where: str = "da
     if any(size % factor for size, factor in zip(shape, total, strict=True)):
         raise ConfigError(
             f"{where}: {shape} is not divisible by the model's total downsampling {total} "
-            f"(the product of model.strides)"
+            f"({'fixed for ' + spec.name if spec.name in FIXED_DOWNSAMPLING else 'the product of model.strides'})"
         )
     bottom = [size // factor for size, factor in zip(shape, total, strict=True)]
     if all(b == 1 for b in bottom):

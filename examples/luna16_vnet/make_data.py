@@ -26,7 +26,7 @@ def scan(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, tuple[float,
     """A body (soft tissue) with two lungs (air-filled, with vessels), in air; returns (HU, mask, spacing, origin)."""
     in_plane = rng.uniform(1.3, 1.8)
     spacing = (in_plane, in_plane, rng.uniform(2.5, 4.0))
-    shape = tuple(int(round(f / s)) for f, s in zip(FIELD_OF_VIEW_MM, spacing, strict=True))
+    shape = tuple(int(np.rint(f / s)) for f, s in zip(FIELD_OF_VIEW_MM, spacing, strict=True))
     x, y, z = np.meshgrid(*[(np.arange(n) + 0.5) * s for n, s in zip(shape, spacing, strict=True)], indexing="ij")
     centre = np.array(FIELD_OF_VIEW_MM) / 2 + rng.normal(0, 2, size=3)
     body = ((x - centre[0]) / 38) ** 2 + ((y - centre[1]) / 30) ** 2 < 1
@@ -40,7 +40,7 @@ def scan(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, tuple[float,
     vessels = rng.normal(0, 1, size=shape) > 2.2
     ct[mask > 0] = np.where(vessels[mask > 0], 50.0, -850.0)
     ct += rng.normal(0, 25, size=shape)
-    origin = tuple(float(v) for v in rng.uniform(-200, -150, size=2)) + (float(rng.uniform(-400, -300)),)
+    origin = (*(float(v) for v in rng.uniform(-200, -150, size=2)), float(rng.uniform(-400, -300)))
     return ct.astype(np.int16), mask, spacing, origin
 
 
