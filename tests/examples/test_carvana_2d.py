@@ -4,45 +4,24 @@ ReduceLROnPlateau on validation Dice, shrunk here to two epochs; predictions com
 from __future__ import annotations
 
 import csv
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
-
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "examples" / "carvana_2d"
+from recipes import load_config, make_data, train
 
 
 def test_carvana_2d_example_trains_and_writes_png_masks(tmp_path: Path) -> None:
-    subprocess.run(
-        [sys.executable, str(EXAMPLE / "make_data.py"), "--output", str(tmp_path / "data")],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    config = json.loads((EXAMPLE / "carvana_2d_config.json").read_text())
+    make_data("carvana_2d", tmp_path / "data")
+    config = load_config("carvana_2d")
     cases = [c for group in ("training", "validation", "test") for c in config[f"{group}_filenames"]]
     listed = [path for c in cases for path in [*c["image"], *([c["label"]] if "label" in c else [])]]
     assert len(listed) == 40 * 2 + 4 and all((tmp_path / p).is_file() for p in listed)
     assert (config["model"]["spatial_dims"], config["optimizer"]["name"]) == (2, "RMSprop")
     assert (config["scheduler"]["mode"], config["scheduler"]["monitor"]) == ("max", "val_dice")
     config["training"].update(n_epochs=2, progress_plot=False)
-    config_path = tmp_path / "carvana_2d_config.json"
-    config_path.write_text(json.dumps(config, indent=2))
-
-    result = subprocess.run(
-        [sys.executable, "-m", "unet3d.cli.train", "--config_filename", str(config_path)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=180,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    work_dir = tmp_path / "carvana_2d_config"
+    work_dir = train(config, tmp_path, "carvana_2d_config")
     with (work_dir / "training_log.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows] == [1, 2]

@@ -4,44 +4,23 @@ fixed voxel spacing, a V-Net trained for one epoch, and label maps written back 
 from __future__ import annotations
 
 import csv
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from recipes import load_config, make_data, train
 
 itk = pytest.importorskip("itk")
 
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "examples" / "luna16_vnet"
-
 
 def test_luna16_vnet_example_trains_and_writes_metaimage_masks(tmp_path: Path) -> None:
-    subprocess.run(
-        [sys.executable, str(EXAMPLE / "make_data.py"), "--output", str(tmp_path / "data")],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    config = json.loads((EXAMPLE / "luna16_vnet_config.json").read_text())
+    make_data("luna16_vnet", tmp_path / "data")
+    config = load_config("luna16_vnet")
     assert (config["model"]["name"], config["dataset"]["spacing"]) == ("VNet", [2.5, 2.5, 2.5])
     cases = [c for group in ("training", "validation", "test") for c in config[f"{group}_filenames"]]
     assert all((tmp_path / c["image"][0]).is_file() for c in cases)
     config["training"].update(n_epochs=1, progress_plot=False)
-    config_path = tmp_path / "luna16_vnet_config.json"
-    config_path.write_text(json.dumps(config, indent=2))
-
-    result = subprocess.run(
-        [sys.executable, "-m", "unet3d.cli.train", "--config_filename", str(config_path)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    work_dir = tmp_path / "luna16_vnet_config"
+    work_dir = train(config, tmp_path, "luna16_vnet_config")
     for case in config["validation_filenames"]:
         uid = Path(case["image"][0]).stem
         written = work_dir / "validation" / f"{uid}.mhd"

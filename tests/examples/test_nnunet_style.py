@@ -6,15 +6,12 @@ from __future__ import annotations
 import csv
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import torch
+from recipes import load_config, make_data, train
 
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "examples" / "nnunet_style"
 ITERATIONS = 2
 
 
@@ -29,13 +26,8 @@ def config_paths(config: dict) -> set[str]:
 
 
 def test_nnunet_style_example_trains_one_fold(tmp_path: Path) -> None:
-    subprocess.run(
-        [sys.executable, str(EXAMPLE / "make_data.py"), "--output", str(tmp_path / "data")],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    config = json.loads((EXAMPLE / "nnunet_style_config.json").read_text())
+    make_data("nnunet_style", tmp_path / "data")
+    config = load_config("nnunet_style")
     written = {str(p.relative_to(tmp_path)) for p in (tmp_path / "data").rglob("*.nii.gz")}
     assert config_paths(config) == {p for p in written if p.startswith("data/training/")}
 
@@ -46,19 +38,7 @@ def test_nnunet_style_example_trains_one_fold(tmp_path: Path) -> None:
     assert total_iters == training["n_epochs"] * training["iterations_per_epoch"]
     # Shrunk for CI; total_iters stays as configured, so the lr after ITERATIONS steps is a point on the full schedule.
     training.update(n_epochs=1, iterations_per_epoch=ITERATIONS, progress_plot=False)
-    config_path = tmp_path / "nnunet_style_config.json"
-    config_path.write_text(json.dumps(config, indent=2))
-
-    result = subprocess.run(
-        [sys.executable, "-m", "unet3d.cli.train", "--config_filename", str(config_path), "--fold", "1"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-
-    work_dir = tmp_path / "nnunet_style_config"
+    work_dir = train(config, tmp_path, "nnunet_style_config", "--fold", "1")
     fold_dir = work_dir / "fold1"
     with (fold_dir / "training_log.csv").open() as f:
         rows = list(csv.DictReader(f))
