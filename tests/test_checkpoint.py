@@ -318,6 +318,8 @@ def test_stale_temporaries_of_interrupted_writes_are_removed(tmp_path):
     (tmp_path / ".case.nii.gz.tmp.nii.gz").write_bytes(b"half")
     (tmp_path / "model.pth").write_bytes(b"whole")
     (tmp_path / "notes.tmp").write_bytes(b"not ours")
+    (tmp_path / ".scan.mhd.tmpq81x").mkdir()  # a MetaImage header and its data, written together
+    (tmp_path / ".scan.mhd.tmpq81x" / "scan.raw").write_bytes(b"half")
     removed = remove_stale_temporaries(tmp_path)
-    assert sorted(p.name for p in removed) == [".case.nii.gz.tmp.nii.gz", ".model.pth.k3j2.tmp"]
+    assert sorted(p.name for p in removed) == [".case.nii.gz.tmp.nii.gz", ".model.pth.k3j2.tmp", ".scan.mhd.tmpq81x"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pth", "notes.tmp"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -37,12 +38,17 @@ TEMPORARY_PATTERN = ".*.tmp*"
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:
-    """Delete the temporary files an interrupted atomic write left in `folder` (only ours: hidden, `.tmp`)."""
+    """Delete the temporary files (and folders: a MetaImage is written as two files in one) an interrupted atomic
+    write left in `folder` (only ours: hidden, `.tmp`)."""
     removed = []
     for path in Path(folder).glob(TEMPORARY_PATTERN):
         if path.is_file():
             path.unlink(missing_ok=True)
-            removed.append(path)
+        elif path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            continue
+        removed.append(path)
     return removed
 
 

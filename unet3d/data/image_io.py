@@ -188,7 +188,7 @@ def _write_itk(path: Path, array: np.ndarray, reference: Path) -> None:
     image.SetSpacing(source.GetSpacing())
     image.SetOrigin(source.GetOrigin())
     image.SetDirection(source.GetDirection())
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as folder:
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.tmp") as folder:
         written = Path(folder) / path.name
         itk.imwrite(image, str(written), compression=path.suffix != ".mhd")
         for part in sorted(Path(folder).iterdir(), key=lambda p: p.suffix == path.suffix):
