@@ -95,3 +95,14 @@ def test_itk_volumes_match_monai_and_label_maps_keep_their_geometry(tmp_path: Pa
     )
     np.testing.assert_array_equal(image_io.read_array(out), label_map.numpy())
     np.testing.assert_allclose(image_io.read_header(out).affine, header.affine)
+
+
+def test_itk_headers_are_read_without_the_data_and_corrupt_ones_are_named(tmp_path: Path):
+    _itk_volume(tmp_path / "scan.mhd", np.zeros((12, 14, 16), np.float32))
+    (tmp_path / "scan.raw").unlink()  # the header alone gives the geometry
+    header = image_io.read_header(tmp_path / "scan.mhd")
+    assert header.shape == (12, 14, 16)
+    np.testing.assert_allclose(sorted(header.spacing), [0.7, 0.8, 2.5], rtol=1e-6)
+    (tmp_path / "garbage.nrrd").write_bytes(b"\x00\x01 not an image")
+    with pytest.raises(DataError, match=r"garbage\.nrrd: cannot read as an image"):
+        image_io.read_header(tmp_path / "garbage.nrrd")

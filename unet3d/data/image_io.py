@@ -113,11 +113,37 @@ def read_header(path: Path | str) -> Header:
             raise DataError(f"{path}: cannot read as an image ({type(error).__name__}: {error})") from None
         shape = tuple(int(s) for s in image.shape)
         return Header(shape, np.asarray(image.affine), tuple(float(z) for z in image.header.get_zooms()[:3]))
+    if image_format(path) == "itk":
+        return _itk_header(path)
     image = _monai_load(path)
     affine = np.asarray(image.affine, dtype=np.float64)
     spatial = len(image.meta.get("spatial_shape", image.shape))
     spacing = tuple(float(np.linalg.norm(affine[:3, i])) for i in range(min(spatial, 3)))
     return Header(tuple(int(s) for s in image.shape), affine, spacing)
+
+
+def _itk_header(path: Path) -> Header:
+    """MetaImage/NRRD geometry from the header alone (a CT series is hundreds of MB), in MONAI's convention: ITK's
+    LPS affine (direction columns scaled by the spacing, origin last) turned to RAS."""
+    _require_itk(path)
+    import itk
+
+    try:
+        io = itk.ImageIOFactory.CreateImageIO(str(path), itk.CommonEnums.IOFileMode_ReadMode)
+        io.SetFileName(str(path))
+        io.ReadImageInformation()
+    except Exception as error:  # ITK raises RuntimeError or returns None for files it cannot parse
+        raise DataError(f"{path}: cannot read as an image ({type(error).__name__}: {error})") from None
+    n = io.GetNumberOfDimensions()
+    spacing = tuple(float(io.GetSpacing(i)) for i in range(n))
+    affine = np.eye(n + 1)
+    for i in range(n):
+        affine[:n, i] = np.asarray(io.GetDirection(i), dtype=np.float64) * spacing[i]
+        affine[i, n] = io.GetOrigin(i)
+    affine[: min(n, 2)] *= -1  # LPS → RAS: x and y change sign
+    shape = tuple(int(io.GetDimensions(i)) for i in range(n))
+    components = int(io.GetNumberOfComponents())
+    return Header(shape + ((components,) if components > 1 else ()), affine, spacing[:3])
 
 
 def read_array(path: Path | str) -> np.ndarray:
