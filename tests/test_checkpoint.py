@@ -323,3 +323,30 @@ def test_stale_temporaries_of_interrupted_writes_are_removed(tmp_path):
     removed = remove_stale_temporaries(tmp_path)
     assert sorted(p.name for p in removed) == [".case.nii.gz.tmp.nii.gz", ".model.pth.k3j2.tmp", ".scan.mhd.tmpq81x"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pth", "notes.tmp"]
+
+
+def test_duplicated_checkpoints_are_hard_links_that_survive_replacing_either(tmp_path):
+    from unet3d.atomic import atomic_duplicate, atomic_write
+
+    atomic_write(tmp_path / "model_best.pth", lambda handle: handle.write(b"epoch 3"))
+    atomic_duplicate(tmp_path / "model_best.pth", tmp_path / "model.pth")
+    assert (tmp_path / "model.pth").read_bytes() == b"epoch 3"
+    assert os.path.samefile(tmp_path / "model.pth", tmp_path / "model_best.pth")  # written once
+    atomic_write(tmp_path / "model.pth", lambda handle: handle.write(b"epoch 4"))
+    assert (tmp_path / "model_best.pth").read_bytes() == b"epoch 3"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pth", "model_best.pth"]
+
+
+def test_duplicating_copies_where_hard_links_are_refused(tmp_path, monkeypatch):
+    from unet3d.atomic import atomic_duplicate
+
+    (tmp_path / "a.pth").write_bytes(b"state" * 1000)
+
+    def refuse(*args, **kwargs):
+        raise PermissionError("no hard links on this file system")
+
+    monkeypatch.setattr(os, "link", refuse)
+    atomic_duplicate(tmp_path / "a.pth", tmp_path / "b.pth")
+    assert (tmp_path / "b.pth").read_bytes() == b"state" * 1000
+    assert not os.path.samefile(tmp_path / "a.pth", tmp_path / "b.pth")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pth", "b.pth"]

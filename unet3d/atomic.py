@@ -34,6 +34,27 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     _fsync_dir(path.parent)
 
 
+def atomic_duplicate(source: Path, path: Path) -> None:
+    """Give `path` the content of the finished file `source`, replacing it in one step: a hard link (no second write
+    of a large checkpoint; both names stay valid when either is later replaced, since replacing makes a new file), or
+    a copy where the file system has no hard links."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.link.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        atomic_write(path, lambda handle: _copy_into(Path(source), handle))
+        return
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _copy_into(source: Path, handle: BinaryIO) -> None:
+    with open(source, "rb") as original:
+        shutil.copyfileobj(original, handle, length=2**24)
+
+
 TEMPORARY_PATTERN = ".*.tmp*"
 
 

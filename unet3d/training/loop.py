@@ -22,6 +22,7 @@ from monai.metrics import DiceMetric
 from tqdm import tqdm
 
 from unet3d import checkpoint as ckpt
+from unet3d.atomic import atomic_duplicate
 from unet3d.config.schema import Config, TrainingConfig
 from unet3d.errors import CheckpointError
 from unet3d.optim import current_lr, step_scheduler
@@ -189,13 +190,14 @@ def restore(parts: Components, path: Path, device: torch.device) -> TrainingStat
 def save_epoch(work_dir: Path, parts: Components, state: TrainingState, config: Config, improved: bool) -> None:
     """Write this epoch's files; `model.pth` goes last (the commit point), then the log is rewritten from it."""
     training = config.training
-    payload = checkpoint_state(parts, state, config)
-    if improved and training.save_best:
-        ckpt.save_checkpoint(work_dir / ckpt.BEST, payload)
     keep_every = training.save_every_n_epochs and state.epoch % training.save_every_n_epochs == 0
-    if keep_every or training.save_last_n_models:
-        ckpt.save_checkpoint(work_dir / ckpt.epoch_filename(state.epoch), payload)
-    ckpt.save_checkpoint(work_dir / ckpt.LAST, payload)
+    names = [ckpt.BEST] if improved and training.save_best else []
+    names += [ckpt.epoch_filename(state.epoch)] if keep_every or training.save_last_n_models else []
+    # The state is written once; the other names are hard links to it (a copy where links are not supported).
+    first = work_dir / (names[0] if names else ckpt.LAST)
+    ckpt.save_checkpoint(first, checkpoint_state(parts, state, config))
+    for name in [*names[1:], ckpt.LAST] if names else []:
+        atomic_duplicate(first, work_dir / name)
     write_log(work_dir / LOG_FILENAME, state.rows)
     if training.progress_plot:
         write_progress_plot(work_dir / PLOT_FILENAME, state.rows)
