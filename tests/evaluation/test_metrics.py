@@ -195,7 +195,7 @@ def test_missing_predictions_and_labels_are_one_data_error_naming_the_cases(tmp_
     with pytest.raises(DataError) as error:
         evaluate_directory(tmp_path / "pred", cases, ONE, ["1"])
     first, second = str(error.value).splitlines()
-    assert "no prediction <case_id>.nii.gz for 8 case(s): c1, c2, c3, c4, c5 and 3 more" in first
+    assert "no prediction <case_id>.nii.gz (or .png, .mhd, ...) for 8 case(s): c1, c2, c3, c4, c5 and 3 more" in first
     assert str(tmp_path / "pred") in first
     assert second == "no ground-truth label file for 1 case(s): unlabelled"
     assert not (tmp_path / "pred/metrics.csv").exists()

@@ -122,9 +122,9 @@ def read_header(path: Path | str) -> Header:
     return Header(tuple(int(s) for s in image.shape), affine, spacing)
 
 
-def _itk_header(path: Path) -> Header:
-    """MetaImage/NRRD geometry from the header alone (a CT series is hundreds of MB), in MONAI's convention: ITK's
-    LPS affine (direction columns scaled by the spacing, origin last) turned to RAS."""
+def _itk_geometry(path: Path) -> tuple[tuple[int, ...], np.ndarray, np.ndarray, np.ndarray, int]:
+    """From a MetaImage/NRRD header alone (a CT series is hundreds of MB): ITK's size, spacing, origin, direction
+    matrix (LPS) and number of components."""
     _require_itk(path)
     import itk
 
@@ -132,18 +132,25 @@ def _itk_header(path: Path) -> Header:
         io = itk.ImageIOFactory.CreateImageIO(str(path), itk.CommonEnums.IOFileMode_ReadMode)
         io.SetFileName(str(path))
         io.ReadImageInformation()
-    except Exception as error:  # ITK raises RuntimeError or returns None for files it cannot parse
+    except Exception as error:  # ITK raises RuntimeError, or returns None for files it cannot parse
         raise DataError(f"{path}: cannot read as an image ({type(error).__name__}: {error})") from None
     n = io.GetNumberOfDimensions()
-    spacing = tuple(float(io.GetSpacing(i)) for i in range(n))
+    size = tuple(int(io.GetDimensions(i)) for i in range(n))
+    spacing = np.array([io.GetSpacing(i) for i in range(n)], dtype=np.float64)
+    origin = np.array([io.GetOrigin(i) for i in range(n)], dtype=np.float64)
+    direction = np.stack([np.asarray(io.GetDirection(i), dtype=np.float64) for i in range(n)], axis=1)
+    return size, spacing, origin, direction, int(io.GetNumberOfComponents())
+
+
+def _itk_header(path: Path) -> Header:
+    """The geometry in MONAI's convention: ITK's LPS affine (direction columns scaled by the spacing, origin last)
+    turned to RAS."""
+    size, spacing, origin, direction, components = _itk_geometry(path)
+    n = len(size)
     affine = np.eye(n + 1)
-    for i in range(n):
-        affine[:n, i] = np.asarray(io.GetDirection(i), dtype=np.float64) * spacing[i]
-        affine[i, n] = io.GetOrigin(i)
+    affine[:n, :n], affine[:n, n] = direction * spacing, origin
     affine[: min(n, 2)] *= -1  # LPS → RAS: x and y change sign
-    shape = tuple(int(io.GetDimensions(i)) for i in range(n))
-    components = int(io.GetNumberOfComponents())
-    return Header(shape + ((components,) if components > 1 else ()), affine, spacing[:3])
+    return Header(size + ((components,) if components > 1 else ()), affine, tuple(float(s) for s in spacing[:3]))
 
 
 def read_array(path: Path | str) -> np.ndarray:
@@ -206,14 +213,13 @@ def _atomic(path: Path, write: Callable[[str], Any]) -> None:
 def _write_itk(path: Path, array: np.ndarray, reference: Path) -> None:
     """ITK arrays are indexed (z, y, x); the reference's spacing, origin and direction are copied. A MetaImage is
     two files: both are written in a temporary folder, then moved, the header last."""
-    _require_itk(reference)
+    _, spacing, origin, direction, _ = _itk_geometry(reference)
     import itk
 
-    source = itk.imread(str(reference))
     image = itk.image_from_array(np.ascontiguousarray(array.T))
-    image.SetSpacing(source.GetSpacing())
-    image.SetOrigin(source.GetOrigin())
-    image.SetDirection(source.GetDirection())
+    image.SetSpacing(spacing.tolist())
+    image.SetOrigin(origin.tolist())
+    image.SetDirection(itk.matrix_from_array(np.ascontiguousarray(direction)))
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.tmp") as folder:
         written = Path(folder) / path.name
         itk.imwrite(image, str(written), compression=path.suffix != ".mhd")

@@ -34,7 +34,6 @@ from unet3d.data.labels import encode
 from unet3d.errors import DataError
 
 METRICS_FILENAME = "metrics.csv"
-PREDICTION_SUFFIX = ".nii.gz"  # the usual ending; 2D pictures are predicted as .png, MetaImage/NRRD in their format
 SUMMARY_ROWS = ("mean", "median", "sd", "n_nan")
 AFFINE_TOLERANCE = 1e-3
 MAX_NAMED = 5
@@ -264,7 +263,7 @@ def evaluate_directory(
     problems = []
     if no_prediction:
         problems.append(
-            f"{predictions_dir}: no prediction <case_id>{PREDICTION_SUFFIX} for {len(no_prediction)} case(s): "
+            f"{predictions_dir}: no prediction <case_id>.nii.gz (or .png, .mhd, ...) for {len(no_prediction)} case(s): "
             f"{_named(no_prediction)}"
         )
     if no_label:
