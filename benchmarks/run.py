@@ -820,7 +820,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
 def _benchmark(args: argparse.Namespace, stack: contextlib.ExitStack) -> dict[str, Any]:
     notes: list[str] = []
-    runtime = resolve_runtime(args.ngpus, args.nthreads, args.pin_memory)
+    runtime = resolve_runtime(args.ngpus, args.nthreads, args.pin_memory, args.thread_workers)
     device = runtime.device
     if args.brats_scale:
         if device.type != "cuda" and not args.force:
@@ -854,6 +854,7 @@ def _benchmark(args: argparse.Namespace, stack: contextlib.ExitStack) -> dict[st
         "timed_steps_per_feed": steps,
         "repeats": args.repeats,
         "nthreads": runtime.n_workers,
+        "thread_workers": runtime.thread_workers,
         "ngpus": runtime.n_gpus,
         "pin_memory": runtime.pin_memory,
         "batch_sizes": batch_sizes,
@@ -1101,7 +1102,8 @@ def profile_text(profile: dict[str, Any]) -> str:
 
 def default_output(args: argparse.Namespace, device: torch.device) -> Path:
     name = "brats_scale" if args.brats_scale else Path(args.config_filename).name.split(".")[0]
-    return RESULTS / f"{name}_{device.type}_nthreads{args.nthreads}.json"
+    threads = "_threads" if args.thread_workers and args.nthreads else ""
+    return RESULTS / f"{name}_{device.type}_nthreads{args.nthreads}{threads}.json"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -1119,6 +1121,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cache_repeats", type=int, default=3, help="fresh-cache repeats of the passes")
     parser.add_argument("--repeats", type=int, default=10, help="timed repeats of the sliding-window prediction")
     parser.add_argument("--nthreads", type=int, default=0, help="data loader worker processes (as unet3d-train)")
+    parser.add_argument(
+        "--thread_workers", action="store_true", help="the --nthreads workers as threads (as unet3d-train)"
+    )
     parser.add_argument("--ngpus", type=int, default=None, help="GPUs to use (default: all; 0: the CPU)")
     parser.add_argument("--pin_memory", action="store_true", help="pinned loader memory (as unet3d-train)")
     parser.add_argument("--amp", choices=("on", "off", "both"), help="mixed precision (default: the config's)")

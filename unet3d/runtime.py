@@ -28,6 +28,7 @@ class Runtime:
     pin_memory: bool
     rank: int = 0
     world_size: int = 1
+    thread_workers: bool = False  # loader workers as threads of this process instead of processes
 
     @property
     def distributed(self) -> bool:
@@ -49,7 +50,7 @@ def is_main_process() -> bool:
     return torchrun_world()[0] == 0
 
 
-def resolve_runtime(n_gpus: int | None, n_workers: int, pin_memory: bool) -> Runtime:
+def resolve_runtime(n_gpus: int | None, n_workers: int, pin_memory: bool, thread_workers: bool = False) -> Runtime:
     """CUDA when available and not disabled with n_gpus=0; CPU otherwise (never a crash for lack of a GPU).
     Under torchrun, joins the process group (nccl on GPUs, gloo on the CPU) and takes the local rank's GPU."""
     rank, local_rank, world_size = torchrun_world()
@@ -64,7 +65,8 @@ def resolve_runtime(n_gpus: int | None, n_workers: int, pin_memory: bool) -> Run
             torch.cuda.set_device(device)
         if not torch.distributed.is_initialized():
             torch.distributed.init_process_group(backend="nccl" if use_cuda else "gloo")
-        return Runtime(device, int(use_cuda), max(0, n_workers), pin_memory and use_cuda, rank, world_size)
+        workers = max(0, n_workers)
+        return Runtime(device, int(use_cuda), workers, pin_memory and use_cuda, rank, world_size, thread_workers)
     used = min(wanted, available, 1)
     if wanted > 1:
         log.warning(
@@ -74,7 +76,13 @@ def resolve_runtime(n_gpus: int | None, n_workers: int, pin_memory: bool) -> Run
             wanted,
         )
     device = torch.device("cuda", 0) if used > 0 else torch.device("cpu")
-    return Runtime(device=device, n_gpus=used, n_workers=max(0, n_workers), pin_memory=pin_memory and used > 0)
+    return Runtime(
+        device=device,
+        n_gpus=used,
+        n_workers=max(0, n_workers),
+        pin_memory=pin_memory and used > 0,
+        thread_workers=thread_workers,
+    )
 
 
 def all_reduce_mean(value: float, runtime: Runtime) -> float:
@@ -138,5 +146,6 @@ def banner(runtime: Runtime, seed: int) -> str:
         hardware += f" x{runtime.world_size} processes (DistributedDataParallel)"
     return (
         f"unet3d {unet3d.__version__} | torch {torch.__version__} | monai {monai.__version__} | "
-        f"python {platform.python_version()} | device {hardware} | loader workers {runtime.n_workers} | seed {seed}"
+        f"python {platform.python_version()} | device {hardware} | loader workers {runtime.n_workers}"
+        f"{' (threads)' if runtime.thread_workers and runtime.n_workers else ''} | seed {seed}"
     )

@@ -80,7 +80,7 @@ def predict_and_evaluate(
     if not groups:
         return result
     model = best_model_path(work_dir)
-    runtime = resolve_runtime(options.n_gpus, options.n_workers, options.pin_memory)
+    runtime = resolve_runtime(options.n_gpus, options.n_workers, options.pin_memory, options.thread_workers)
     predictor = make_predictor(config, [model], runtime.device, tta=tta)
     regions = channel_groups(config.labels, config.dataset.setup_label_hierarchy)
     for group in groups:

@@ -90,8 +90,13 @@ def test_machine_config_and_overrides_are_applied_and_recorded(experiment, tmp_p
     saved = json.loads((tmp_path / "cli_machine/config.json").read_text())
     assert saved["training"]["batch_size"] == 1 and saved["training"]["n_epochs"] == 2
     assert saved["optimizer"]["lr"] == 0.005
-    assert "loader workers 1" in result.stderr
+    assert "loader workers 1 | seed" in result.stderr
     assert json.loads(config.read_text())["training"]["n_epochs"] == 1, "the user's config file is never modified"
+    threads = train(
+        "--config_filename", str(config), "--output_dir", str(tmp_path / "t"), "--nthreads", "2", "--thread_workers"
+    )
+    assert threads.returncode == 0, threads.stderr
+    assert "loader workers 2 (threads) | seed" in threads.stderr
 
 
 def test_kill_9_at_random_moments_then_resume_loses_and_repeats_no_epoch(experiment, tmp_path):

@@ -74,6 +74,9 @@ def test_loader_workers_and_a_resume_do_not_change_the_augmentations(experiment,
     run_experiment(staged, tmp_path / "b", RunOptions(seed=9, n_workers=2), overrides={"training.n_epochs": 3})
     a, b = weights(tmp_path / "a/workers/model.pth"), weights(tmp_path / "b/workers_staged/model.pth")
     assert all(torch.equal(a[k], b[k]) for k in a), "2 workers (and a resume) trained differently from 0 workers"
+    run_experiment(config, tmp_path / "c", RunOptions(seed=9, n_workers=2, thread_workers=True))
+    c = weights(tmp_path / "c/workers/model.pth")
+    assert all(torch.equal(a[k], c[k]) for k in a), "2 thread workers trained differently from 0 workers"
 
 
 def test_rerunning_a_finished_run_trains_nothing(experiment, tmp_path):

@@ -76,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="GPUs to use (default 1; 0 forces the CPU; the CPU is used when no GPU exists; over 1, the command "
         "relaunches itself under torchrun with one process per GPU)",
     )
+    parser.add_argument(
+        "--thread_workers",
+        action="store_true",
+        help="run the --nthreads loader workers as threads of the training process instead of processes (no copy "
+        "of the in-memory cache per worker)",
+    )
     parser.add_argument("--pin_memory", action="store_true", help="pin loader memory for faster GPU transfers")
     parser.add_argument(
         "--machine_config_filename",
@@ -156,6 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = RunOptions(
             n_gpus=n_gpus,
             n_workers=n_workers,
+            thread_workers=args.thread_workers,
             pin_memory=pin_memory,
             seed=args.seed,
             pretrained_model_filename=args.pretrained_model_filename,

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset
+from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset, ThreadDataLoader
 from monai.data.utils import pad_list_data_collate
 from monai.transforms import Compose, RandomizableTrait, Transform
 
@@ -153,14 +153,19 @@ def make_loader(
     generator: torch.Generator | None = None,
     prefetch_factor: int | None = None,
     sampler: torch.utils.data.Sampler | None = None,
+    thread_workers: bool = False,
 ) -> DataLoader:
-    """A MONAI DataLoader; `variable_shapes` pads each batch to its largest case (full-volume validation)."""
+    """A MONAI DataLoader; `variable_shapes` pads each batch to its largest case (full-volume validation);
+    `thread_workers` makes the workers threads of this process (MONAI's ThreadDataLoader) instead of processes."""
     kwargs: dict[str, Any] = {"collate_fn": pad_list_data_collate} if variable_shapes else {}
     if n_workers > 0:
         kwargs["persistent_workers"] = True
         if prefetch_factor:
             kwargs["prefetch_factor"] = prefetch_factor
-    return DataLoader(
+    loader = DataLoader
+    if thread_workers and n_workers > 0:
+        loader, kwargs["use_thread_workers"] = ThreadDataLoader, True
+    return loader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle and sampler is None,
@@ -170,3 +175,13 @@ def make_loader(
         generator=generator,
         **kwargs,
     )
+
+
+def stop_workers(loader: torch.utils.data.DataLoader | None) -> None:
+    """End a loader's persistent worker processes now. Left to the garbage collector, they are stopped wherever it
+    happens to run: inside an import, the queue thread that tells them to stop waits for the import lock, and each
+    worker then costs a 5 s timeout (a run and its resume in one process stalled 35 s)."""
+    iterator = getattr(loader, "_iterator", None)
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
+        loader._iterator = None  # type: ignore[union-attr]

@@ -12,7 +12,9 @@ MONAI's metadata attached (measured in `benchmarks/run.py`), and training does n
 
 from __future__ import annotations
 
+import copy
 import threading
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,8 +22,6 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 from torch.utils.data import Dataset, Sampler
-
-_RESEED_LOCK = threading.Lock()  # re-seed and transform as one step when threads share the transforms
 
 
 class SeededSampler(Sampler[tuple[int, int]]):
@@ -52,9 +52,15 @@ class SeededSampler(Sampler[tuple[int, int]]):
         return len(self.sampler)  # type: ignore[arg-type]
 
 
+_THREAD_VIEWS = threading.local()  # per thread: SeededDataset → that thread's view of its dataset
+
+
 class SeededDataset(Dataset):
     """A MONAI dataset indexed by `(index, seed)`: its transform chain is re-seeded with `seed` before each sample,
-    and the sample (or the list of samples of a multi-patch crop) comes back without metadata."""
+    and the sample (or the list of samples of a multi-patch crop) comes back without metadata.
+
+    Each thread works on its own copy of the transform chain (the data and its cache are shared), so thread workers
+    transform in parallel without drawing from each other's random states."""
 
     def __init__(self, dataset: Any) -> None:
         self.dataset = dataset
@@ -64,10 +70,20 @@ class SeededDataset(Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
         index, seed = key
-        with _RESEED_LOCK:
-            self.dataset.transform.set_random_state(seed=seed)
-            sample = self.dataset[index]
+        dataset = self._own()
+        dataset.transform.set_random_state(seed=seed)
+        sample = dataset[index]
         return [plain(s) for s in sample] if isinstance(sample, list) else plain(sample)
+
+    def _own(self) -> Any:
+        """This thread's view of the dataset: the same data and cache, its own transform chain."""
+        views = _THREAD_VIEWS.__dict__.setdefault("views", weakref.WeakKeyDictionary())
+        dataset = views.get(self)
+        if dataset is None:
+            dataset = copy.copy(self.dataset)
+            dataset.transform = copy.deepcopy(self.dataset.transform)
+            views[self] = dataset
+        return dataset
 
 
 def plain(sample: dict[str, Any]) -> dict[str, Any]:

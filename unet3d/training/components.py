@@ -144,6 +144,7 @@ def build_components(config: Config, work_dir: Path, runtime: Runtime) -> Compon
         pin_memory=runtime.pin_memory,
         sampler=sampler,
         prefetch_factor=config.training.prefetch_factor,
+        thread_workers=runtime.thread_workers,
     )
     val_loader = None
     if config.groups.get("validation"):
@@ -155,6 +156,7 @@ def build_components(config: Config, work_dir: Path, runtime: Runtime) -> Compon
             n_workers=runtime.n_workers,
             pin_memory=runtime.pin_memory,
             variable_shapes=config.dataset.random_crop or not config.dataset.desired_shape,
+            thread_workers=runtime.thread_workers,
         )
     model = build_model(config.model).to(runtime.device)
     memory_format = channels_last_format(config) if config.training.channels_last else None

@@ -13,6 +13,7 @@ import torch
 from unet3d import checkpoint as ckpt
 from unet3d.atomic import atomic_write_json, remove_stale_temporaries
 from unet3d.config.schema import Config
+from unet3d.data.datasets import stop_workers
 from unet3d.data.inspect import write_examples
 from unet3d.runtime import banner, broadcast_from_main, resolve_runtime, use_deterministic_algorithms
 from unet3d.training.components import build_components
@@ -28,6 +29,7 @@ class RunOptions:
 
     n_gpus: int | None = None
     n_workers: int = 0
+    thread_workers: bool = False
     pin_memory: bool = False
     seed: int | None = None
     pretrained_model_filename: Path | None = None
@@ -97,7 +99,7 @@ def train_model(
     """Train (or resume, or extend) the model of `config` in `work_dir`. The config must have passed preflight.
     `full_validation` scores whole validation volumes during training (see `fit`)."""
     work_dir.mkdir(parents=True, exist_ok=True)
-    runtime = resolve_runtime(options.n_gpus, options.n_workers, options.pin_memory)
+    runtime = resolve_runtime(options.n_gpus, options.n_workers, options.pin_memory, options.thread_workers)
     with file_log(work_dir / "train.log") if runtime.is_main else quiet_log():
         seed = broadcast_from_main(choose_seed(config, options, work_dir), runtime)
         use_deterministic_algorithms(config.training.deterministic)
@@ -132,7 +134,11 @@ def train_model(
             if runtime.distributed
             else "",
         )
-        state = fit(config, parts, work_dir, runtime, seed, full_validation)
+        try:
+            state = fit(config, parts, work_dir, runtime, seed, full_validation)
+        finally:
+            stop_workers(parts.train_loader)
+            stop_workers(parts.val_loader)
         log.info(
             "finished after epoch %d; best epoch %d (%s %.4f); results in %s",
             state.epoch,
