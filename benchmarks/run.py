@@ -52,7 +52,7 @@ from monai.transforms import RandomizableTrait, Transform, apply_transform
 from monai.utils import ensure_tuple
 
 import unet3d
-from unet3d.cli.common import EXIT_USER_ERROR, run_command, setup_logging
+from unet3d.cli.common import EXIT_USER_ERROR, add_overrides_argument, run_command, setup_logging
 from unet3d.config.load import load_config, parse_assignments
 from unet3d.config.schema import Config
 from unet3d.data.datasets import case_items
@@ -1129,14 +1129,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--amp", choices=("on", "off", "both"), help="mixed precision (default: the config's)")
     parser.add_argument("--batch_size", type=int, nargs="+", help="one or more batch sizes (default: the config's)")
     parser.add_argument("--sw_batch_size", type=int, help="sliding windows per forward pass (default: the config's)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY.PATH=VALUE",
-        help="override a config value, JSON-typed (as unet3d-train), e.g. --set dataset.cache=memory; repeatable",
-    )
+    add_overrides_argument(parser, example="dataset.cache=memory")
     parser.add_argument("--n_validation", type=int, default=2, help="cases held out when the config has none")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--brats_scale", action="store_true", help="brats2020 network on synthetic 128^3 cases")

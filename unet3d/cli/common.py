@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 import traceback
@@ -11,6 +12,18 @@ from collections.abc import Callable
 from unet3d.errors import UserError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USER_ERROR = 0, 1, 2
+
+
+def add_overrides_argument(parser: argparse.ArgumentParser, example: str = "training.n_epochs=50") -> None:
+    """`--set KEY.PATH=VALUE` (repeatable, JSON-typed), collected in `args.overrides` for `parse_assignments`."""
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help=f"override a config value, JSON-typed (e.g. --set {example}); repeatable",
+    )
 
 
 class _StderrHandler(logging.StreamHandler):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from unet3d.cli.common import EXIT_FAILURE, EXIT_OK, run_command, setup_logging
+from unet3d.cli.common import EXIT_FAILURE, EXIT_OK, add_overrides_argument, run_command, setup_logging
 from unet3d.config.load import parse_assignments
 from unet3d.errors import ConfigError
 from unet3d.experiment import read_machine_config, run_experiment
@@ -57,14 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--batch_size", type=int, help="override training.batch_size")
     parser.add_argument("--seed", type=int, help="random seed (overrides training.seed)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY.PATH=VALUE",
-        help="override a config value, JSON-typed (e.g. --set training.n_epochs=50); repeatable",
-    )
+    add_overrides_argument(parser)
     parser.add_argument("--debug", action="store_true", help="verbose log and third-party warnings")
     parser.add_argument(
         "--nthreads", type=int, default=0, help="data loader worker processes (default 0: load in the training process)"
