@@ -18,6 +18,7 @@ import numpy as np
 from scipy import ndimage
 
 from unet3d.atomic import atomic_write_json
+from unet3d.data.labels import enclosing
 from unet3d.errors import ConfigError
 from unet3d.evaluation.metrics import case_metrics, read_labels
 
@@ -28,10 +29,13 @@ POSTPROCESSING_FILENAME = "postprocessing.json"
 def keep_largest_component(
     label_map: np.ndarray, groups: Sequence[tuple[int, ...]], regions: Sequence[int]
 ) -> np.ndarray:
-    """Set to background every voxel of the chosen regions (indices into `groups`) outside the region's largest
-    connected component (face, edge and corner neighbours count as connected)."""
+    """Remove every voxel of the chosen regions (indices into `groups`) outside the region's largest connected
+    component (face, edge and corner neighbours count as connected). A removed voxel of a nested region falls back to
+    the region that encloses it (BraTS: a stray core voxel becomes whole tumour), else to background, so nested
+    regions stay nested."""
     result = np.array(label_map, copy=True)
     structure = ndimage.generate_binary_structure(result.ndim, result.ndim)
+    parents = enclosing(groups)
     for index in regions:
         mask = np.isin(result, groups[index])
         components, count = ndimage.label(mask, structure=structure)
@@ -39,7 +43,8 @@ def keep_largest_component(
             continue
         sizes = np.bincount(components.ravel())
         sizes[0] = 0
-        result[mask & (components != sizes.argmax())] = 0
+        parent = parents[index]
+        result[mask & (components != sizes.argmax())] = 0 if parent is None else groups[parent][0]
     return result
 
 

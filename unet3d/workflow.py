@@ -1,5 +1,6 @@
 """One model's work dir as numbered, restartable steps: 1. train, 2. predict every non-training file group with the
-best model into `<work dir>/<group>/`, 3. score the labelled groups into `<group>/metrics.csv`.
+best model into `<work dir>/<group>/`, 3. score the labelled groups into `<group>/metrics.csv`, 4. check that the
+validation cases' full-volume Dice agrees with the training log's (`dice_gaps`).
 
 Each step is skipped when its result is on disk: training when the checkpoint is finished, prediction when
 `predictions.json` names the same model file and epoch and lists the same groups.
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from unet3d import checkpoint as ckpt
@@ -31,11 +33,25 @@ from unet3d.inference.predict import Predictor, make_predictor
 from unet3d.inferers import build_inferer
 from unet3d.losses import activation_from_loss
 from unet3d.runtime import is_main_process, resolve_runtime
+from unet3d.training.history import LOG_FILENAME, read_log
 from unet3d.training.loop import FullValidation, TrainingState
 from unet3d.training.run import RunOptions, train_model
 
 log = logging.getLogger("unet3d")
 MANIFEST = "predictions.json"
+DICE_GAP_TOLERANCE = 0.05  # how far the full-volume Dice may fall below the preprocessed-space Dice before a warning
+
+
+@dataclass(frozen=True)
+class DiceGap:
+    """A region whose Dice in the written label maps is much lower than the network's Dice in the training log."""
+
+    region: str
+    preprocessed: float  # the log's val_dice_<region> at the epoch of the model that made the label maps
+    full_volume: float  # the mean dice_<region> of validation/metrics.csv (original space)
+
+    def __str__(self) -> str:
+        return f"{self.region}: full-volume Dice {self.full_volume:.3f} vs {self.preprocessed:.3f} in the training log"
 
 
 @dataclass
@@ -96,6 +112,31 @@ def predict_and_evaluate(
     return result
 
 
+def dice_gaps(work_dir: Path, tolerance: float = DICE_GAP_TOLERANCE) -> list[DiceGap]:
+    """Step 4, the self-check: regions whose full-volume Dice on the validation cases is more than `tolerance` below
+    the preprocessed-space Dice of the same model on the same cases. Both come from the same decoding, so a gap points
+    at the inversion of the preprocessing or the resampling (or at regions too small to survive it)."""
+    manifest, metrics = work_dir / MANIFEST, work_dir / "validation" / METRICS_FILENAME
+    if not manifest.exists() or not metrics.exists():
+        return []
+    epoch = json.loads(manifest.read_text()).get("epoch")
+    rows = read_log(work_dir / LOG_FILENAME)
+    rows = rows[rows["epoch"] == epoch]
+    table = pd.read_csv(metrics)
+    mean = table[table["case_id"].astype(str) == "mean"]
+    if rows.empty or mean.empty:
+        return []
+    gaps = []
+    for column in (c for c in rows.columns if c.startswith("val_dice_")):
+        region = column.removeprefix("val_dice_")
+        if f"dice_{region}" not in mean:
+            continue
+        logged, full = float(rows[column].iloc[0]), float(mean[f"dice_{region}"].iloc[0])
+        if full < logged - tolerance:
+            gaps.append(DiceGap(region, logged, full))
+    return gaps
+
+
 def full_volume_validation(config: Config) -> FullValidation | None:
     """A scorer of the model being trained: Dice per region on the whole validation volumes in their original space
     (log columns `full_dice` and `full_dice_<region>`), or None without validation cases."""
@@ -137,4 +178,10 @@ def run_model(config: Config, work_dir: Path, options: RunOptions) -> ModelResul
         return result
     predicted = predict_and_evaluate(config, work_dir, options)
     result.predicted, result.metrics = predicted.predicted, predicted.metrics
+    for gap in dice_gaps(work_dir):
+        log.warning(
+            "self-check: %s; the written label maps score lower than the network (look at the inversion of the "
+            "preprocessing and the resampling to the original space)",
+            gap,
+        )
     return result

@@ -206,3 +206,28 @@ def test_dataset_prefix_is_stable(tmp_path):
     np.testing.assert_array_equal(
         np.asarray(_load(tmp_path / "small" / path).dataobj), np.asarray(_load(tmp_path / "large" / path).dataobj)
     )
+
+
+def test_harder_data_thick_slices_oblique_axes_and_non_zero_backgrounds(tmp_path):
+    easy = write_dataset(tmp_path / "easy", 2, seed=4, shape_range=(16, 18))
+    hard = write_dataset(
+        tmp_path / "hard",
+        2,
+        seed=4,
+        shape_range=(16, 18),
+        spacing=(0.8, 0.8, 5.0),
+        background_range=(-1000.0, -900.0),
+        oblique_degrees=20.0,
+    )
+    for easy_entry, entry in zip(easy, hard, strict=True):
+        label = np.asarray(_load(tmp_path / "hard" / entry["label"]).dataobj)
+        # the same tumour as without the options: they only change the images and the affine
+        np.testing.assert_array_equal(label, np.asarray(_load(tmp_path / "easy" / easy_entry["label"]).dataobj))
+        affine = _load(tmp_path / "hard" / entry["image"][0]).affine
+        np.testing.assert_allclose(np.linalg.norm(affine[:3, :3], axis=0), (0.8, 0.8, 5.0), atol=1e-5)
+        assert np.count_nonzero(np.abs(affine[:3, :3]) > 1e-3) > 3  # oblique: not a permuted diagonal
+        for path in entry["image"]:
+            image = np.asarray(_load(tmp_path / "hard" / path).dataobj)
+            background = image[0, 0, 0]
+            assert -1100 < background < -800 and np.all(image != 0)
+            assert image[label > 0].mean() > background + 20  # the head stands out from a CT-like background

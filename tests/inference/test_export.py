@@ -1,4 +1,4 @@
-"""Label decoding and the geometry round trip back to each case's original space."""
+"""The geometry round trip back to each case's original space, and the label map writers."""
 
 from __future__ import annotations
 
@@ -9,33 +9,10 @@ import torch
 
 from unet3d.config.load import parse_config
 from unet3d.data.datasets import case_items
-from unet3d.data.labels import channel_groups, encode
+from unet3d.data.labels import channel_groups, decode
 from unet3d.data.synthetic import write_dataset
 from unet3d.data.transforms import build_transforms
-from unet3d.inference.export import decode, write_label_map
-
-BRATS = [(2, 1, 4), (1, 4), (4,)]
-
-
-def test_decode_hierarchy_paints_outer_to_inner_regions():
-    label_map = torch.tensor([[0, 2, 1, 4, 2]], dtype=torch.int16)
-    channels = encode(label_map, BRATS, background=False)
-    np.testing.assert_array_equal(decode(channels, BRATS, "sigmoid", hierarchy=True), label_map[0])
-
-
-def test_decode_sigmoid_uses_the_threshold_and_the_most_probable_channel():
-    groups = [(1,), (2,)]
-    probabilities = torch.tensor([[0.9, 0.6, 0.2, 0.4], [0.1, 0.7, 0.3, 0.6]])
-    np.testing.assert_array_equal(decode(probabilities, groups, "sigmoid", hierarchy=False), [1, 2, 0, 2])
-    np.testing.assert_array_equal(
-        decode(probabilities, groups, "sigmoid", hierarchy=False, threshold=0.65), [1, 2, 0, 0]
-    )
-
-
-def test_decode_softmax_argmax_with_background_first_and_group_first_values():
-    groups = [(1, 3), (2,)]  # a channel of several values is written as its first value
-    probabilities = torch.tensor([[0.5, 0.1, 0.2], [0.3, 0.8, 0.1], [0.2, 0.1, 0.7]])
-    np.testing.assert_array_equal(decode(probabilities, groups, "softmax", hierarchy=False), [0, 1, 2])
+from unet3d.inference.export import write_label_map
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +46,7 @@ def round_trip(folder, entries, index, **dataset):
     # the same chain (built without the label key, see test_predict's end-to-end checks).
     original = transform.inverse({"image": out["image"], "label": out["label"]})["label"]
     reference = nib.load(str(case.images[0]))
-    return decode(torch.as_tensor(original), groups, "sigmoid", hierarchy=True).numpy(), original, reference, case
+    return decode(torch.as_tensor(original), groups, "sigmoid").numpy(), original, reference, case
 
 
 @pytest.mark.parametrize("index", [0, 1, 2, 3])

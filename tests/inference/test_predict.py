@@ -97,10 +97,10 @@ def test_ensemble_of_all_folds_on_a_folder_of_new_cases(trained_cv, tmp_path):
         assert probabilities.shape == (*image.shape, 3)
         values = probabilities.get_fdata()
         assert values.min() >= 0 and values.max() <= 1 + 1e-6 and len(np.unique(values)) > 2
-        # The label map is decoded from these probabilities: labelled wherever a region's probability passes 0.5
-        # (stored to within 1/510, so voxels right at the threshold may differ).
+        # The label map is decoded from these probabilities: the whole tumour wherever its channel passes 0.5,
+        # whatever the inner channels say (stored to within 1/510, so voxels right at the threshold may differ).
         label_map = np.asanyarray(nib.load(tmp_path / "out" / f"{case}.nii.gz").dataobj)
-        assert np.mean((label_map > 0) != (values > 0.5).any(-1)) < 0.01
+        assert np.mean((label_map > 0) != (values[..., 0] > 0.5)) < 0.01
 
 
 def test_labelled_group_gets_metrics_and_the_model_config_is_used_by_default(trained_cv, tmp_path):
@@ -243,3 +243,49 @@ def test_cv_records_a_postprocessing_decision_and_predict_applies_one(trained_cv
         label_map = np.asanyarray(nib.load(tmp_path / "out" / f"{case}.nii.gz").dataobj)
         _, count = ndimage.label(label_map > 0, structure=np.ones((3, 3, 3)))
         assert count <= 1
+
+
+def test_written_whole_region_scores_as_the_whole_tumour_channel_alone(trained_cv):
+    """Issue 10: a tiny hierarchy model after 2 epochs (inner channels not yet trained). The label maps written for a
+    fold's held-out cases score, on the whole tumour, exactly what the whole-tumour channel thresholded alone scores
+    in the same (original) space; an inner channel never paints outside it."""
+    from unet3d.config.load import load_config
+    from unet3d.evaluation.metrics import read_labels
+    from unet3d.inference.cases import iter_predictions
+    from unet3d.inference.predict import make_predictor
+    from unet3d.workflow import best_model_path
+
+    _, work, _ = trained_cv
+    for fold in (1, 2):
+        config = load_config(work / f"fold{fold}.json")
+        predictor = make_predictor(config, [best_model_path(work / f"fold{fold}")], torch.device("cpu"))
+        alone = []
+        for prediction in iter_predictions(predictor, config, config.groups["validation"]):
+            truth = read_labels(prediction.case.label)[0] > 0
+            whole = prediction.probabilities[0].numpy() > 0.5
+            alone.append(2 * (whole & truth).sum() / (whole.sum() + truth.sum()))
+            np.testing.assert_array_equal(prediction.label_map.numpy() > 0, whole)
+        metrics = pd.read_csv(work / f"fold{fold}" / "validation" / "metrics.csv").set_index("case_id")
+        assert metrics.loc["mean", "dice_2+1+4"] == pytest.approx(np.mean(alone), abs=1e-5)
+
+
+def test_cli_ensemble_label_maps_are_nested_in_the_saved_probabilities(trained_cv, tmp_path):
+    """unet3d-predict with the ensemble of the fold models and --save_probabilities: each region of the label map is
+    where its channel and every enclosing channel of the averaged probabilities are above 0.5."""
+    _, work, folder = trained_cv
+    out = tmp_path / "out"
+    result = predict_cli(
+        "--model_dirs", str(work), "--input", str(folder / "extra"), "--output_directory", str(out),
+        "--save_probabilities", "--no_postprocessing",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    regions = [(2, 1, 4), (1, 4), (4,)]
+    for case in ("new_000", "new_001"):
+        label_map = np.asanyarray(nib.load(out / f"{case}.nii.gz").dataobj)
+        probabilities = np.moveaxis(nib.load(out / f"{case}_probabilities.nii.gz").get_fdata(), -1, 0)
+        clear = np.abs(probabilities - 0.5) > 1 / 255  # stored rounded to 1/255: skip voxels at the threshold
+        inside = np.ones(label_map.shape, bool)
+        for index, group in enumerate(regions):
+            inside &= probabilities[index] > 0.5
+            decided = clear[: index + 1].all(0)
+            np.testing.assert_array_equal(np.isin(label_map, group)[decided], inside[decided])

@@ -2,7 +2,8 @@
 
 Per fold: the best epoch and its validation loss and Dice in the preprocessed space (from the training log), and,
 once the fold's held-out cases are predicted and scored, the mean full-volume Dice and HD95 per region in each
-case's original space (`dice_*`, `hd95_*`, `mean_dice`): the numbers to report.
+case's original space (`dice_*`, `hd95_*`, `mean_dice`): the numbers to report. `self_check` names the regions
+whose full-volume Dice on the validation cases is more than 0.05 below the log's (see `unet3d.workflow.dice_gaps`).
 """
 
 from __future__ import annotations
@@ -16,20 +17,25 @@ from unet3d.atomic import atomic_write_text
 from unet3d.cv.splits import HELD_OUT_GROUP
 from unet3d.evaluation.metrics import METRICS_FILENAME
 from unet3d.training.history import LOG_FILENAME, read_log
+from unet3d.workflow import dice_gaps
 
 SUMMARY_FILENAME = "cv_summary.csv"
 # Where a fold's held-out cases are scored: `heldout/` with an inner validation split, else `validation/`.
 HELD_OUT_METRICS = (Path(HELD_OUT_GROUP) / METRICS_FILENAME, Path("validation") / METRICS_FILENAME)
 
 
-def fold_row(fold: int, fold_dir: Path) -> dict[str, float | int] | None:
+def fold_row(fold: int, fold_dir: Path) -> dict[str, float | int | str] | None:
     """The best epoch (lowest val_loss, else loss) of one fold's log, or None if the fold has no epoch yet."""
     log = read_log(fold_dir / LOG_FILENAME)
     if log.empty:
         return None
     monitor = "val_loss" if "val_loss" in log and log["val_loss"].notna().any() else "loss"
     best = log.loc[log[monitor].idxmin()]
-    row: dict[str, float | int] = {"fold": fold, "best_epoch": int(best["epoch"]), "epochs": int(log["epoch"].max())}
+    row: dict[str, float | int | str] = {
+        "fold": fold,
+        "best_epoch": int(best["epoch"]),
+        "epochs": int(log["epoch"].max()),
+    }
     for column in log.columns:
         if column == "val_loss" or column.startswith("val_dice"):
             row[column] = float(best[column])
@@ -37,6 +43,7 @@ def fold_row(fold: int, fold_dir: Path) -> dict[str, float | int] | None:
     scored = next((fold_dir / p for p in HELD_OUT_METRICS if (fold_dir / p).exists()), None)
     if scored is not None:
         row.update(full_volume_means(scored))
+    row["self_check"] = "; ".join(str(gap) for gap in dice_gaps(fold_dir))
     return row
 
 
@@ -64,7 +71,7 @@ def summarize(work_dir: Path, folds: Sequence[int]) -> tuple[pd.DataFrame, list[
             rows.append(row)
     table = pd.DataFrame(rows)
     if len(rows) > 0:
-        numeric = table.drop(columns=["fold"])
+        numeric = table.drop(columns=["fold"]).select_dtypes("number")
         stats = pd.DataFrame([numeric.mean(), numeric.std(ddof=1) if len(rows) > 1 else numeric.std(ddof=0)])
         stats.insert(0, "fold", ["mean", "sd"])
         table = pd.concat([table.astype({"fold": object}), stats], ignore_index=True)
@@ -79,12 +86,18 @@ def write_summary(work_dir: Path, table: pd.DataFrame) -> Path:
 
 
 def format_table(table: pd.DataFrame) -> str:
-    """The summary as an aligned text table for the terminal (counts as integers on the fold rows)."""
-    shown = table.astype(object)
+    """The summary as an aligned text table for the terminal (counts as integers on the fold rows), with the
+    self-check notes below it."""
+    notes = [
+        f"fold {fold}: self-check: {note}"
+        for fold, note in zip(table["fold"], table.get("self_check", pd.Series(dtype=object)), strict=False)
+        if isinstance(note, str) and note
+    ]
+    shown = table.drop(columns=["self_check"], errors="ignore").astype(object)
     for column in ("best_epoch", "epochs"):
         if column in shown:
             shown[column] = [
                 f"{v:.0f}" if isinstance(fold, int) else f"{v:.1f}"
                 for fold, v in zip(table["fold"], table[column], strict=True)
             ]
-    return shown.to_string(index=False, float_format=lambda v: f"{v:.4f}")
+    return "\n".join([shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"), *notes])

@@ -153,12 +153,17 @@ def _make_tumour(
 
 
 def make_case(
-    shape: tuple[int, int, int], rng: np.random.Generator, n_modalities: int = 4
+    shape: tuple[int, int, int],
+    rng: np.random.Generator,
+    n_modalities: int = 4,
+    background_range: tuple[float, float] | None = None,
 ) -> tuple[list[np.ndarray], np.ndarray]:
     """Images (float32, one array per modality) and a label map (uint8 with values 0,2,1,4) in voxel space.
 
     Every axis of ``shape`` must be at least :data:`MIN_SIZE`; every label then covers at least a few voxels.
-    Background (outside the brain) is exactly 0 in every image; inside, values are positive.
+    Background (outside the brain) is exactly 0 in every image and values inside are positive, unless
+    ``background_range`` is given: then each modality gets a background level drawn from that range (CT air is about
+    -1000) with noise on it, and the whole image is shifted by it, as scanners that do not zero the background do.
     """
     shape = _check_shape(shape)
     modalities = _modalities(n_modalities)
@@ -183,6 +188,10 @@ def make_case(
         scale = float(np.exp(rng.uniform(np.log(100.0), np.log(1000.0))))
         offset = rng.uniform(0.0, 0.25) * scale
         image = np.where(brain, np.clip(image, 0.02, None) * scale + offset, 0.0)
+        if background_range is not None:
+            level = rng.uniform(*background_range)
+            noise = rng.normal(0.0, _NOISE_SIGMA * scale, size=shape)
+            image = level + np.where(brain, image, noise)
         images.append(image.astype(np.float32))
     return images, label
 
@@ -198,14 +207,18 @@ def _parse_orientation(orientation: str) -> list[tuple[int, float]]:
 
 
 def random_affine(
-    spacing: tuple[float, float, float], rng: np.random.Generator, orientation: str | None = None
+    spacing: tuple[float, float, float],
+    rng: np.random.Generator,
+    orientation: str | None = None,
+    oblique_degrees: float = 0.0,
 ) -> np.ndarray:
     """4x4 affine with the given voxel spacing and an axis orientation code such as 'RAS', 'LPS', 'LAS', 'PSR'.
 
     ``spacing[i]`` is the size of voxel axis ``i`` (the norm of column ``i``); ``orientation[i]`` is the direction
     that voxel axis ``i`` points to, in nibabel's :func:`~nibabel.orientations.aff2axcodes` convention (axis
     permutations and flips allowed). When ``orientation`` is None, one of :data:`ORIENTATIONS` is drawn at random.
-    The origin gets a random offset.
+    ``oblique_degrees`` tilts the voxel axes by that angle about a random world axis (an oblique acquisition). The
+    origin gets a random offset.
     """
     if len(spacing) != 3 or min(spacing) <= 0:
         raise ValueError(f"spacing must be 3 positive numbers, got {tuple(spacing)}")
@@ -215,8 +228,20 @@ def random_affine(
     affine[:3, :3] = 0.0
     for i, (world_axis, sign) in enumerate(_parse_orientation(orientation)):
         affine[world_axis, i] = sign * float(spacing[i])
+    if oblique_degrees:
+        affine[:3, :3] = _axis_rotation(rng, np.deg2rad(oblique_degrees)) @ affine[:3, :3]
     affine[:3, 3] = np.round(rng.uniform(-100.0, 100.0, size=3), 2)
     return affine
+
+
+def _axis_rotation(rng: np.random.Generator, angle: float) -> np.ndarray:
+    """A rotation by ``angle`` radians about a random world axis (x, y or z)."""
+    axis = int(rng.integers(3))
+    i, j = [a for a in range(3) if a != axis]
+    rotation = np.eye(3)
+    rotation[i, i] = rotation[j, j] = np.cos(angle)
+    rotation[i, j], rotation[j, i] = -np.sin(angle), np.sin(angle)
+    return rotation
 
 
 def _save(data: np.ndarray, affine: np.ndarray, path: Path) -> None:
@@ -237,15 +262,18 @@ def write_case(
     orientation: str | None = None,
     with_label: bool = True,
     n_modalities: int = 4,
+    background_range: tuple[float, float] | None = None,
+    oblique_degrees: float = 0.0,
 ) -> dict:
     """Writes <directory>/<case_id>/<case_id>_<modality>.nii.gz for each modality and <case_id>_seg.nii.gz.
 
     Returns ``{"image": [paths], "label": path}`` (label omitted, and not written, when ``with_label`` is False)
     with paths as POSIX-style ``str`` relative to ``directory``. The images do not depend on ``with_label``.
+    ``background_range`` and ``oblique_degrees``: see :func:`make_case` and :func:`random_affine`.
     """
     directory = Path(directory)
-    images, label = make_case(shape, rng, n_modalities)
-    affine = random_affine(spacing, rng, orientation)
+    images, label = make_case(shape, rng, n_modalities, background_range)
+    affine = random_affine(spacing, rng, orientation, oblique_degrees)
     (directory / case_id).mkdir(parents=True, exist_ok=True)
     entry: dict = {"image": []}
     for modality, image in zip(_modalities(n_modalities), images, strict=True):
@@ -267,6 +295,9 @@ def write_dataset(
     with_labels: bool = True,
     prefix: str = "case",
     n_modalities: int = 4,
+    spacing: tuple[float, float, float] | None = None,
+    background_range: tuple[float, float] | None = None,
+    oblique_degrees: float = 0.0,
 ) -> list[dict]:
     """Writes ``n_cases`` cases ``f"{prefix}_{i:03d}"`` under ``directory`` and returns their entries.
 
@@ -274,6 +305,9 @@ def write_dataset(
     orientations cycle through :data:`ORIENTATIONS`. Deterministic for a seed; case ``i`` depends only on ``seed``
     and ``i`` (a dataset of ``n`` cases is a prefix of a larger one with the same seed). Paths in the returned
     entries are relative to ``directory`` (see :func:`write_case`).
+
+    Harder data, closer to real scans: a fixed ``spacing`` for every case (e.g. (0.8, 0.8, 5.0) mm, thick slices),
+    non-zero backgrounds (``background_range``) and oblique axes (``oblique_degrees``).
     """
     low, high = (int(v) for v in shape_range)
     if not MIN_SIZE <= low <= high:
@@ -284,18 +318,20 @@ def write_dataset(
     for i in range(n_cases):
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i,)))
         shape = tuple(int(s) for s in rng.integers(low, high + 1, size=3))
-        spacing = tuple(float(s) for s in rng.choice(SPACINGS, size=3))
+        drawn = tuple(float(s) for s in rng.choice(SPACINGS, size=3))
         orientation = ORIENTATIONS[i % len(ORIENTATIONS)]
         entries.append(
             write_case(
                 directory,
                 f"{prefix}_{i:03d}",
                 shape,
-                spacing,
+                drawn if spacing is None else spacing,
                 rng,
                 orientation=orientation,
                 with_label=with_labels,
                 n_modalities=n_modalities,
+                background_range=background_range,
+                oblique_degrees=oblique_degrees,
             )
         )
     return entries

@@ -16,10 +16,10 @@ from unet3d.atomic import remove_stale_temporaries
 from unet3d.config.schema import Case, Config
 from unet3d.data.datasets import case_items
 from unet3d.data.image_io import label_map_suffix
-from unet3d.data.labels import channel_groups
+from unet3d.data.labels import channel_groups, decode
 from unet3d.data.transforms import build_transforms, split_dataset_config
 from unet3d.errors import CheckpointError
-from unet3d.inference.export import check_geometry, decode, to_original_space, write_label_map, write_probabilities
+from unet3d.inference.export import check_geometry, to_original_space, write_label_map, write_probabilities
 from unet3d.inference.predict import Predictor
 
 log = logging.getLogger("unet3d")
@@ -61,7 +61,7 @@ def iter_predictions(
         inverted = to_original_space(probabilities, image, transform)
         check_geometry(inverted.shape[1:], inverted.affine.numpy(), case.images[0])
         original = torch.as_tensor(inverted)
-        label_map = decode(original, groups, predictor.activation, config.dataset.setup_label_hierarchy, threshold)
+        label_map = decode(original, groups, predictor.activation, threshold)
         yield CasePrediction(case, label_map, original, Path(case.images[0]))
 
 

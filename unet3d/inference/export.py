@@ -1,9 +1,8 @@
 """Predictions back in each case's original space, as label maps with the original label values.
 
 The preprocessing chain records every spatial step (reorientation, crop, resize, pad); inverting it maps the
-probabilities onto the voxel grid of the case's first image. Channels are then decoded to label values: sigmoid
-channels are thresholded, a softmax is arg-maxed, and nested regions (`setup_label_hierarchy`) are painted from the
-outermost to the innermost, so BraTS regions [2, 1, 4] come back as the labels 0/2/1/4.
+probabilities onto the voxel grid of the case's first image. Channels are then decoded to label values by
+`unet3d.data.labels.decode` (nested regions stay nested: BraTS regions [2, 1, 4] come back as the labels 0/2/1/4).
 """
 
 from __future__ import annotations
@@ -21,35 +20,6 @@ from unet3d.data import image_io
 from unet3d.errors import DataError
 
 AFFINE_TOLERANCE = 1e-3
-
-
-def decode(
-    probabilities: torch.Tensor,
-    groups: Sequence[tuple[int, ...]],
-    activation: str,
-    hierarchy: bool,
-    threshold: float = 0.5,
-) -> torch.Tensor:
-    """(C, *spatial) probabilities → (*spatial) integer label map with the config's label values.
-
-    A channel that stands for several values (a nested list in `labels`) is written as its first value.
-    softmax: channel 0 is background, channel i the i-th label group. sigmoid with a hierarchy: each channel above
-    the threshold overwrites the outer ones. sigmoid without a hierarchy: the most probable channel above the
-    threshold wins.
-    """
-    values = torch.tensor([0] + [group[0] for group in groups], dtype=torch.int16)
-    if activation == "softmax":
-        return values[probabilities.argmax(0)]
-    above = probabilities > threshold
-    if hierarchy:
-        label_map = torch.zeros(probabilities.shape[1:], dtype=torch.int16)
-        for index, group in enumerate(groups):
-            label_map[above[index]] = group[0]
-        return label_map
-    scores = torch.where(above, probabilities, torch.zeros_like(probabilities))
-    winner = scores.argmax(0) + 1
-    winner[~above.any(0)] = 0
-    return values[winner]
 
 
 def to_original_space(probabilities: torch.Tensor, preprocessed: MetaTensor, transform: Compose) -> MetaTensor:

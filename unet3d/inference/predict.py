@@ -20,6 +20,7 @@ from monai.inferers import Inferer
 
 from unet3d.checkpoint import load_checkpoint, load_model_weights, model_state
 from unet3d.config.schema import Config
+from unet3d.data.labels import activate
 from unet3d.errors import CheckpointError
 from unet3d.inferers import build_inferer
 from unet3d.losses import activation_from_loss
@@ -72,8 +73,7 @@ class Predictor:
         autocast: Any = torch.autocast("cuda") if self.amp and device.type == "cuda" else nullcontext()
         with autocast:
             logits = self.inferer(image, model)
-        logits = torch.as_tensor(logits).float()
-        return torch.sigmoid(logits) if self.activation == "sigmoid" else torch.softmax(logits, dim=1)
+        return activate(torch.as_tensor(logits), self.activation)
 
 
 def mirror_axes(spatial_dims: int) -> list[tuple[int, ...]]:

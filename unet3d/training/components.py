@@ -48,6 +48,7 @@ class Components:
     scaler: torch.amp.GradScaler
     amp_dtype: torch.dtype | None
     activation: str
+    groups: list[tuple[int, ...]]  # the label values of each region (output channel besides a softmax background)
     channel_names: list[str]
     train_dataset: Dataset
     train_transform: Compose
@@ -180,6 +181,7 @@ def build_components(config: Config, work_dir: Path, runtime: Runtime) -> Compon
         scaler=torch.amp.GradScaler("cuda", enabled=dtype == torch.float16),
         amp_dtype=dtype,
         activation=activation,
+        groups=groups,
         channel_names=channel_names,
         train_dataset=train_dataset,
         train_transform=train_transform,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +24,7 @@ from tqdm import tqdm
 from unet3d import checkpoint as ckpt
 from unet3d.atomic import atomic_duplicate
 from unet3d.config.schema import Config, TrainingConfig
+from unet3d.data.labels import activate, region_masks
 from unet3d.errors import CheckpointError
 from unet3d.optim import current_lr, step_scheduler
 from unet3d.runtime import Runtime, all_reduce_mean, seed_everything
@@ -119,19 +120,20 @@ def train_one_epoch(parts: Components, device: torch.device, epoch: int, trainin
     return total / count
 
 
-def binarize(logits: torch.Tensor, activation: str) -> torch.Tensor:
-    """Network outputs → binary channels: sigmoid > 0.5, or the one-hot arg-max of a softmax."""
-    if activation == "sigmoid":
-        return (logits > 0).to(torch.float32)
-    return torch.nn.functional.one_hot(logits.argmax(1), logits.shape[1]).movedim(-1, 1).to(torch.float32)
+def decoded_regions(logits: torch.Tensor, groups: Sequence[tuple[int, ...]], activation: str) -> torch.Tensor:
+    """(B, C, *spatial) network outputs → (B, R, *spatial) float region masks, decoded as the written label maps
+    are (`unet3d.data.labels.decode`: nested regions stay nested)."""
+    probabilities = activate(logits, activation)
+    return torch.stack([region_masks(sample, groups, activation) for sample in probabilities.cpu()]).float()
 
 
 @torch.no_grad()
 def validate(parts: Components, device: torch.device) -> dict[str, float]:
-    """Mean validation loss per sample and Dice per label channel, in the preprocessed space."""
+    """Mean validation loss per sample and Dice per region, in the preprocessed space; the regions come from the
+    same decoding as the written label maps, so this Dice and the full-volume Dice differ only by the resampling."""
     parts.network.eval()
     softmax = parts.activation == "softmax"
-    dice = DiceMetric(include_background=not softmax, reduction="mean_batch", ignore_empty=False)
+    dice = DiceMetric(include_background=True, reduction="mean_batch", ignore_empty=False)
     total, count = 0.0, 0
     for batch in parts.val_loader:
         images, target = to_device(batch, device)
@@ -140,7 +142,8 @@ def validate(parts: Components, device: torch.device) -> dict[str, float]:
         logits = logits.float()
         total += float(parts.eval_loss(logits, target)) * images.shape[0]
         count += images.shape[0]
-        dice(binarize(logits, parts.activation), target)
+        regions = target[:, 1:] if softmax else target  # a softmax target has the background channel first
+        dice(decoded_regions(logits, parts.groups, parts.activation), regions.cpu())
     per_channel = dice.aggregate().cpu().tolist()
     result = {"val_loss": total / count, "val_dice": sum(per_channel) / len(per_channel)}
     result.update({f"val_dice_{name}": value for name, value in zip(parts.channel_names, per_channel, strict=True)})
