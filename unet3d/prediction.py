@@ -19,7 +19,7 @@ from unet3d.data.cases import check_cases
 from unet3d.data.labels import channel_groups, declared_values, region_names
 from unet3d.errors import CheckpointError, ConfigError
 from unet3d.evaluation.metrics import evaluate_directory
-from unet3d.inference.cases import predict_cases
+from unet3d.inference.cases import check_outputs_spare_inputs, predict_cases
 from unet3d.inference.inputs import cases_from_input, models_in
 from unet3d.inference.predict import make_predictor
 from unet3d.models import check_model_spec, spatial_dims
@@ -93,6 +93,12 @@ def predict(
     config = config_for(models, config_filename)
     check_experiment(config, train=False)
     cases = select_cases(config, group, input_path, modality_suffixes)
+    others = [
+        *models,
+        *([Path(config_filename)] if config_filename else []),
+        *([postprocessing] if postprocessing else []),
+    ]
+    check_outputs_spare_inputs(Path(output_directory), cases, save_probabilities, others)
     labelled = all(case.label is not None for case in cases)
     infos = check_cases(
         {"input": cases},

@@ -47,3 +47,21 @@ def test_shell_script_loops_over_the_given_or_all_folds(tmp_path):
     text = render_shell(Path("/w"), 4)
     check_syntax(tmp_path, text)
     assert "folds=($(seq 1 4))" in text and 'failed+=("${fold}")' in text
+
+
+def test_paths_with_spaces_are_quoted_and_the_job_name_is_plain(tmp_path):
+    work = tmp_path / "my experiments" / "exp v1"
+    text = render_sbatch(work, 2, ClusterConfig(), "exp v1; rm -rf ~")
+    check_syntax(tmp_path, text)
+    assert "#SBATCH --job-name=exp_v1__rm_-rf__" in text
+    assert f'#SBATCH --output="{work}/slurm_logs/fold%a_%A.out"' in text
+    assert f"sbatch '{work}/submit_folds.sbatch'" in text
+
+
+def test_a_work_dir_that_cannot_be_quoted_in_a_script_is_refused():
+    import pytest
+
+    from unet3d.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="cannot quote safely"):
+        render_sbatch(Path("/w/exp\ntouch /tmp/pwned"), 2, ClusterConfig(), "exp")

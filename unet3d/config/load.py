@@ -25,6 +25,7 @@ from unet3d.config.schema import (
     CrossValidationConfig,
     parse_named,
     parse_section,
+    refuse_non_finite,
 )
 from unet3d.errors import ConfigError
 from unet3d.registry import suggest
@@ -191,6 +192,7 @@ def _legacy_cross_validation(value: Any) -> Any:
 def parse_config(data: dict[str, Any], base: Path, source: Path | None = None) -> Config:
     """Turn a JSON object into a Config. Relative paths resolve against `base`. Raises ConfigError."""
     raw = copy.deepcopy(data)
+    refuse_non_finite(data, "")
     for key in data:
         if key not in TOP_LEVEL_KEYS and not key.endswith("_filenames"):
             raise ConfigError(f"{key}: unknown section{suggest(key, TOP_LEVEL_KEYS)}")

@@ -7,6 +7,8 @@ reference is generated from these records (`reference_markdown`).
 
 from __future__ import annotations
 
+import math
+import re
 import types
 import typing
 from dataclasses import MISSING, dataclass, field, fields
@@ -192,15 +194,44 @@ class ClusterConfig:
         "Nodes per fold task; over 1, `srun torchrun` with a c10d rendezvous on the first node.", 1, minimum=1
     )
     cpus: int = doc("CPUs per node of a fold task; loader workers per process = cpus / gpus - 1.", 8, minimum=1)
-    mem: str = doc("Memory per fold task, in SLURM's notation.", "32G")
-    time: str = doc("Time limit per fold task (D-HH:MM:SS); a cut-off fold resumes when rerun.", "2-00:00:00")
-    partition: str | None = doc("SLURM partition (null: the cluster's default).", None)
-    account: str | None = doc("SLURM account to charge (null: your default).", None)
+    mem: str = doc(
+        "Memory per fold task, in SLURM's notation (e.g. 32G, 4000M).",
+        "32G",
+        pattern=r"[0-9]+[KMGTkmgt]?",
+        expect="a whole number with an optional unit K, M, G or T",
+    )
+    time: str = doc(
+        "Time limit per fold task (D-HH:MM:SS); a cut-off fold resumes when rerun.",
+        "2-00:00:00",
+        pattern=r"([0-9]+-)?[0-9]+(:[0-9]+){0,2}|UNLIMITED|unlimited|INFINITE|infinite",
+        expect="minutes, [D-]HH:MM:SS or another SLURM time format",
+    )
+    partition: str | None = doc(
+        "SLURM partition, or several separated by commas (null: the cluster's default).",
+        None,
+        pattern=r"[A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*",
+        expect="partition names of letters, digits, '_', '.' and '-', separated by commas",
+    )
+    account: str | None = doc(
+        "SLURM account to charge (null: your default).",
+        None,
+        pattern=r"[A-Za-z0-9_.-]+",
+        expect="letters, digits, '_', '.' and '-'",
+    )
     requeue_on_timeout: bool = doc("Requeue a fold task shortly before its time limit so it resumes by itself.", True)
     requeue_signal_seconds: int = doc("How long before the time limit the requeue signal comes.", 300, minimum=30)
-    sbatch_options: list[str] = doc("Extra #SBATCH options, e.g. ['--qos=long', '--constraint=a100'].", [])
+    sbatch_options: list[str] = doc(
+        "Extra #SBATCH options, e.g. ['--qos=long', '--constraint=a100'] (one option each, no spaces or quotes).",
+        [],
+        pattern=r"--[A-Za-z][A-Za-z0-9-]*(=[A-Za-z0-9_.,:@/+%=&|!*\[\]-]+)?",
+        expect="one --option or --option=value without spaces, quotes or shell characters",
+    )
     setup: list[str] = doc(
-        "Shell lines run before training, e.g. ['module load cuda', 'source venv/bin/activate'].", []
+        "Shell lines run before training, e.g. ['module load cuda', 'source venv/bin/activate']; written into the "
+        "script as they are (review a shared config's setup before you submit it), one line each.",
+        [],
+        pattern=r"[^\x00-\x1f\x7f]*",
+        expect="one line (no newline or other control character)",
     )
 
 
@@ -260,6 +291,19 @@ def _matches(value: Any, tp: Any) -> bool:
     return isinstance(value, tp)
 
 
+def refuse_non_finite(value: Any, where: str) -> None:
+    """Reject NaN and ±Infinity anywhere in a JSON value (Python's json module reads them; no bound check sees them)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        spelled = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+        raise ConfigError(f"{where}: {spelled} is not a finite number; give a finite value")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            refuse_non_finite(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            refuse_non_finite(item, f"{where}[{index}]")
+
+
 def parse_named(value: Any, where: str) -> NamedSpec:
     """`{"name": ..., **kwargs}` → NamedSpec; the name itself is checked later against the registry."""
     if not isinstance(value, dict):
@@ -281,6 +325,11 @@ def _check_bounds(value: Any, meta: typing.Mapping[str, Any], where: str) -> Non
             raise ConfigError(f"{where}: must be at least {minimum}, got {value!r}")
         if maximum is not None and v > maximum:
             raise ConfigError(f"{where}: must be at most {maximum}, got {value!r}")
+    pattern = meta.get("pattern")
+    for v in values if pattern else []:
+        if isinstance(v, str) and not re.fullmatch(pattern, v):
+            expect = meta.get("expect") or f"the pattern {pattern}"
+            raise ConfigError(f"{where}: {v!r} is refused: it goes into a shell script; expected {expect}")
     choices = meta.get("choices")
     if choices and value not in choices:
         allowed = ", ".join(map(repr, choices))

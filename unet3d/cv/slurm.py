@@ -7,12 +7,14 @@ shortly before its time limit.
 
 from __future__ import annotations
 
+import re
 import shlex
 import sys
 from pathlib import Path
 
 from unet3d.atomic import atomic_write_text
 from unet3d.config.schema import ClusterConfig
+from unet3d.errors import ConfigError
 
 SBATCH_FILENAME = "submit_folds.sbatch"
 SHELL_FILENAME = "run_folds.sh"
@@ -36,17 +38,34 @@ def _train_command(work_dir: Path, fold: str, n_workers: int, n_gpus: int, nodes
     return f"srun {python} -m torch.distributed.run {rendezvous} -m unet3d.train {arguments}"
 
 
+def job_name_for(name: str) -> str:
+    """A SLURM job name from a work dir's name: characters other than letters, digits, '_', '.' and '-' become '_'."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "unet3d"
+
+
+def _script_path(path: Path) -> str:
+    """A path for an #SBATCH line, in double quotes (sbatch strips them); refused when it cannot be quoted there."""
+    text = str(path)
+    if re.search(r'["\\$`\x00-\x1f\x7f]', text):
+        raise ConfigError(
+            f"{text}: the work dir's path holds a quote, backslash, '$', '`' or control character, which a SLURM "
+            "script cannot quote safely; choose another --output_dir"
+        )
+    return f'"{text}"'
+
+
 def render_sbatch(work_dir: Path, n_folds: int, cluster: ClusterConfig, job_name: str) -> str:
-    """The text of a SLURM array script whose task k trains `<work_dir>/fold{k}.json`."""
+    """The text of a SLURM array script whose task k trains `<work_dir>/fold{k}.json`. Every value from the config
+    was checked against a strict pattern when it was loaded (see `ClusterConfig`); paths are quoted."""
     logs = work_dir / "slurm_logs"
     lines = [
         "#!/bin/bash",
-        f"#SBATCH --job-name={job_name}",
+        f"#SBATCH --job-name={job_name_for(job_name)}",
         f"#SBATCH --array=1-{n_folds}",
         f"#SBATCH --cpus-per-task={cluster.cpus}",
         f"#SBATCH --mem={cluster.mem}",
         f"#SBATCH --time={cluster.time}",
-        f"#SBATCH --output={logs}/fold%a_%A.out",
+        f"#SBATCH --output={_script_path(logs / 'fold%a_%A.out')}",
     ]
     if cluster.gpus:
         lines.append(f"#SBATCH --gres=gpu:{cluster.gpus}")
@@ -61,7 +80,8 @@ def render_sbatch(work_dir: Path, n_folds: int, cluster: ClusterConfig, job_name
     lines += [f"#SBATCH {option}" for option in cluster.sbatch_options]
     lines += [
         "#",
-        f"# Written by unet3d-train --setup_crossval_only. Submit with: sbatch {work_dir / SBATCH_FILENAME}",
+        "# Written by unet3d-train --setup_crossval_only. Submit with: sbatch "
+        + shlex.quote(str(work_dir / SBATCH_FILENAME)),
         "# Resubmitting (or a requeue) resumes every unfinished fold from its last completed epoch;",
         "# finished folds exit at once. Run one task here with: SLURM_ARRAY_TASK_ID=1 bash <this file>",
         "set -uo pipefail",

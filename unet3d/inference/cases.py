@@ -4,6 +4,7 @@ for 2D pictures, the input's own format for MetaImage/NRRD)."""
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,8 @@ from unet3d.data.datasets import case_items
 from unet3d.data.image_io import label_map_suffix
 from unet3d.data.labels import channel_groups, decode
 from unet3d.data.transforms import build_transforms, split_dataset_config
-from unet3d.errors import CheckpointError
+from unet3d.errors import CheckpointError, ConfigError
+from unet3d.evaluation.metrics import METRICS_FILENAME
 from unet3d.inference.export import check_geometry, to_original_space, write_label_map, write_probabilities
 from unet3d.inference.predict import Predictor
 
@@ -30,6 +32,54 @@ def prediction_path(folder: Path, case: Case) -> Path:
     """Where a case's label map goes: `<folder>/<case_id>.nii.gz`, or the ending of the case's image format (case ids
     are unique within a group)."""
     return folder / f"{case.case_id}{label_map_suffix(case.images[0])}"
+
+
+def output_paths(folder: Path, cases: Sequence[Case], save_probabilities: bool) -> dict[Path, str]:
+    """Every file a prediction of `cases` into `folder` may write, each with what it is."""
+    outputs = {folder / METRICS_FILENAME: "the metrics"}
+    for case in cases:
+        outputs[prediction_path(folder, case)] = f"the label map of case {case.case_id!r}"
+        if save_probabilities:
+            outputs[folder / f"{case.case_id}{PROBABILITY_SUFFIX}"] = f"the probabilities of case {case.case_id!r}"
+    return outputs
+
+
+def _same_file(path: Path) -> tuple[Path, tuple[int, int] | None]:
+    """A path's resolved form (symlinks followed) and, when it exists, its device and inode (hard links)."""
+    resolved = Path(os.path.realpath(path))
+    try:
+        status = resolved.stat()
+    except OSError:
+        return resolved, None
+    return resolved, (status.st_dev, status.st_ino)
+
+
+def check_outputs_spare_inputs(
+    folder: Path, cases: Sequence[Case], save_probabilities: bool, others: Sequence[Path] = ()
+) -> None:
+    """Refuse, before anything is written (or a model loaded), an output folder where a label map, probability map
+    or metrics file would replace an input of the run: any image or label of any case, or one of `others` (models,
+    configs). Paths are compared resolved (symlinks followed) and by inode (hard links)."""
+    inputs: dict[Path | tuple[int, int], str] = {}
+    for case in cases:
+        for path in [*case.images, *([case.label] if case.label is not None else [])]:
+            resolved, inode = _same_file(path)
+            inputs[resolved] = str(path)
+            if inode is not None:
+                inputs[inode] = str(path)
+    for path in others:
+        resolved, inode = _same_file(path)
+        inputs[resolved] = str(path)
+        if inode is not None:
+            inputs[inode] = str(path)
+    for output, what in output_paths(Path(folder), cases, save_probabilities).items():
+        resolved, inode = _same_file(output)
+        clash = inputs.get(resolved) or (inputs.get(inode) if inode is not None else None)
+        if clash is not None:
+            raise ConfigError(
+                f"{folder}: writing {what} as {output.name} would overwrite the input {clash}; "
+                "choose another output folder"
+            )
 
 
 @dataclass
@@ -77,6 +127,7 @@ def predict_cases(
 ) -> list[Path]:
     """Write `<case_id>.nii.gz` (or .png, .mhd, ...) label maps (and optionally probability maps) for `cases` into
     `folder`; `postprocess` (e.g. the largest-component filter) is applied to each label map before it is written."""
+    check_outputs_spare_inputs(folder, cases, save_probabilities)
     folder.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(folder)
     written = []

@@ -1,0 +1,88 @@
+"""unet3d-predict never writes over an input of the run (issue 11, item 1): refused with exit 2 before any model is
+loaded, and every input file is left as it was."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from unet3d.data.synthetic import write_dataset
+from unet3d.errors import ConfigError
+from unet3d.prediction import predict
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*.nii.gz")}
+
+
+@pytest.fixture
+def single_modality(tmp_path: Path) -> tuple[Path, Path]:
+    """Two single-modality cases under data/ and a config that lists them; a model file that is not a checkpoint
+    (loading it would fail with another message: the refusal must come first)."""
+    data = tmp_path / "data"
+    entries = write_dataset(data, 2, seed=3, shape_range=(16, 16), n_modalities=1)
+    config = {
+        "model": {"name": "UNet", "spatial_dims": 3, "in_channels": 1, "out_channels": 3, "channels": [4, 8],
+                  "strides": [2]},
+        "optimizer": {"name": "Adam"},
+        "loss": {"name": "DiceLoss", "sigmoid": True},
+        "dataset": {"labels": [2, 1, 4], "setup_label_hierarchy": True, "desired_shape": [16, 16, 16]},
+        "training_filenames": [{"image": [f"data/{p}" for p in e["image"]], "label": f"data/{e['label']}"}
+                               for e in entries],
+    }  # fmt: skip
+    (tmp_path / "exp.json").write_text(json.dumps(config))
+    (tmp_path / "model.pth").write_bytes(b"not a checkpoint")
+    return tmp_path, data
+
+
+def test_predicting_a_case_folder_into_itself_is_refused_and_loses_nothing(single_modality):
+    root, data = single_modality
+    before = digest(data)
+    folder = data / "case_000"
+    done = subprocess.run(
+        [sys.executable, "-m", "unet3d.cli.predict", "--model_filename", str(root / "model.pth"),
+         "--config_filename", str(root / "exp.json"), "--input", str(folder), "--output_directory", str(folder)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {folder}: writing the label map of case")
+    assert "would overwrite the input" in lines[0] and lines[0].endswith("choose another output folder")
+    assert digest(data) == before
+
+
+def test_a_json_list_written_into_its_images_folder_is_refused(single_modality, tmp_path):
+    root, data = single_modality
+    listing = tmp_path / "list.json"
+    flair = data / "case_001" / "case_001_flair.nii.gz"
+    listing.write_text(json.dumps([{"image": [str(flair), str(flair.with_name("case_001_seg.nii.gz"))]}]))
+    before = digest(data)
+    with pytest.raises(ConfigError, match=f"would overwrite the input {flair}"):
+        predict(flair.parent, model_filenames=[root / "model.pth"], config_filename=root / "exp.json",
+                input_path=listing)  # fmt: skip
+    assert digest(data) == before
+
+
+def test_an_output_folder_reached_through_a_symlink_is_refused(single_modality, tmp_path):
+    root, data = single_modality
+    alias = tmp_path / "alias"
+    os.symlink(data / "case_000", alias)
+    with pytest.raises(ConfigError, match="would overwrite the input"):
+        predict(alias, model_filenames=[root / "model.pth"], config_filename=root / "exp.json",
+                input_path=data / "case_000")  # fmt: skip
+
+
+def test_a_hard_link_to_an_input_in_the_output_folder_is_refused(single_modality, tmp_path):
+    root, data = single_modality
+    out = tmp_path / "out"
+    out.mkdir()
+    os.link(data / "case_000" / "case_000_flair.nii.gz", out / "case_000_flair.nii.gz")
+    with pytest.raises(ConfigError, match="would overwrite the input"):
+        predict(out, model_filenames=[root / "model.pth"], config_filename=root / "exp.json",
+                input_path=data / "case_000")  # fmt: skip
