@@ -19,3 +19,7 @@ class DataError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint is missing, unreadable, or does not fit the model that the config builds."""
+
+
+class TrainingDiverged(UserError):
+    """The loss or the weights became NaN or infinite; the last finite checkpoint is kept as the resume point."""

@@ -8,9 +8,11 @@ whose full-volume Dice on the validation cases is more than 0.05 below the log's
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from unet3d.atomic import atomic_write_text
@@ -29,16 +31,15 @@ def fold_row(fold: int, fold_dir: Path) -> dict[str, float | int | str] | None:
     log = read_log(fold_dir / LOG_FILENAME)
     if log.empty:
         return None
-    monitor = "val_loss" if "val_loss" in log and log["val_loss"].notna().any() else "loss"
-    best = log.loc[log[monitor].idxmin()]
-    row: dict[str, float | int | str] = {
-        "fold": fold,
-        "best_epoch": int(best["epoch"]),
-        "epochs": int(log["epoch"].max()),
-    }
-    for column in log.columns:
-        if column == "val_loss" or column.startswith("val_dice"):
-            row[column] = float(best[column])
+    finite = {c: log[c].replace([np.inf, -np.inf], np.nan) for c in ("val_loss", "loss") if c in log}
+    monitor = next((c for c, values in finite.items() if values.notna().any()), None)
+    row: dict[str, float | int | str] = {"fold": fold, "best_epoch": math.nan, "epochs": int(log["epoch"].max())}
+    if monitor is not None:  # a log of only NaN losses (written before unet3d refused them) has no best epoch
+        best = log.loc[finite[monitor].idxmin()]
+        row["best_epoch"] = int(best["epoch"])
+        for column in log.columns:
+            if column == "val_loss" or column.startswith("val_dice"):
+                row[column] = float(best[column])
     row["training_time_s"] = float(log["epoch_time"].sum())
     scored = next((fold_dir / p for p in HELD_OUT_METRICS if (fold_dir / p).exists()), None)
     if scored is not None:

@@ -2,7 +2,8 @@
 
 3DUnetCNN silently skips bad files or dies mid-epoch; here a missing, unreadable or inconsistent file stops the run
 up front, with one line per problem naming the file. Checks: the file exists and is readable; all images of a case and
-its label share one spatial shape and affine (within tolerance); label values are among the declared labels.
+its label share one spatial shape and affine (within tolerance); label values are among the declared labels; images
+stored as floating point hold no NaN or infinite voxel (one would turn every loss and weight into NaN).
 """
 
 from __future__ import annotations
@@ -44,9 +45,12 @@ def check_case(case: Case, labels: set[int] | None, spatial_dims: int = 3, with_
     if len(ref_shape) < spatial_dims or min(ref_shape) < 1:
         raise DataError(f"{case.images[0]}: expected a {spatial_dims}D image, got shape {reference.shape}")
     ref_affine = reference.affine
+    _check_finite(case.images[0], reference)
     paths = list(case.images[1:]) + ([case.label] if with_label and case.label is not None else [])
     for path in paths:
         image = read_header(path)
+        if path != case.label:
+            _check_finite(path, image)
         shape, channels = _spatial(image, spatial_dims)
         if shape != ref_shape:
             raise DataError(f"{path}: shape {shape} differs from {case.images[0].name} {ref_shape}")
@@ -59,6 +63,23 @@ def check_case(case: Case, labels: set[int] | None, spatial_dims: int = 3, with_
             raise DataError(f"case {case.case_id!r}: no 'label' file")
         _check_label_values(case.label, labels)
     return CaseInfo(case.case_id, n_channels, ref_shape, reference.spacing[:spatial_dims])
+
+
+def _check_finite(path: Path, header: Header) -> None:
+    """A DataError when a floating-point image holds NaN or infinite voxels (integer files are not read)."""
+    if header.integer:
+        return
+    data = read_array(path)
+    if not np.issubdtype(data.dtype, np.inexact):
+        return
+    bad = ~np.isfinite(data)
+    count = int(np.count_nonzero(bad))
+    if count:
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise DataError(
+            f"{path}: {count} voxel(s) are NaN or infinite (the first at index {first}); replace them (e.g. with the "
+            "background value) before training"
+        )
 
 
 def _check_label_values(path: Path, labels: set[int] | None) -> None:

@@ -25,7 +25,7 @@ from unet3d import checkpoint as ckpt
 from unet3d.atomic import atomic_duplicate
 from unet3d.config.schema import Config, TrainingConfig
 from unet3d.data.labels import activate, region_masks
-from unet3d.errors import CheckpointError
+from unet3d.errors import CheckpointError, TrainingDiverged
 from unet3d.optim import current_lr, step_scheduler
 from unet3d.runtime import Runtime, all_reduce_mean, seed_everything
 from unet3d.training.components import Components
@@ -91,6 +91,9 @@ def train_one_epoch(parts: Components, device: torch.device, epoch: int, trainin
             parts.optimizer.zero_grad(set_to_none=True)
             with _autocast(parts, device):
                 loss = parts.loss(parts.network(images), target)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise TrainingDiverged(f"epoch {epoch}, iteration {iteration + 1}: the training loss is {value}")
             parts.scaler.scale(loss).backward()
             if training.gradient_clip is not None:
                 parts.scaler.unscale_(parts.optimizer)
@@ -99,7 +102,7 @@ def train_one_epoch(parts: Components, device: torch.device, epoch: int, trainin
             parts.scaler.update()
             if parts.scheduler is not None and parts.scheduler_step == "iteration":
                 parts.scheduler.step()
-            total += float(loss.detach()) * images.shape[0]
+            total += value * images.shape[0]
             count += images.shape[0]
             iteration += 1
             bar.update()
@@ -214,6 +217,16 @@ def _prune_epoch_checkpoints(work_dir: Path, epoch: int, keep_last: int, every: 
         (work_dir / ckpt.epoch_filename(old)).unlink(missing_ok=True)
 
 
+def check_finite(row: dict[str, Any], model: torch.nn.Module, epoch: int) -> None:
+    """TrainingDiverged when an epoch's losses or the weights are NaN or infinite: such an epoch is never saved."""
+    for key in ("loss", "val_loss"):
+        if key in row and not math.isfinite(row[key]):
+            raise TrainingDiverged(f"epoch {epoch}: {key} is {row[key]}")
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise TrainingDiverged(f"epoch {epoch}: the weights {name} hold NaN or infinite values")
+
+
 def should_stop(state: TrainingState, patience: int | None) -> bool:
     """Early stopping: `patience` epochs in a row without a new best monitored metric (never if patience is None)."""
     return patience is not None and state.epoch - state.best_epoch >= patience
@@ -266,10 +279,18 @@ def fit(
             parts.sampler.set_epoch(epoch, seed=epoch_seed(state.seed, epoch) + runtime.rank, shuffle_seed=state.seed)
             started = time.perf_counter()
             row: dict[str, Any] = {"epoch": epoch, "lr": current_lr(parts.optimizer)}
-            loss = train_one_epoch(parts, device, epoch, training)
-            row["loss"] = all_reduce_mean(loss, runtime)
-            if parts.val_loader is not None:
-                row.update(validate(parts, device))
+            try:
+                loss = train_one_epoch(parts, device, epoch, training)
+                row["loss"] = all_reduce_mean(loss, runtime)
+                if parts.val_loader is not None:
+                    row.update(validate(parts, device))
+                check_finite(row, parts.model, epoch)
+            except TrainingDiverged as error:
+                raise TrainingDiverged(
+                    f"{work_dir}: {error}; stopped without saving this epoch: "
+                    + (f"{ckpt.LAST} (epoch {state.epoch}) stays the resume point" if state.epoch else "nothing saved")
+                    + ". Lower optimizer.lr, set training.gradient_clip, or look for extreme values in the data"
+                ) from None
             if parts.scheduler_step == "epoch":
                 step_scheduler(parts.scheduler, row.get(parts.scheduler_monitor, math.nan))
             if (
