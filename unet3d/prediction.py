@@ -14,18 +14,19 @@ import torch
 
 from unet3d import checkpoint as ckpt
 from unet3d.config.load import load_config, parse_config
-from unet3d.config.schema import Case, Config
+from unet3d.config.schema import Case, Config, TrainingConfig, parse_section
 from unet3d.data.cases import check_cases
 from unet3d.data.labels import channel_groups, declared_values, region_names
 from unet3d.errors import CheckpointError, ConfigError
 from unet3d.evaluation.metrics import evaluate_directory
 from unet3d.inference.cases import check_outputs_spare_inputs, predict_cases
-from unet3d.inference.inputs import cases_from_input, models_in
+from unet3d.inference.inputs import cases_from_input
 from unet3d.inference.predict import make_predictor
 from unet3d.models import check_model_spec, spatial_dims
 from unet3d.postprocessing import POSTPROCESSING_FILENAME, keep_largest_component, read_decision
 from unet3d.preflight import check_experiment
 from unet3d.runtime import resolve_runtime
+from unet3d.training.loop import TrainingState, should_stop
 
 log = logging.getLogger("unet3d")
 
@@ -36,6 +37,65 @@ class PredictionResult:
 
     paths: list[Path]
     metrics: pd.DataFrame | None = None
+
+
+@dataclass(frozen=True)
+class Member:
+    """One model of an ensemble taken from a fold folder, and how far its training got."""
+
+    path: Path
+    epoch: int  # of the chosen checkpoint (the best epoch for model_best.pth)
+    trained: int  # epochs completed in the fold
+    n_epochs: int
+    finished: bool
+
+    def describe(self) -> str:
+        return f"{self.path.parent.name} ({self.path.name}, epoch {self.epoch}; trained {self.trained}/{self.n_epochs})"
+
+
+def fold_member(fold_dir: Path) -> Member:
+    """The model a fold folder contributes, with its training progress (from its last checkpoint)."""
+    last = ckpt.load_checkpoint(fold_dir / ckpt.LAST)
+    training = parse_section(TrainingConfig, (last.get("config") or {}).get("training") or {}, "training")
+    state = TrainingState(epoch=int(last.get("epoch", 0)), best_epoch=int(last.get("best_epoch", 0)))
+    finished = state.epoch >= training.n_epochs or should_stop(state, training.early_stopping_patience)
+    chosen = fold_dir / ckpt.BEST if (fold_dir / ckpt.BEST).exists() else fold_dir / ckpt.LAST
+    epoch = int(ckpt.load_checkpoint(chosen).get("epoch", 0)) if chosen.name != ckpt.LAST else state.epoch
+    return Member(chosen, epoch, state.epoch, training.n_epochs, finished)
+
+
+def ensemble_members(model_dirs: Sequence[Path], allow_partial: bool = False) -> list[Path]:
+    """The best model of each fold folder; a CV work dir stands for every fold its `fold{k}.json` files name. Missing
+    or unfinished folds are refused (a CheckpointError naming them) unless `allow_partial`; the members are logged."""
+    members: list[Member] = []
+    problems: list[str] = []
+    for folder in map(Path, model_dirs):
+        if (folder / ckpt.LAST).exists():
+            members.append(fold_member(folder))
+            continue
+        expected = sorted(folder.glob("fold*.json"), key=lambda p: int(p.stem[4:]) if p.stem[4:].isdigit() else 0)
+        fold_dirs = [folder / p.stem for p in expected] or sorted(d for d in folder.glob("fold*/") if d.is_dir())
+        if not fold_dirs:
+            raise CheckpointError(
+                f"{folder}: neither a model folder (with {ckpt.LAST}) nor a CV work dir (with fold*/)"
+            )
+        for fold_dir in fold_dirs:
+            if not (fold_dir / ckpt.LAST).exists():
+                problems.append(f"{fold_dir}: no trained model")
+            else:
+                members.append(fold_member(fold_dir))
+    problems += [
+        f"{m.path.parent}: not finished (epoch {m.trained} of {m.n_epochs})" for m in members if not m.finished
+    ]
+    if problems and not allow_partial:
+        raise CheckpointError(
+            "\n".join([*problems, "finish these folds (rerun unet3d-train) or predict with --allow_partial"])
+        )
+    for problem in problems:
+        log.warning("--allow_partial: %s", problem)
+    if members:
+        log.info("ensemble of %d model(s): %s", len(members), "; ".join(m.describe() for m in members))
+    return [m.path for m in members]
 
 
 def config_for(models: Sequence[Path], config_filename: Path | None) -> Config:
@@ -82,12 +142,13 @@ def predict(
     save_probabilities: bool = False,
     postprocessing: Path | None = None,
     use_postprocessing: bool = True,
+    allow_partial: bool = False,
 ) -> PredictionResult:
     """Check the inputs, predict every case (averaging the models' probabilities), write label maps and metrics.
 
     Postprocessing: the `postprocessing.json` given, else the one a model folder (CV work dir) holds, unless
-    `use_postprocessing` is False."""
-    models = [*map(Path, model_filenames), *models_in(model_dirs)]
+    `use_postprocessing` is False. Folds of `model_dirs` must be finished unless `allow_partial`."""
+    models = [*map(Path, model_filenames), *ensemble_members(model_dirs, allow_partial)]
     if not models:
         raise ConfigError("give --model_filename or --model_dirs")
     config = config_for(models, config_filename)

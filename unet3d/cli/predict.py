@@ -61,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="a postprocessing.json to apply (default: the one in the CV work dir given to --model_dirs)",
     )
     parser.add_argument("--no_postprocessing", action="store_true", help="write the raw predictions")
+    parser.add_argument(
+        "--allow_partial",
+        action="store_true",
+        help="ensemble the folds of --model_dirs that exist even when some are missing or unfinished",
+    )
     parser.add_argument("--sw_batch_size", type=int, help="sliding windows per forward pass")
     parser.add_argument(
         "--stitch_on_cpu",
@@ -97,6 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             save_probabilities=args.save_probabilities,
             postprocessing=args.postprocessing,
             use_postprocessing=not args.no_postprocessing,
+            allow_partial=args.allow_partial,
         )
         if result.metrics is not None:
             print(f"metrics in {args.output_directory / 'metrics.csv'}")

@@ -8,6 +8,7 @@ stored as floating point hold no NaN or infinite voxel (one would turn every los
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -93,6 +94,24 @@ def _check_label_values(path: Path, labels: set[int] | None) -> None:
             raise DataError(f"{path}: label values {unknown} are not among the declared labels {sorted(labels)}")
 
 
+def check_unique_files(groups: dict[str, Sequence[Case]]) -> None:
+    """Refuse a file (resolved: symlinks followed) that belongs to two cases, in one group or in two: the same scan
+    under two case ids would land in training and in validation of the same fold."""
+    owners: dict[str, str] = {}
+    problems = []
+    for group, cases in groups.items():
+        for index, case in enumerate(cases):
+            where = f"{group}_filenames[{index}] ({case.case_id})"
+            files = {os.path.realpath(p) for p in [*case.images, *([case.label] if case.label is not None else [])]}
+            for path in sorted(files):
+                if path in owners:
+                    problems.append(f"{where}: {path} is also a file of {owners[path]}; a file may belong to one case")
+                else:
+                    owners[path] = where
+    if problems:
+        raise DataError("\n".join(problems))
+
+
 def check_cases(
     groups: dict[str, Sequence[Case]],
     labels: set[int] | None,
@@ -101,6 +120,7 @@ def check_cases(
     n_threads: int = 4,
 ) -> dict[str, list[CaseInfo]]:
     """Check all cases of all groups in parallel; raise one DataError listing every problem (one line each)."""
+    check_unique_files(groups)
     labelled = set(labelled_groups)
     jobs = [(group, case) for group, cases in groups.items() for case in cases]
 

@@ -1,33 +1,18 @@
-"""What to predict and with which models: cases from a config group, a file list or a folder; models from files,
-fold folders, or a cross-validation work dir (every fold's best model)."""
+"""What to predict: cases from a file list or a folder (found by the modality endings of the config's cases)."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from unet3d.checkpoint import BEST, LAST
 from unet3d.config.load import case_id_from_path, parse_cases
 from unet3d.config.schema import Case, Config
 from unet3d.data.image_io import IMAGE_SUFFIXES
-from unet3d.errors import CheckpointError, ConfigError, DataError
+from unet3d.errors import ConfigError, DataError
 
-
-def models_in(folders: Sequence[Path]) -> list[Path]:
-    """The best model of each fold folder; a CV work dir stands for all of its `fold*/` folders."""
-    paths: list[Path] = []
-    for folder in map(Path, folders):
-        fold_dirs = sorted(folder.glob("fold*/"), key=lambda p: p.name) if not (folder / LAST).exists() else [folder]
-        fold_dirs = [d for d in fold_dirs if d.is_dir()]
-        if not fold_dirs:
-            raise CheckpointError(f"{folder}: neither a model folder (with {LAST}) nor a CV work dir (with fold*/)")
-        for fold_dir in fold_dirs:
-            best = fold_dir / BEST if (fold_dir / BEST).exists() else fold_dir / LAST
-            if not best.exists():
-                raise CheckpointError(f"{fold_dir}: no {BEST} or {LAST}; is this fold trained?")
-            paths.append(best)
-    return paths
+log = logging.getLogger("unet3d")
 
 
 def modality_suffixes(config: Config) -> list[str]:
@@ -54,6 +39,21 @@ def _image_suffix(name: str) -> str:
     return next((s for s in IMAGE_SUFFIXES if name.endswith(s)), Path(name).suffix)
 
 
+def _files_ending(folder: Path, ending: str) -> list[Path]:
+    """Files under `folder` whose names end with `ending`, sorted; symlinked folders and files are followed (each
+    real folder once, so a link loop ends)."""
+    found, seen = [], set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        found += [Path(root) / name for name in files if name.endswith(ending) and (Path(root) / name).is_file()]
+    return sorted(found)
+
+
 def cases_in_folder(folder: Path, suffixes: Sequence[str]) -> list[Case]:
     """Cases found under `folder` (recursively): files that share a prefix and end with each modality suffix."""
     if not folder.is_dir():
@@ -61,7 +61,7 @@ def cases_in_folder(folder: Path, suffixes: Sequence[str]) -> list[Case]:
     first, *others = suffixes
     cases = []
     incomplete = []
-    for path in sorted(folder.rglob(f"*{first}")):
+    for path in _files_ending(folder, first):
         prefix = path.name[: -len(first)] if first else path.name
         images = [path] + [path.with_name(prefix + suffix) for suffix in others]
         if not all(p.exists() for p in images):
@@ -81,6 +81,7 @@ def cases_in_folder(folder: Path, suffixes: Sequence[str]) -> list[Case]:
             f"{folder}: several cases are named {duplicated[0]!r} in different subfolders; "
             "give a .json file list with case_id instead"
         )
+    log.info("%s: found %d case(s) by the endings %s", folder, len(cases), ", ".join(suffixes))
     return cases
 
 

@@ -37,10 +37,13 @@ class RunOptions:
 
 
 def work_dir_for(config_path: Path, output_dir: Path | None) -> Path:
-    """`<output_dir>/<config name before its first dot>/`; output_dir defaults to the config's folder."""
+    """`<output_dir>/<config file name without .json>/` (`exp.v2.json` → `exp.v2/`, so versions never share a work
+    dir); output_dir defaults to the config's folder."""
     config_path = Path(config_path).resolve()
     base = Path(output_dir).resolve() if output_dir is not None else config_path.parent
-    return base / config_path.name.split(".")[0]
+    name = config_path.name
+    stem = name[: -len(".json")] if name.lower().endswith(".json") else config_path.stem
+    return base / (stem if stem != name else f"{name}_run")
 
 
 def is_finished(config: Config, work_dir: Path) -> bool:
