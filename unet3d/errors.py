@@ -1,7 +1,8 @@
 """The few exceptions a user may see.
 
-Each one means "the input is wrong, nothing was lost": the command-line entry points print its message as one line
-and exit with code 2. Anything else is a bug and exits with code 1.
+A `UserError` means "the input is wrong, nothing was lost": the command-line entry points print its message as one
+line and exit with code 2. A `MachineError` means the machine stopped the run (disk full, read-only folder, out of
+memory; exit 74), `Busy` that another run holds the work dir (exit 75). Anything else is a bug and exits with 1.
 """
 
 
@@ -23,3 +24,21 @@ class CheckpointError(UserError):
 
 class TrainingDiverged(UserError):
     """The loss or the weights became NaN or infinite; the last finite checkpoint is kept as the resume point."""
+
+
+class MachineError(Exception):
+    """The machine, not the input, stopped the run: disk full, read-only folder, no permission, out of memory. What
+    was committed before is intact; the message says what to do."""
+
+
+class Busy(Exception):
+    """Another unet3d run holds the work dir (or output folder); the message names it."""
+
+
+def out_of_memory(error: BaseException) -> bool:
+    """Whether an exception means the process ran out of memory (CPU: MemoryError or torch's allocator; GPU:
+    torch.OutOfMemoryError, a RuntimeError)."""
+    if isinstance(error, MemoryError):
+        return True
+    message = str(error).lower()
+    return isinstance(error, RuntimeError) and ("out of memory" in message or "can't allocate memory" in message)

@@ -10,11 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from unet3d.atomic import check_writable
 from unet3d.config.load import load_config, read_json
 from unet3d.cv.runner import CrossValidationResult, run_cross_validation, summarize_only, write_fold_configs
 from unet3d.cv.slurm import write_launch_scripts
 from unet3d.errors import ConfigError
+from unet3d.locking import work_dir_lock
 from unet3d.preflight import check_data, check_experiment
+from unet3d.runtime import is_main_process
 from unet3d.training.loop import TrainingState
 from unet3d.training.run import RunOptions, work_dir_for
 from unet3d.workflow import run_model
@@ -67,6 +70,8 @@ def run_experiment(
     check_experiment(config)
     check_data(config, n_threads=max(2, options.n_workers))
     work_dir = work_dir_for(Path(config_filename), Path(output_dir) if output_dir else None)
+    if is_main_process() and not summary_only:
+        check_writable(work_dir)
     if config.cross_validation is None:
         if folds or setup_crossval_only or summary_only:
             raise ConfigError(
@@ -74,8 +79,9 @@ def run_experiment(
             )
         return ExperimentResult(work_dir, state=run_model(config, work_dir, options).state)
     if setup_crossval_only:
-        paths = write_fold_configs(config, work_dir)
-        sbatch, shell = write_launch_scripts(work_dir, len(paths), config.cluster, work_dir.name)
+        with work_dir_lock(work_dir, "cross-validation work dir"):
+            paths = write_fold_configs(config, work_dir)
+            sbatch, shell = write_launch_scripts(work_dir, len(paths), config.cluster, work_dir.name)
         log.info(
             "wrote %d fold configs to %s\n  on SLURM:  sbatch %s\n  elsewhere: bash %s [FOLD ...]\n"
             "  one fold:  unet3d-train --config_filename %s",

@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 
 from unet3d import checkpoint as ckpt
+from unet3d.atomic import check_writable
 from unet3d.config.load import load_config, parse_config
 from unet3d.config.schema import Case, Config, TrainingConfig, parse_section
 from unet3d.data.cases import check_cases
@@ -22,6 +23,7 @@ from unet3d.evaluation.metrics import evaluate_directory
 from unet3d.inference.cases import check_outputs_spare_inputs, predict_cases
 from unet3d.inference.inputs import cases_from_input
 from unet3d.inference.predict import make_predictor
+from unet3d.locking import work_dir_lock
 from unet3d.models import check_model_spec, spatial_dims
 from unet3d.postprocessing import POSTPROCESSING_FILENAME, keep_largest_component, read_decision
 from unet3d.preflight import check_experiment
@@ -160,6 +162,7 @@ def predict(
         *([postprocessing] if postprocessing else []),
     ]
     check_outputs_spare_inputs(Path(output_directory), cases, save_probabilities, others)
+    check_writable(Path(output_directory))
     labelled = all(case.label is not None for case in cases)
     infos = check_cases(
         {"input": cases},
@@ -201,10 +204,11 @@ def predict(
         )
         if chosen:
             postprocess = partial(keep_largest_component, groups=regions, regions=chosen)
-    paths = predict_cases(
-        predictor, config, cases, output_directory, save_probabilities, threshold, postprocess=postprocess
-    )
-    metrics = None
-    if labelled:
-        metrics = evaluate_directory(output_directory, cases, regions, region_names(regions))
+    with work_dir_lock(output_directory, "output folder"):
+        paths = predict_cases(
+            predictor, config, cases, output_directory, save_probabilities, threshold, postprocess=postprocess
+        )
+        metrics = None
+        if labelled:
+            metrics = evaluate_directory(output_directory, cases, regions, region_names(regions))
     return PredictionResult(paths, metrics)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from unet3d.evaluation.metrics import (
 from unet3d.inference.cases import iter_predictions, predict_cases
 from unet3d.inference.predict import Predictor, make_predictor
 from unet3d.inferers import build_inferer
+from unet3d.locking import work_dir_lock
 from unet3d.losses import activation_from_loss
 from unet3d.runtime import is_main_process, resolve_runtime
 from unet3d.training.history import LOG_FILENAME, read_log
@@ -169,7 +171,14 @@ def full_volume_validation(config: Config) -> FullValidation | None:
 
 
 def run_model(config: Config, work_dir: Path, options: RunOptions) -> ModelResult:
-    """Steps 1-3 for one work dir, skipping the steps already done."""
+    """Steps 1-4 for one work dir, skipping the steps already done; the work dir is locked while they run (`Busy`
+    when another run has it)."""
+    lock = work_dir_lock(work_dir) if is_main_process() else nullcontext()
+    with lock:
+        return _run_steps(config, work_dir, options)
+
+
+def _run_steps(config: Config, work_dir: Path, options: RunOptions) -> ModelResult:
     result = ModelResult(state=train_model(config, work_dir, options, full_volume_validation(config)))
     if not is_main_process():
         return result  # under torchrun, rank 0 alone predicts and scores

@@ -51,7 +51,8 @@ def test_predicting_a_case_folder_into_itself_is_refused_and_loses_nothing(singl
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
-    lines = done.stderr.strip().splitlines()
+    lines = [line for line in done.stderr.strip().splitlines() if line.startswith("error:")]
+    assert "found 2 case(s)" in done.stderr and "Traceback" not in done.stderr
     assert len(lines) == 1 and lines[0].startswith(f"error: {folder}: writing the label map of case")
     assert "would overwrite the input" in lines[0] and lines[0].endswith("choose another output folder")
     assert digest(data) == before

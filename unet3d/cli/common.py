@@ -4,14 +4,31 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 import traceback
 import warnings
 from collections.abc import Callable
 
-from unet3d.errors import UserError
+from unet3d.errors import Busy, MachineError, UserError, out_of_memory
 
 EXIT_OK, EXIT_FAILURE, EXIT_USER_ERROR = 0, 1, 2
+EXIT_MACHINE = 74  # the machine stopped the run: disk full, read-only folder, no permission, out of memory (EX_IOERR)
+EXIT_BUSY = 75  # another run holds the work dir: try again later (EX_TEMPFAIL)
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # Ctrl-C; SIGTERM (kill, SLURM's time limit or preemption)
+OUT_OF_MEMORY = (
+    "out of memory; lower training.batch_size, dataset.desired_shape or the sliding window's sw_batch_size, or "
+    "use fewer loader workers (--nthreads); rerun the same command to resume from the last completed epoch"
+)
+
+
+class Terminated(BaseException):
+    """Raised in the main thread when SIGTERM arrives, so the run unwinds like after Ctrl-C."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
 
 
 def add_overrides_argument(parser: argparse.ArgumentParser, example: str = "training.n_epochs=50") -> None:
@@ -56,20 +73,44 @@ def setup_logging(debug: bool = False) -> None:
     warnings.showwarning = show
 
 
+def _print_error(message: str) -> None:
+    for line in message.splitlines():
+        print(f"error: {line}", file=sys.stderr)
+
+
 def run_command(main: Callable[[], int], debug: bool = False) -> int:
-    """Run a command body: user errors → their message on stderr and exit 2; anything else → traceback, exit 1."""
+    """Run a command body and map its end to an exit code (see the README's "Safety and failure behaviour"): user
+    errors 2, the machine (disk, permissions, memory) 74, a busy work dir 75, Ctrl-C 130, SIGTERM 143, each with a
+    message and no traceback; anything else is a bug: traceback, exit 1."""
+    previous = (
+        signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
+    )
     try:
         return main()
     except UserError as error:
-        for line in str(error).splitlines():
-            print(f"error: {line}", file=sys.stderr)
+        _print_error(str(error))
         return EXIT_USER_ERROR
+    except MachineError as error:
+        _print_error(str(error))
+        return EXIT_MACHINE
+    except Busy as error:
+        _print_error(str(error))
+        return EXIT_BUSY
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume from the last completed epoch", file=sys.stderr)
-        return 130
-    except Exception:
+        return EXIT_INTERRUPTED
+    except Terminated:
+        print("terminated (SIGTERM); rerun the same command to resume from the last completed epoch", file=sys.stderr)
+        return EXIT_TERMINATED
+    except Exception as error:
+        if out_of_memory(error):
+            _print_error(OUT_OF_MEMORY)
+            return EXIT_MACHINE
         traceback.print_exc()
         print(
             "error: unexpected failure (a bug in unet3d or its dependencies); the traceback is above", file=sys.stderr
         )
         return EXIT_FAILURE
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

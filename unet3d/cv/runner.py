@@ -16,6 +16,7 @@ import json
 import logging
 import traceback
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,9 @@ from unet3d.config.schema import Config
 from unet3d.cv.splits import HELD_OUT_GROUP, SPLITS_FILENAME, load_or_make_inner_validation, load_or_make_splits
 from unet3d.cv.summary import format_table, summarize, write_summary
 from unet3d.data.labels import channel_groups, region_names
-from unet3d.errors import ConfigError, UserError
+from unet3d.errors import Busy, ConfigError, MachineError, UserError, out_of_memory
 from unet3d.inference.cases import prediction_path
+from unet3d.locking import work_dir_lock
 from unet3d.postprocessing import POSTPROCESSING_FILENAME, decide, write_decision
 from unet3d.preflight import check_experiment
 from unet3d.runtime import is_main_process
@@ -127,6 +129,13 @@ def run_cross_validation(
 ) -> CrossValidationResult:
     """Steps 1-4 for the selected folds; returns which folds were trained, skipped or failed."""
     assert config.cross_validation is not None
+    with work_dir_lock(work_dir, "cross-validation work dir") if is_main_process() else nullcontext():
+        return _run_folds(config, work_dir, options, folds)
+
+
+def _run_folds(
+    config: Config, work_dir: Path, options: RunOptions, folds: Sequence[int] | None
+) -> CrossValidationResult:
     paths = write_fold_configs(config, work_dir)
     result = CrossValidationResult(work_dir)
     for k in selected_folds(len(paths), folds):
@@ -141,10 +150,14 @@ def run_cross_validation(
             log.info("fold %d of %d", k, len(paths))
             run_model(fold, fold_dir, options)
             result.trained.append(k)
-        except UserError as error:
+        except (UserError, Busy) as error:
             log.error("fold %d failed: %s", k, error)
             result.failed[k] = str(error)
+        except MachineError:
+            raise  # a full disk or a read-only folder stops every fold alike
         except Exception as error:  # one broken fold must not cost the others their run
+            if out_of_memory(error):
+                raise
             log.error("fold %d failed unexpectedly: %s\n%s", k, error, traceback.format_exc())
             result.failed[k] = f"{type(error).__name__}: {error}"
     if is_main_process() and not summarize_folds(paths, work_dir, result):

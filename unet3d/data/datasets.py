@@ -22,6 +22,7 @@ from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset, Thr
 from monai.data.utils import pad_list_data_collate
 from monai.transforms import Compose, RandomizableTrait, Transform
 
+from unet3d.atomic import atomic_write_text
 from unet3d.config.schema import Case
 from unet3d.data.image_io import read_header
 
@@ -92,9 +93,7 @@ def fingerprint_dir(cache_root: Path, fingerprint: dict[str, Any]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     settings = folder / "preprocessing.json"
     if not settings.exists():
-        tmp = settings.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(fingerprint, indent=2, sort_keys=True, default=str))
-        os.replace(tmp, settings)
+        atomic_write_text(settings, json.dumps(fingerprint, indent=2, sort_keys=True, default=str))
     return folder
 
 

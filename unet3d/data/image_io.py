@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from unet3d.atomic import atomic_save
 from unet3d.errors import DataError
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -186,7 +186,7 @@ def write_label_map(path: Path, label_map: np.ndarray, reference: Path | str) ->
             raise DataError(f"{path}: label values above 255 do not fit a PNG; predict into NIfTI instead")
         from PIL import Image
 
-        _atomic(path, lambda tmp: Image.fromarray(np.ascontiguousarray(array.T)).save(tmp, format="PNG"))
+        atomic_save(path, lambda tmp: Image.fromarray(np.ascontiguousarray(array.T)).save(tmp, format="PNG"))
     elif kind == "itk":
         _write_itk(path, array, Path(reference))
     else:
@@ -198,7 +198,7 @@ def write_label_map(path: Path, label_map: np.ndarray, reference: Path | str) ->
         image = nib.Nifti1Image(array, affine, header)
         image.set_data_dtype(dtype)
         image.header.set_slope_inter(1, 0)
-        _atomic(path, lambda tmp: nib.save(image, tmp))
+        atomic_save(path, lambda tmp: nib.save(image, tmp))
 
 
 def nifti_affine(affine: np.ndarray) -> np.ndarray:
@@ -212,12 +212,6 @@ def nifti_affine(affine: np.ndarray) -> np.ndarray:
     return full
 
 
-def _atomic(path: Path, write: Callable[[str], Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{image_suffix(path)}")
-    write(str(tmp))
-    os.replace(tmp, path)
-
-
 def _write_itk(path: Path, array: np.ndarray, reference: Path) -> None:
     """ITK arrays are indexed (z, y, x); the reference's spacing, origin and direction are copied. A MetaImage is
     two files: both are written in a temporary folder, then moved, the header last."""
@@ -228,7 +222,7 @@ def _write_itk(path: Path, array: np.ndarray, reference: Path) -> None:
     image.SetSpacing(spacing.tolist())
     image.SetOrigin(origin.tolist())
     image.SetDirection(itk.matrix_from_array(np.ascontiguousarray(direction)))
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.tmp") as folder:
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp") as folder:
         written = Path(folder) / path.name
         itk.imwrite(image, str(written), compression=path.suffix != ".mhd")
         for part in sorted(Path(folder).iterdir(), key=lambda p: p.suffix == path.suffix):

@@ -16,6 +16,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose
 
+from unet3d.atomic import atomic_save
 from unet3d.data import image_io
 from unet3d.errors import DataError
 
@@ -64,11 +65,4 @@ def write_probabilities(path: Path, probabilities: torch.Tensor, reference: Path
     stored = np.clip(np.round(array * PROBABILITY_STEPS), 0, PROBABILITY_STEPS).astype(np.uint8)
     image = nib.Nifti1Image(stored, image_io.nifti_affine(image_io.read_header(reference).affine))
     image.header.set_slope_inter(1.0 / PROBABILITY_STEPS, 0.0)
-    _save(image, path)
-
-
-def _save(image: nib.Nifti1Image, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.nii.gz")
-    nib.save(image, str(tmp))
-    tmp.replace(path)
+    atomic_save(path, lambda tmp: nib.save(image, tmp))
