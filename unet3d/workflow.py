@@ -8,11 +8,13 @@ Each step is skipped when its result is on disk: training when the checkpoint is
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -76,16 +78,43 @@ def prediction_groups(config: Config) -> list[str]:
     return sorted((g for g in config.groups if g != "training" and config.groups[g]), key=lambda g: g != "validation")
 
 
-def _manifest(work_dir: Path, model: Path, groups: list[str]) -> dict:
-    return {"model": model.name, "epoch": int(ckpt.load_checkpoint(model).get("epoch", 0)), "groups": groups}
+PREDICTION_KEYS = ("model", "loss", "dataset", "inference")  # the config sections a prediction depends on
+
+
+def _file_state(path: Path) -> list[Any]:
+    try:
+        status = Path(path).stat()
+    except OSError:
+        return [str(path), None, None]
+    return [str(path), status.st_size, status.st_mtime_ns]
+
+
+def _manifest(config: Config, model: Path, groups: list[str]) -> dict:
+    """What the predictions were made from: the model file and epoch, the groups, the settings they depend on, and
+    every image and label file (size and modification time), so a changed label is scored again."""
+    settings = json.dumps({key: config.raw.get(key) for key in PREDICTION_KEYS}, sort_keys=True, default=str)
+    return {
+        "model": model.name,
+        "epoch": int(ckpt.load_checkpoint(model).get("epoch", 0)),
+        "groups": groups,
+        "settings": hashlib.sha256(settings.encode()).hexdigest(),
+        "files": {
+            group: {
+                case.case_id: [_file_state(p) for p in [*case.images, *([case.label] if case.label else [])]]
+                for case in config.groups[group]
+            }
+            for group in groups
+        },
+    }
 
 
 def predictions_done(config: Config, work_dir: Path) -> bool:
-    """True when the groups were predicted (and scored) with the current best model."""
+    """True when the groups were predicted (and scored) with the current best model, the same prediction settings
+    and the same files."""
     path = work_dir / MANIFEST
     if not path.exists() or not best_model_path(work_dir).exists():
         return False
-    expected = _manifest(work_dir, best_model_path(work_dir), prediction_groups(config))
+    expected = _manifest(config, best_model_path(work_dir), prediction_groups(config))
     return json.loads(path.read_text()) == expected
 
 
@@ -110,7 +139,7 @@ def predict_and_evaluate(
             table = evaluate_directory(folder, cases, regions, region_names(regions))
             result.metrics[group] = folder / METRICS_FILENAME
             log.info("%s: %d cases, full volume, original space:\n%s", group, len(cases), format_summary(table))
-    atomic_write_json(work_dir / MANIFEST, _manifest(work_dir, model, groups))
+    atomic_write_json(work_dir / MANIFEST, _manifest(config, model, groups))
     return result
 
 

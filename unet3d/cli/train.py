@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--output_dir",
         type=Path,
-        help="parent of the work dir <output_dir>/<config name>/ (default: the config's folder)",
+        help="parent of the work dir <output_dir>/<config file name without .json>/ (default: the config's folder)",
     )
     parser.add_argument(
         "--setup_crossval_only",
@@ -54,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--pretrained_model_filename",
         type=Path,
         help="initialise a new run from these weights (layers that match by name and shape)",
+    )
+    parser.add_argument(
+        "--accept_config_changes",
+        action="store_true",
+        help="resume a run although the config changed in keys that change what the model learns or sees (model, "
+        "loss, optimizer, scheduler, preprocessing, cases); each change is recorded in train.log",
     )
     parser.add_argument("--batch_size", type=int, help="override training.batch_size")
     parser.add_argument("--seed", type=int, help="random seed (overrides training.seed)")
@@ -160,6 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             pretrained_model_filename=args.pretrained_model_filename,
             n_examples=args.n_examples,
+            accept_config_changes=args.accept_config_changes,
         )
         result = run_experiment(
             args.config_filename,

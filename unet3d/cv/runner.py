@@ -34,6 +34,7 @@ from unet3d.postprocessing import POSTPROCESSING_FILENAME, decide, write_decisio
 from unet3d.preflight import check_experiment
 from unet3d.runtime import is_main_process
 from unet3d.training.components import cache_settings
+from unet3d.training.resume import changes_to_accept
 from unet3d.training.run import RunOptions, is_finished
 from unet3d.workflow import MANIFEST, predictions_done, run_model
 
@@ -143,6 +144,7 @@ def _run_folds(
         try:
             fold = load_config(paths[k - 1])
             check_experiment(fold)
+            changes_to_accept(fold, fold_dir, options.accept_config_changes)  # a changed fold is never skipped
             if is_finished(fold, fold_dir) and predictions_done(fold, fold_dir):
                 log.info("fold %d: finished already, skipping", k)
                 result.skipped.append(k)

@@ -22,7 +22,7 @@ from monai.metrics import DiceMetric
 from tqdm import tqdm
 
 from unet3d import checkpoint as ckpt
-from unet3d.atomic import atomic_duplicate
+from unet3d.atomic import atomic_duplicate, atomic_write_json
 from unet3d.config.schema import Config, TrainingConfig
 from unet3d.data.labels import activate, region_masks
 from unet3d.errors import CheckpointError, TrainingDiverged
@@ -31,9 +31,11 @@ from unet3d.runtime import Runtime, all_reduce_mean, seed_everything
 from unet3d.training.components import Components
 from unet3d.training.history import LOG_FILENAME, write_log
 from unet3d.training.plots import PLOT_FILENAME, write_progress_plot
+from unet3d.training.resume import Change, apply_accepted
 from unet3d.training.tensorboard import tensorboard_mirror
 
 log = logging.getLogger("unet3d")
+CONFIG_FILENAME = "config.json"  # the exact config of the run, written once a (resumed) run has accepted it
 
 
 @dataclass
@@ -169,8 +171,11 @@ def checkpoint_state(parts: Components, state: TrainingState, config: Config) ->
     }
 
 
-def restore(parts: Components, path: Path, device: torch.device) -> TrainingState:
-    """Load a full checkpoint into the components and return the training state it records."""
+def restore(
+    parts: Components, path: Path, device: torch.device, config: Config, accepted: Sequence[Change] = ()
+) -> TrainingState:
+    """Load a full checkpoint into the components and return the training state it records; config changes the user
+    accepted (`--accept_config_changes`) are applied on top of the restored optimizer."""
     saved = ckpt.load_checkpoint(path, map_location=device)
     for key in ("model", "optimizer", "epoch", "rows"):
         if key not in saved:
@@ -180,8 +185,11 @@ def restore(parts: Components, path: Path, device: torch.device) -> TrainingStat
             )
     ckpt.load_model_weights(parts.model, ckpt.model_state(saved), path)
     parts.optimizer.load_state_dict(saved["optimizer"])
-    if parts.scheduler is not None and saved.get("scheduler") is not None:
+    fresh_scheduler = apply_accepted(list(accepted), parts.optimizer, config)
+    if parts.scheduler is not None and saved.get("scheduler") is not None and not fresh_scheduler:
         parts.scheduler.load_state_dict(saved["scheduler"])
+    elif parts.scheduler is not None and fresh_scheduler:
+        log.warning("the scheduler's settings changed: it starts again from its initial state")
     if saved.get("scaler"):
         parts.scaler.load_state_dict(saved["scaler"])
     return TrainingState(
@@ -253,20 +261,24 @@ def fit(
     runtime: Runtime,
     seed: int,
     full_validation: FullValidation | None = None,
+    accepted: Sequence[Change] = (),
 ) -> TrainingState:
     """Train until `training.n_epochs` or early stopping, resuming from `work_dir/model.pth` when present.
 
     `full_validation(model)`, when given, scores the model on whole validation volumes in their original space; its
-    values join the log every `training.validation_interval` epochs (adaptive when that is null).
+    values join the log every `training.validation_interval` epochs (adaptive when that is null). `config.json` is
+    (re)written once the checkpoint has been restored with this config, so a refused resume never changes it.
     """
     device = runtime.device
     training = config.training
     state = TrainingState(seed=seed)
     if (work_dir / ckpt.LAST).exists():
-        state = restore(parts, work_dir / ckpt.LAST, device)
+        state = restore(parts, work_dir / ckpt.LAST, device, config, accepted)
         if runtime.is_main:
             write_log(work_dir / LOG_FILENAME, state.rows)
         log.info("resuming after epoch %d from %s", state.epoch, work_dir / ckpt.LAST)
+    if runtime.is_main:
+        atomic_write_json(work_dir / CONFIG_FILENAME, config.raw)
     monitor = "val_loss" if parts.val_loader is not None else "loss"  # what model_best.pth and early stopping follow
     if parts.val_loader is None:
         log.warning("no validation_filenames: the best model and the scheduler follow the training loss")

@@ -11,16 +11,16 @@ from pathlib import Path
 import torch
 
 from unet3d import checkpoint as ckpt
-from unet3d.atomic import atomic_write_json, remove_stale_temporaries
+from unet3d.atomic import remove_stale_temporaries
 from unet3d.config.schema import Config
 from unet3d.data.datasets import stop_workers
 from unet3d.data.inspect import write_examples
 from unet3d.runtime import banner, broadcast_from_main, resolve_runtime, use_deterministic_algorithms
 from unet3d.training.components import build_components
 from unet3d.training.loop import FullValidation, TrainingState, fit, should_stop
+from unet3d.training.resume import changes_to_accept
 
 log = logging.getLogger("unet3d")
-CONFIG_FILENAME = "config.json"
 
 
 @dataclass
@@ -34,6 +34,7 @@ class RunOptions:
     seed: int | None = None
     pretrained_model_filename: Path | None = None
     n_examples: int | None = None
+    accept_config_changes: bool = False  # resume with changed model, data or optimizer keys (see training.resume)
 
 
 def work_dir_for(config_path: Path, output_dir: Path | None) -> Path:
@@ -109,10 +110,10 @@ def train_model(
         torch.manual_seed(seed)
         log.info(banner(runtime, seed))
         log.info("work dir: %s", work_dir)
+        accepted = changes_to_accept(config, work_dir, options.accept_config_changes)
         if runtime.is_main:
             for stale in remove_stale_temporaries(work_dir):
                 log.info("removed %s, left by an interrupted write", stale.name)
-            atomic_write_json(work_dir / CONFIG_FILENAME, config.raw)
         parts = build_components(config, work_dir, runtime)
         fresh = not (work_dir / ckpt.LAST).exists()
         if fresh and options.pretrained_model_filename is not None:
@@ -138,7 +139,7 @@ def train_model(
             else "",
         )
         try:
-            state = fit(config, parts, work_dir, runtime, seed, full_validation)
+            state = fit(config, parts, work_dir, runtime, seed, full_validation, accepted)
         finally:
             stop_workers(parts.train_loader)
             stop_workers(parts.val_loader)

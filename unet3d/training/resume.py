@@ -1,0 +1,142 @@
+"""What a resumed run accepts from a changed config.
+
+A run resumes from `model.pth` with the config saved inside it. Keys that only say how long to train, what to keep
+and how to report (`n_epochs`, patience, checkpoint policy, logging, caching, the cluster, the inferer, extra file
+groups to predict) take their new values. Keys that change what the model learns or sees (model, loss, optimizer,
+scheduler, preprocessing, augmentation, batch size, seed, the training and validation cases) are refused with the old
+and new values, unless the user accepts them explicitly (`--accept_config_changes`), which the log records.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unet3d import checkpoint as ckpt
+from unet3d.config.schema import Config
+from unet3d.errors import ConfigError
+
+log = logging.getLogger("unet3d")
+
+APPLIED_KEYS = {
+    "training.n_epochs",
+    "training.early_stopping_patience",
+    "training.save_best",
+    "training.save_every_n_epochs",
+    "training.save_last_n_models",
+    "training.progress_plot",
+    "training.tensorboard",
+    "training.log_every_n_iterations",
+    "training.prefetch_factor",
+    "training.test_input",
+    "training.validation_interval",
+    "training.validation_batch_size",
+    "training.compile",
+    "training.channels_last",
+    "training.deterministic",
+    "dataset.cache",
+    "dataset.cache_dir",
+    "dataset.name",
+    "dataset.verbose",
+}
+APPLIED_PREFIXES = ("cluster", "inference")
+LEARNING_GROUPS = ("training_filenames", "validation_filenames")  # other *_filenames groups are only predicted
+MISSING = object()
+
+
+@dataclass(frozen=True)
+class Change:
+    """One config key whose value differs between the run being resumed and the config given now."""
+
+    key: str
+    old: Any
+    new: Any
+
+    def __str__(self) -> str:
+        return f"{self.key}: {_shown(self.key, self.old)} → {_shown(self.key, self.new)}"
+
+
+def _shown(key: str, value: Any) -> str:
+    if value is MISSING:
+        return "(not set)"
+    if key.endswith("_filenames") and isinstance(value, list):
+        return f"{len(value)} cases"
+    return repr(value)
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys of nested objects (lists are compared whole)."""
+    if isinstance(data, dict):
+        flat: dict[str, Any] = {}
+        for key, value in data.items():
+            flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return flat if flat else {prefix: data}
+    return {prefix: data}
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
+    """Every key whose value differs (present in one only counts), in a stable order."""
+    before, after = _flatten(old), _flatten(new)
+    keys = sorted(set(before) | set(after))
+    return [
+        Change(key, before.get(key, MISSING), after.get(key, MISSING))
+        for key in keys
+        if before.get(key, MISSING) != after.get(key, MISSING)
+    ]
+
+
+def applies_on_resume(key: str) -> bool:
+    """Whether a changed key is taken without asking (it does not change what the model learns or sees)."""
+    top = key.split(".")[0]
+    if key in APPLIED_KEYS or top in APPLIED_PREFIXES:
+        return True
+    return top.endswith("_filenames") and top not in LEARNING_GROUPS
+
+
+def changes_to_accept(config: Config, work_dir: Path, accept: bool) -> list[Change]:
+    """Compare `config` with the config of the run in `work_dir` (if any). Refused changes raise a ConfigError listing
+    them and the ways on, unless `accept`: then they are logged and returned (to be applied after the restore)."""
+    path = work_dir / ckpt.LAST
+    if not path.exists():
+        return []
+    saved = ckpt.load_checkpoint(path).get("config")
+    if not isinstance(saved, dict):
+        return []
+    changes = config_changes(saved, config.raw)
+    refused = [change for change in changes if not applies_on_resume(change.key)]
+    for change in changes:
+        if applies_on_resume(change.key):
+            log.info("config change applied on resume: %s", change)
+    if refused and not accept:
+        raise ConfigError(
+            "\n".join(
+                [
+                    f"{work_dir}: the config differs from the run being resumed in keys that change what the model "
+                    "learns or sees:",
+                    *(f"  {change}" for change in refused),
+                    "to go on, train in a new work dir (save the config under a new name, or give --output_dir), or "
+                    "continue this run with the new values: --accept_config_changes (recorded in train.log)",
+                ]
+            )
+        )
+    for change in refused:
+        log.warning("--accept_config_changes: resuming with %s", change)
+    return refused
+
+
+def apply_accepted(changes: list[Change], optimizer: torch.optim.Optimizer, config: Config) -> bool:
+    """After a restore: give the optimizer's parameter groups the accepted new hyperparameters (the restored state
+    holds the old ones). Returns whether the scheduler's saved state must be dropped (its settings changed)."""
+    for change in changes:
+        name = change.key.split(".", 1)[1] if change.key.startswith("optimizer.") else None
+        if name in config.optimizer.kwargs:
+            for group in optimizer.param_groups:
+                if name in group:
+                    group[name] = config.optimizer.kwargs[name]
+                    if name == "lr":
+                        group["initial_lr"] = group["lr"]
+    return any(change.key.startswith("scheduler") for change in changes)
