@@ -5,6 +5,8 @@ leaves a run that resumes."""
 from __future__ import annotations
 
 import errno
+import json
+import logging
 import os
 import signal
 import subprocess
@@ -155,3 +157,23 @@ def test_sigterm_exits_143_and_the_run_resumes(experiment, tmp_path):
     _, stderr = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, stderr
     assert "resuming after epoch" in stderr
+
+
+def test_a_truncated_disk_cache_entry_is_logged_and_rebuilt(experiment, tmp_path, caplog):
+    from unet3d.experiment import run_experiment
+    from unet3d.training.run import RunOptions
+
+    caplog.set_level(logging.WARNING, logger="unet3d")
+    config = experiment("cached", n_epochs=1, mutate=lambda c: c["dataset"].update(cache="disk"))
+    run_experiment(config, tmp_path, RunOptions(seed=1))
+    entries = sorted((tmp_path / "cached" / "cache").rglob("*.pt"))
+    assert entries and not list((tmp_path / "cached" / "cache").rglob(".*.tmp"))
+    entries[0].write_bytes(entries[0].read_bytes()[:100])  # what a full disk left behind
+    config_data = json.loads(config.read_text())
+    config_data["training"]["n_epochs"] = 2
+    config.write_text(json.dumps(config_data))
+    assert run_experiment(config, tmp_path, RunOptions(seed=1)).state.epoch == 2
+    assert f"{entries[0]}: unreadable cache entry" in caplog.text and "rebuilding it" in caplog.text
+    import torch
+
+    assert isinstance(torch.load(entries[0], weights_only=True), dict)  # rebuilt whole

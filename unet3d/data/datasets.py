@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Sequence
+from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +23,13 @@ import torch
 from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset, ThreadDataLoader
 from monai.data.utils import pad_list_data_collate
 from monai.transforms import Compose, RandomizableTrait, Transform
+from monai.utils import convert_to_tensor
 
-from unet3d.atomic import atomic_write_text
+from unet3d.atomic import atomic_write, atomic_write_text
 from unet3d.config.schema import Case
 from unet3d.data.image_io import read_header
+
+log = logging.getLogger("unet3d")
 
 
 def case_items(cases: Sequence[Case], with_label: bool) -> list[dict[str, Any]]:
@@ -122,6 +127,27 @@ def allow_image_metadata_in_safe_loads() -> None:
     torch.serialization.add_safe_globals([reconstruct, np.ndarray, np.dtype, *dtypes, TraceKeys, SpaceKeys, MetaKeys])
 
 
+class AtomicPersistentDataset(PersistentDataset):
+    """MONAI's disk cache, with entries written atomically in the cache folder itself (MONAI writes them in /tmp and
+    moves them, which leaves a truncated entry when the disk fills during the move) and unreadable entries (truncated,
+    corrupt) logged, deleted and rebuilt instead of failing every later run."""
+
+    def _cachecheck(self, item_transformed: Any) -> Any:
+        if self.cache_dir is None:
+            return super()._cachecheck(item_transformed)
+        entry = Path(self.cache_dir) / f"{self.hash_func(item_transformed).decode('utf-8')}{self.transform_hash}.pt"
+        if entry.is_file():
+            try:
+                return torch.load(entry, weights_only=True)
+            except Exception as error:  # truncated, corrupt or foreign: torch raises many types
+                log.warning("%s: unreadable cache entry (%s); rebuilding it", entry, str(error).splitlines()[0])
+                entry.unlink(missing_ok=True)
+        item = self._pre_transform(deepcopy(item_transformed))
+        stored = convert_to_tensor(item, convert_numeric=False, track_meta=self.track_meta)
+        atomic_write(entry, lambda handle: torch.save(stored, handle))
+        return item
+
+
 def make_dataset(
     items: list[dict[str, Any]],
     transform: Compose,
@@ -136,7 +162,7 @@ def make_dataset(
         allow_image_metadata_in_safe_loads()
         # Plain tensors: reading a cached case back is 10x faster than with its MetaTensor metadata (which
         # training does not use: predictions and examples run the uncached chain).
-        return PersistentDataset(items, transform, cache_dir=folder, hash_func=file_state_hash, track_meta=False)
+        return AtomicPersistentDataset(items, transform, cache_dir=folder, hash_func=file_state_hash, track_meta=False)
     if cache == "memory":
         return CacheDataset(items, transform, num_workers=max(1, n_workers), progress=False)
     return Dataset(items, transform)

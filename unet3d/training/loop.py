@@ -301,7 +301,8 @@ def fit(
                 raise TrainingDiverged(
                     f"{work_dir}: {error}; stopped without saving this epoch: "
                     + (f"{ckpt.LAST} (epoch {state.epoch}) stays the resume point" if state.epoch else "nothing saved")
-                    + ". Lower optimizer.lr, set training.gradient_clip, or look for extreme values in the data"
+                    + ". Lower optimizer.lr (--accept_config_changes continues this run with it), set "
+                    "training.gradient_clip, or look for extreme values in the data"
                 ) from None
             if parts.scheduler_step == "epoch":
                 step_scheduler(parts.scheduler, row.get(parts.scheduler_monitor, math.nan))
