@@ -5,12 +5,16 @@ counts against the data, and every file of every case. Each stage contributes it
 from __future__ import annotations
 
 import logging
+import math
+
+import torch
 
 from unet3d.config.schema import Config
 from unet3d.data.cases import CaseInfo, check_cases
+from unet3d.data.datasets import available_memory
 from unet3d.data.labels import channel_groups, check_label_spec, declared_values, n_target_channels, region_names
 from unet3d.data.transforms import SPLIT_BLOCKS, build_transforms, split_dataset_config
-from unet3d.errors import ConfigError
+from unet3d.errors import ConfigError, DataError
 from unet3d.losses import activation_from_loss, check_loss_spec
 from unet3d.models import check_input_shape, check_model_spec, spatial_dims
 from unet3d.optim import check_optim_specs
@@ -79,6 +83,33 @@ def warn_cross_entropy_over_regions(config: Config, activation: str) -> None:
         )
 
 
+FIRST_WIDTH_KEYS = ("filters", "channels", "init_filters", "feature_size")  # the first layer's width, by network
+
+
+def check_memory(config: Config) -> None:
+    """Refuse a training input that cannot fit: one batch of inputs, targets and the first layer's activations (a
+    lower bound of what a step needs) against the memory of the GPU, or the RAM available now."""
+    shape = config.dataset.desired_shape
+    if not shape:
+        return
+    kwargs = config.model.kwargs
+    width = next((kwargs[k] for k in FIRST_WIDTH_KEYS if k in kwargs), 0)
+    width = width[0] if isinstance(width, list) and width else width
+    channels = int(kwargs.get("in_channels", 1)) + int(kwargs.get("out_channels", 1)) + 2 * int(width or 0)
+    needed = config.training.batch_size * channels * math.prod(shape) * 4
+    if torch.cuda.is_available():
+        where, available = "of GPU memory", torch.cuda.get_device_properties(0).total_memory
+    else:
+        where, available = "of memory available", available_memory()
+    if available and needed > available:
+        raise ConfigError(
+            f"dataset.desired_shape: {shape} with batch_size {config.training.batch_size} needs at least "
+            f"{needed / 2**20:.0f} MiB for one batch (inputs, targets and the first layer's activations); this "
+            f"machine has {available / 2**20:.0f} MiB {where}: lower desired_shape or batch_size, or train on "
+            "patches (random_crop)"
+        )
+
+
 def check_experiment(config: Config, train: bool = True) -> None:
     """Everything that can be checked without reading data; raises ConfigError naming the key."""
     activation = activation_from_loss(config.loss)
@@ -111,6 +142,25 @@ def check_experiment(config: Config, train: bool = True) -> None:
         raise ConfigError("training_filenames: required (a list of cases or a path to a .npy/.json list)")
     if train:
         check_tensorboard(config.training)
+        check_memory(config)
+
+
+def check_constant_cases(infos: dict[str, list[CaseInfo]], crop_foreground: bool) -> None:
+    """A case whose every image holds one value has nothing to learn from: refused with `crop_foreground` (there is
+    no foreground to crop to), noted otherwise."""
+    constant = [
+        f"{group}_filenames: case {info.case_id!r}" for group, items in infos.items() for info in items if info.constant
+    ]
+    if constant and crop_foreground:
+        raise DataError(
+            "\n".join(
+                f"{where}: every image is constant (one value in all voxels); dataset.crop_foreground finds no "
+                "foreground in it: fix the files or leave the case out"
+                for where in constant
+            )
+        )
+    for where in constant:
+        log.warning("%s: every image is constant (one value in all voxels)", where)
 
 
 def check_data(config: Config, n_threads: int = 4) -> dict[str, list[CaseInfo]]:
@@ -119,6 +169,7 @@ def check_data(config: Config, n_threads: int = 4) -> dict[str, list[CaseInfo]]:
     infos = check_cases(config.groups, declared_values(config.labels), spatial_dims(config.model), labelled, n_threads)
     channels = next((info.n_channels for group in infos.values() for info in group), None)
     check_model_spec(config.model, in_channels=channels, out_channels=None)
+    check_constant_cases(infos, config.dataset.crop_foreground)
     n_cases = sum(len(group) for group in infos.values())
     log.info("checked %d cases in %d file groups: all readable and consistent", n_cases, len(infos))
     return infos

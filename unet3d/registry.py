@@ -206,6 +206,18 @@ def lookup(kind: str, name: object, where: str) -> type:
     raise ConfigError(f"{where}: unknown {kind} {name!r} (searched {searched}){suggest(name, table)}")
 
 
+def _wants_callable(parameter: inspect.Parameter) -> bool:
+    """Whether a constructor argument takes a function and no string (annotated Callable without str, or defaulting
+    to a function): a string there would only fail when the object is used, in the middle of a run."""
+    annotation = parameter.annotation
+    text = (
+        "" if annotation is inspect.Parameter.empty else annotation if isinstance(annotation, str) else repr(annotation)
+    )
+    if "str" in text:
+        return False
+    return "Callable" in text or (callable(parameter.default) and not isinstance(parameter.default, type))
+
+
 def check_kwargs(cls: type, kwargs: dict, where: str, supplied: Iterable[str] = ()) -> None:
     """Check config kwargs against the constructor signature, so errors surface before any object is built.
 
@@ -222,6 +234,12 @@ def check_kwargs(cls: type, kwargs: dict, where: str, supplied: Iterable[str] = 
             raise ConfigError(f"{where}.{key}: is set by unet3d and cannot be given in the config")
         if key not in parameters and not takes_var_kwargs:
             raise ConfigError(f"{where}.{key}: {cls.__name__} has no argument {key!r}{suggest(key, named)}")
+    for key, value in kwargs.items():
+        if key in parameters and isinstance(value, str) and _wants_callable(parameters[key]):
+            raise ConfigError(
+                f"{where}.{key}: {cls.__name__} expects a function here, not the string {value!r}; a config cannot "
+                f"name one (it never imports or evaluates code): remove {key!r} to use the default"
+            )
     missing = [
         n
         for n, p in parameters.items()

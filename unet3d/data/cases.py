@@ -3,7 +3,9 @@
 3DUnetCNN silently skips bad files or dies mid-epoch; here a missing, unreadable or inconsistent file stops the run
 up front, with one line per problem naming the file. Checks: the file exists and is readable; all images of a case and
 its label share one spatial shape and affine (within tolerance); label values are among the declared labels; images
-stored as floating point hold no NaN or infinite voxel (one would turn every loss and weight into NaN).
+hold no NaN or infinite voxel (one would turn every loss and weight into NaN); the images of a case have the same
+number of axes (an (X, Y, Z, 1) file beside (X, Y, Z) ones cannot be stacked). Every image is read once, so a file
+whose header is fine but whose data is truncated is found here too, and constant images are noted.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class CaseInfo:
     n_channels: int
     shape: tuple[int, ...]
     spacing: tuple[float, ...]
+    constant: bool = False  # every image of the case holds a single value (no foreground to find)
 
 
 def _spatial(image: Header, spatial_dims: int) -> tuple[tuple[int, ...], int]:
@@ -46,12 +49,18 @@ def check_case(case: Case, labels: set[int] | None, spatial_dims: int = 3, with_
     if len(ref_shape) < spatial_dims or min(ref_shape) < 1:
         raise DataError(f"{case.images[0]}: expected a {spatial_dims}D image, got shape {reference.shape}")
     ref_affine = reference.affine
-    _check_finite(case.images[0], reference)
+    constant = [_is_constant(case.images[0])]
     paths = list(case.images[1:]) + ([case.label] if with_label and case.label is not None else [])
     for path in paths:
         image = read_header(path)
         if path != case.label:
-            _check_finite(path, image)
+            constant.append(_is_constant(path))
+            if len(image.shape) != len(reference.shape):
+                raise DataError(
+                    f"{path}: shape {image.shape} has {len(image.shape)} axes, {case.images[0].name} "
+                    f"{reference.shape} has {len(reference.shape)}; the images of a case are stacked as channels, so "
+                    "save them alike (e.g. drop a trailing axis of length 1 with nibabel.squeeze_image)"
+                )
         shape, channels = _spatial(image, spatial_dims)
         if shape != ref_shape:
             raise DataError(f"{path}: shape {shape} differs from {case.images[0].name} {ref_shape}")
@@ -63,24 +72,23 @@ def check_case(case: Case, labels: set[int] | None, spatial_dims: int = 3, with_
         if case.label is None:
             raise DataError(f"case {case.case_id!r}: no 'label' file")
         _check_label_values(case.label, labels)
-    return CaseInfo(case.case_id, n_channels, ref_shape, reference.spacing[:spatial_dims])
+    return CaseInfo(case.case_id, n_channels, ref_shape, reference.spacing[:spatial_dims], all(constant))
 
 
-def _check_finite(path: Path, header: Header) -> None:
-    """A DataError when a floating-point image holds NaN or infinite voxels (integer files are not read)."""
-    if header.integer:
-        return
+def _is_constant(path: Path) -> bool:
+    """Read an image whole: a DataError when its data cannot be read or holds NaN or infinite voxels; whether all of
+    its voxels hold one value."""
     data = read_array(path)
-    if not np.issubdtype(data.dtype, np.inexact):
-        return
-    bad = ~np.isfinite(data)
-    count = int(np.count_nonzero(bad))
-    if count:
-        first = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise DataError(
-            f"{path}: {count} voxel(s) are NaN or infinite (the first at index {first}); replace them (e.g. with the "
-            "background value) before training"
-        )
+    if np.issubdtype(data.dtype, np.inexact):
+        bad = ~np.isfinite(data)
+        count = int(np.count_nonzero(bad))
+        if count:
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise DataError(
+                f"{path}: {count} voxel(s) are NaN or infinite (the first at index {first}); replace them (e.g. with "
+                "the background value) before training"
+            )
+    return data.size == 0 or bool(data.min() == data.max())
 
 
 def _check_label_values(path: Path, labels: set[int] | None) -> None:

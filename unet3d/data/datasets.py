@@ -28,6 +28,7 @@ from monai.utils import convert_to_tensor
 from unet3d.atomic import atomic_write, atomic_write_text
 from unet3d.config.schema import Case
 from unet3d.data.image_io import read_header
+from unet3d.errors import DataError
 
 log = logging.getLogger("unet3d")
 
@@ -68,7 +69,14 @@ def preprocessed_bytes(
 
 
 def available_memory() -> int:
-    """Bytes of memory available now (0 if the platform does not say)."""
+    """Bytes of memory available now: Linux's MemAvailable (free memory plus the page cache it can reclaim), else
+    the free pages; 0 if the platform does not say."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
@@ -148,6 +156,48 @@ class AtomicPersistentDataset(PersistentDataset):
         return item
 
 
+class _Failed:
+    """A case whose preprocessing raised while the in-memory cache was being filled."""
+
+    def __init__(self, item: dict[str, Any], error: Exception) -> None:
+        self.item, self.error = item, error
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return error
+
+
+class CheckedCacheDataset(CacheDataset):
+    """MONAI's in-memory cache, where a case that fails to preprocess is reported as a DataError naming its files
+    after the filling threads have finished (an exception escaping those threads aborted the process: exit 134)."""
+
+    def _load_cache_item(self, idx: int) -> Any:
+        try:
+            return super()._load_cache_item(idx)
+        except Exception as error:
+            return _Failed(self.data[idx], error)
+
+    def _fill_cache(self, indices: Any = None) -> list:
+        cache = super()._fill_cache(indices)
+        failed = [entry for entry in cache if isinstance(entry, _Failed)]
+        if failed:
+            raise DataError(
+                "\n".join(
+                    f"{_case_files(entry.item)}: preprocessing failed: {type(_root_cause(entry.error)).__name__}: "
+                    f"{str(_root_cause(entry.error)).splitlines()[0] if str(_root_cause(entry.error)) else ''}"
+                    for entry in failed
+                )
+            )
+        return cache
+
+
+def _case_files(item: Any) -> str:
+    images = item.get("image") if isinstance(item, dict) else None
+    return str(images[0] if isinstance(images, (list, tuple)) and images else images)
+
+
 def make_dataset(
     items: list[dict[str, Any]],
     transform: Compose,
@@ -164,7 +214,7 @@ def make_dataset(
         # training does not use: predictions and examples run the uncached chain).
         return AtomicPersistentDataset(items, transform, cache_dir=folder, hash_func=file_state_hash, track_meta=False)
     if cache == "memory":
-        return CacheDataset(items, transform, num_workers=max(1, n_workers), progress=False)
+        return CheckedCacheDataset(items, transform, num_workers=max(1, n_workers), progress=False)
     return Dataset(items, transform)
 
 

@@ -25,7 +25,6 @@ from unet3d.errors import DataError
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
-INTEGER_PICTURES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")  # 8/16-bit integers; TIFF may hold floats
 IMAGE_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES + PICTURE_SUFFIXES
 ITK_MISSING = "reading MetaImage/NRRD files needs ITK: pip install 'unet3d[itk]'"
 
@@ -74,12 +73,11 @@ def monai_reader(path: Path | str) -> str | None:
 @dataclass(frozen=True)
 class Header:
     """An image's geometry: its array shape (spatial axes first, then any channel axis), its (D+1)² affine in
-    millimetres, and its voxel spacing; and whether its stored values are integers (so never NaN or infinite)."""
+    millimetres, and its voxel spacing."""
 
     shape: tuple[int, ...]
     affine: np.ndarray
     spacing: tuple[float, ...]
-    integer: bool = False
 
 
 def _require_itk(path: Path) -> None:
@@ -114,22 +112,19 @@ def read_header(path: Path | str) -> Header:
         except Exception as error:  # nibabel raises many types for corrupt or foreign files
             raise DataError(f"{path}: cannot read as an image ({type(error).__name__}: {error})") from None
         shape = tuple(int(s) for s in image.shape)
-        slope, inter = image.header.get_slope_inter()
-        integer = image.get_data_dtype().kind in "iub" and all(v is None or np.isfinite(v) for v in (slope, inter))
-        zooms = tuple(float(z) for z in image.header.get_zooms()[:3])
-        return Header(shape, np.asarray(image.affine), zooms, integer)
+        return Header(shape, np.asarray(image.affine), tuple(float(z) for z in image.header.get_zooms()[:3]))
     if image_format(path) == "itk":
         return _itk_header(path)
     image = _monai_load(path)
     affine = np.asarray(image.affine, dtype=np.float64)
     spatial = len(image.meta.get("spatial_shape", image.shape))
     spacing = tuple(float(np.linalg.norm(affine[:3, i])) for i in range(min(spatial, 3)))
-    return Header(tuple(int(s) for s in image.shape), affine, spacing, integer=image_suffix(path) in INTEGER_PICTURES)
+    return Header(tuple(int(s) for s in image.shape), affine, spacing)
 
 
-def _itk_geometry(path: Path) -> tuple[tuple[int, ...], np.ndarray, np.ndarray, np.ndarray, int, bool]:
+def _itk_geometry(path: Path) -> tuple[tuple[int, ...], np.ndarray, np.ndarray, np.ndarray, int]:
     """From a MetaImage/NRRD header alone (a CT series is hundreds of MB): ITK's size, spacing, origin, direction
-    matrix (LPS), number of components, and whether the components are integers."""
+    matrix (LPS) and number of components."""
     _require_itk(path)
     import itk
 
@@ -144,21 +139,18 @@ def _itk_geometry(path: Path) -> tuple[tuple[int, ...], np.ndarray, np.ndarray, 
     spacing = np.array([io.GetSpacing(i) for i in range(n)], dtype=np.float64)
     origin = np.array([io.GetOrigin(i) for i in range(n)], dtype=np.float64)
     direction = np.stack([np.asarray(io.GetDirection(i), dtype=np.float64) for i in range(n)], axis=1)
-    component = str(io.GetComponentTypeAsString(io.GetComponentType())).lower()
-    integer = component not in ("float", "double") and "unknown" not in component
-    return size, spacing, origin, direction, int(io.GetNumberOfComponents()), integer
+    return size, spacing, origin, direction, int(io.GetNumberOfComponents())
 
 
 def _itk_header(path: Path) -> Header:
     """The geometry in MONAI's convention: ITK's LPS affine (direction columns scaled by the spacing, origin last)
     turned to RAS."""
-    size, spacing, origin, direction, components, integer = _itk_geometry(path)
+    size, spacing, origin, direction, components = _itk_geometry(path)
     n = len(size)
     affine = np.eye(n + 1)
     affine[:n, :n], affine[:n, n] = direction * spacing, origin
     affine[: min(n, 2)] *= -1  # LPS → RAS: x and y change sign
-    shape = size + ((components,) if components > 1 else ())
-    return Header(shape, affine, tuple(float(s) for s in spacing[:3]), integer)
+    return Header(size + ((components,) if components > 1 else ()), affine, tuple(float(s) for s in spacing[:3]))
 
 
 def read_array(path: Path | str) -> np.ndarray:
@@ -215,7 +207,7 @@ def nifti_affine(affine: np.ndarray) -> np.ndarray:
 def _write_itk(path: Path, array: np.ndarray, reference: Path) -> None:
     """ITK arrays are indexed (z, y, x); the reference's spacing, origin and direction are copied. A MetaImage is
     two files: both are written in a temporary folder, then moved, the header last."""
-    _, spacing, origin, direction, _, _ = _itk_geometry(reference)
+    _, spacing, origin, direction, _ = _itk_geometry(reference)
     import itk
 
     image = itk.image_from_array(np.ascontiguousarray(array.T))

@@ -50,7 +50,8 @@ def foreground_above_percentile(image: torch.Tensor, percentile: float) -> torch
     flat = torch.as_tensor(image, dtype=torch.float32).reshape(image.shape[0], -1)
     thresholds = torch.quantile(flat, percentile, dim=1) if flat.shape[1] < 2**24 else _numpy_quantile(flat, percentile)
     above = torch.as_tensor(image) > thresholds.reshape(-1, *([1] * (image.ndim - 1)))
-    return above.any(0, keepdim=True)
+    mask = above.any(0, keepdim=True)
+    return mask if mask.any() else torch.ones_like(mask)  # a constant image: keep it whole, never a 0-voxel crop
 
 
 def _numpy_quantile(flat: torch.Tensor, percentile: float) -> torch.Tensor:
