@@ -59,22 +59,24 @@ def test_good_case_info_with_permuted_orientation(tmp_path):
     assert info.spacing == pytest.approx(SPACING)
 
 
-def test_four_dimensional_image_adds_its_channels(tmp_path):
+def test_four_dimensional_images_add_their_channels(tmp_path):
     case = new_case(tmp_path)
-    two = np.random.default_rng(1).random((*SHAPE, 2)).astype(np.float32)
-    save(case.images[1], two, affine_of(case.images[0]))
+    for index, path in enumerate(case.images):
+        two = np.random.default_rng(index).random((*SHAPE, 2)).astype(np.float32)
+        save(path, two, affine_of(case.label))
     info = check_case(case, BRATS)
-    assert info.n_channels == 5
+    assert info.n_channels == 8
     assert info.shape == SHAPE
 
 
-def test_four_dimensional_first_image_adds_its_channels(tmp_path):
+@pytest.mark.parametrize("index", [0, 1])
+def test_a_four_dimensional_image_beside_three_dimensional_ones_is_refused(tmp_path, index):
+    # MONAI stacks a case's images as they are: (X, Y, Z, 2) beside (X, Y, Z) fails while loading, mid-fold
     case = new_case(tmp_path)
     two = np.random.default_rng(1).random((*SHAPE, 2)).astype(np.float32)
-    save(case.images[0], two, affine_of(case.images[1]))
-    info = check_case(case, BRATS)
-    assert info.n_channels == 5
-    assert info.shape == SHAPE
+    save(case.images[index], two, affine_of(case.label))
+    with pytest.raises(DataError, match=r"has (4|3) axes, .* has (3|4); the images of a case are stacked"):
+        check_case(case, BRATS)
 
 
 @pytest.mark.parametrize("index", [0, 2, "label"])
@@ -292,8 +294,9 @@ def test_check_data_in_channels_mismatch(tmp_path):
 def test_check_data_in_channels_counts_4d_images(tmp_path):
     entries = write_entries(tmp_path, 1)
     first = tmp_path / entries[0]["image"][0]
-    save(first, np.ones((*SHAPE, 2), np.float32), affine_of(first))
-    assert check_data(config_for(tmp_path, entries, in_channels=5))["training"][0].n_channels == 5
+    save(first, np.random.default_rng(0).random((*SHAPE, 2)).astype(np.float32), affine_of(first))
+    entries[0]["image"] = entries[0]["image"][:1]  # one file holding two channels
+    assert check_data(config_for(tmp_path, entries, in_channels=2))["training"][0].n_channels == 2
     with pytest.raises(ConfigError, match=r"model\.in_channels"):
         check_data(config_for(tmp_path, entries, in_channels=4))
 
