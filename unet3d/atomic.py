@@ -65,6 +65,11 @@ def check_writable(folder: Path) -> None:
         atomic_write(probe, lambda handle: handle.write(b"probe"))
         probe.unlink()
     except OSError as error:
+        if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise MachineError(
+                f"{folder}: cannot write here ({os.strerror(error.errno)}); make it writable or choose another folder "
+                "(--output_dir / --output_directory)"
+            ) from None
         raise machine_error(probe, error) or error from None
 
 

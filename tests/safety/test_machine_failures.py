@@ -114,7 +114,7 @@ def test_a_read_only_work_dir_is_refused_before_any_compute(tmp_path, monkeypatc
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
 
     monkeypatch.setattr(atomic, "atomic_write", read_only)
-    with pytest.raises(MachineError, match=r"cannot write in .* \(Read-only file system\); make it writable"):
+    with pytest.raises(MachineError, match=r"exp: cannot write here \(Read-only file system\); make it writable"):
         check_writable(tmp_path / "exp")
 
 
