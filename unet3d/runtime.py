@@ -10,7 +10,9 @@ import logging
 import os
 import platform
 import random
+from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -149,3 +151,21 @@ def banner(runtime: Runtime, seed: int) -> str:
         f"python {platform.python_version()} | device {hardware} | loader workers {runtime.n_workers}"
         f"{' (threads)' if runtime.thread_workers and runtime.n_workers else ''} | seed {seed}"
     )
+
+
+def amp_dtype(amp: bool | str, device: torch.device, warn: bool = True) -> torch.dtype | None:
+    """The autocast dtype for `training.amp` (true/'fp16': float16, 'bf16': bfloat16), or None; AMP is CUDA-only
+    here and is ignored on the CPU."""
+    if not amp:
+        return None
+    if device.type != "cuda":
+        if warn:
+            log.warning("training.amp is ignored on the CPU (full precision)")
+        return None
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def autocast(dtype: torch.dtype | None, device: torch.device) -> Any:
+    """Mixed precision in `dtype` on `device` for the block, or nothing when dtype is None: the one place training,
+    validation and prediction choose their precision."""
+    return nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)

@@ -182,7 +182,7 @@ def full_volume_validation(config: Config) -> FullValidation | None:
 
     def score(model: torch.nn.Module) -> dict[str, float]:
         device = next(model.parameters()).device
-        predictor = Predictor([model], inferer, activation, device, amp=bool(config.training.amp))
+        predictor = Predictor([model], inferer, activation, device, amp=config.training.amp)
         was_training = model.training
         model.eval()
         per_case = []

@@ -289,3 +289,29 @@ def test_cli_ensemble_label_maps_are_nested_in_the_saved_probabilities(trained_c
             inside &= probabilities[index] > 0.5
             decided = clear[: index + 1].all(0)
             np.testing.assert_array_equal(np.isin(label_map, group)[decided], inside[decided])
+
+
+def test_prediction_autocasts_in_the_precision_the_model_was_trained_in(monkeypatch):
+    """A `training.amp: "bf16"` model is predicted (and full-validated) in bfloat16, not float16; on the CPU there is
+    no autocast at all."""
+    from contextlib import nullcontext
+
+    from monai.inferers import SimpleInferer
+
+    import unet3d.inference.predict as predict_module
+    from unet3d.runtime import amp_dtype
+
+    chosen = []
+
+    def spy(dtype, device):
+        chosen.append(dtype)
+        return nullcontext()
+
+    monkeypatch.setattr(predict_module, "autocast", spy)
+    image = torch.randn(1, 1, 4, 5, 6)
+    for amp in ("bf16", "fp16", True, False):
+        predictor = Predictor([Constant(0.0)], SimpleInferer(), "sigmoid", torch.device("cpu"), amp=amp)
+        predictor._forward(predictor.models[0], image, torch.device("cuda"))  # what a GPU run would ask for
+        predictor._forward(predictor.models[0], image, torch.device("cpu"))
+    assert chosen == [torch.bfloat16, None, torch.float16, None, torch.float16, None, None, None]
+    assert amp_dtype("bf16", torch.device("cuda")) is torch.bfloat16

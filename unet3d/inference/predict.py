@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from unet3d.errors import CheckpointError
 from unet3d.inferers import build_inferer
 from unet3d.losses import activation_from_loss
 from unet3d.models import build_model
+from unet3d.runtime import amp_dtype, autocast
 
 log = logging.getLogger("unet3d")
 
@@ -38,7 +38,7 @@ class Predictor:
     activation: str
     device: torch.device
     tta: bool = False
-    amp: bool = False
+    amp: bool | str = False  # training.amp: true/'fp16' or 'bf16' (CUDA only), as the model was trained
 
     def probabilities(self, image: torch.Tensor) -> torch.Tensor:
         """(1, C_in, *spatial) → (1, C_out, *spatial) probabilities averaged over models (and mirrorings)."""
@@ -70,8 +70,7 @@ class Predictor:
 
     @torch.no_grad()
     def _forward(self, model: torch.nn.Module, image: torch.Tensor, device: torch.device) -> torch.Tensor:
-        autocast: Any = torch.autocast("cuda") if self.amp and device.type == "cuda" else nullcontext()
-        with autocast:
+        with autocast(amp_dtype(self.amp, device, warn=False), device):
             logits = self.inferer(image, model)
         return activate(torch.as_tensor(logits), self.activation)
 
@@ -117,7 +116,7 @@ def make_predictor(
     tta: bool = False,
     sw_batch_size: int | None = None,
     stitch_device: torch.device | None = None,
-    amp: bool | None = None,
+    amp: bool | str | None = None,
     activation: str | None = None,
 ) -> Predictor:
     """A Predictor for the config's network and inferer, with the weights of each model path (an ensemble)."""
@@ -129,5 +128,5 @@ def make_predictor(
         activation=activation or activation_from_loss(config.loss),
         device=device,
         tta=tta,
-        amp=bool(config.training.amp) if amp is None else amp,
+        amp=config.training.amp if amp is None else amp,
     )

@@ -30,7 +30,7 @@ from unet3d.inferers import build_inferer
 from unet3d.losses import activation_from_loss, build_loss
 from unet3d.models import build_model, deep_supervision_heads, spatial_dims
 from unet3d.optim import Scheduler, build_optimizer, build_scheduler, scheduler_monitor, scheduler_step_mode
-from unet3d.runtime import Runtime
+from unet3d.runtime import Runtime, amp_dtype
 
 log = logging.getLogger("unet3d")
 
@@ -59,16 +59,6 @@ class Components:
     scheduler_step: str  # 'epoch' or 'iteration'
     scheduler_monitor: str  # the log column ReduceLROnPlateau follows
     inferer: Inferer
-
-
-def amp_dtype(amp: bool | str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for `training.amp`, or None; AMP is CUDA-only here and is ignored on the CPU."""
-    if not amp:
-        return None
-    if device.type != "cuda":
-        log.warning("training.amp is ignored on the CPU (full precision)")
-        return None
-    return torch.bfloat16 if amp == "bf16" else torch.float16
 
 
 def cache_settings(config: Config, work_dir: Path) -> tuple[str, Path | None]:

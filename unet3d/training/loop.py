@@ -11,7 +11,6 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from unet3d.config.schema import Config, TrainingConfig
 from unet3d.data.labels import activate, region_masks
 from unet3d.errors import CheckpointError, TrainingDiverged
 from unet3d.optim import current_lr, step_scheduler
-from unet3d.runtime import Runtime, all_reduce_mean, seed_everything
+from unet3d.runtime import Runtime, all_reduce_mean, autocast, seed_everything
 from unet3d.training.components import Components
 from unet3d.training.history import LOG_FILENAME, write_log
 from unet3d.training.plots import PLOT_FILENAME, write_progress_plot
@@ -55,9 +54,7 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 def _autocast(parts: Components, device: torch.device) -> Any:
-    if parts.amp_dtype is None:
-        return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=parts.amp_dtype)
+    return autocast(parts.amp_dtype, device)
 
 
 def to_device(batch: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
