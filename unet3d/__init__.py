@@ -1,7 +1,72 @@
 """unet3d: a cross-validation experiment runner for 3D (and 2D) medical image segmentation.
 
 The data flow follows the sub-packages: ``config`` → ``data`` → model building (``models``, ``losses``,
-``optim``) → ``training`` (loop, checkpoints, logs) → ``cv`` (folds) → ``cli``.
+``optim``) → ``training`` (loop, checkpoints, logs) → ``inference`` → ``evaluation`` → ``cv`` (folds) → ``cli``.
+
+The public API, the same as the three commands::
+
+    import unet3d
+    result = unet3d.run_experiment("exp.json", options=unet3d.RunOptions(seed=1))   # unet3d-train
+    unet3d.predict("out", model_dirs=[result.work_dir], input_path="new_cases")     # unet3d-predict
+    unet3d.evaluate("out", "exp.json", group="test")                                # unet3d-evaluate
+
+Names are imported on first use, so ``import unet3d`` stays light.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+_PUBLIC = {
+    "load_config": "unet3d.config.load",
+    "Config": "unet3d.config.schema",
+    "run_experiment": "unet3d.experiment",
+    "ExperimentResult": "unet3d.experiment",
+    "RunOptions": "unet3d.training.run",
+    "predict": "unet3d.prediction",
+    "PredictionResult": "unet3d.prediction",
+    "evaluate": "unet3d.evaluation.evaluate",
+    "UserError": "unet3d.errors",
+    "ConfigError": "unet3d.errors",
+    "DataError": "unet3d.errors",
+    "CheckpointError": "unet3d.errors",
+    "MachineError": "unet3d.errors",
+    "Busy": "unet3d.errors",
+}
+__all__ = [
+    "Busy",
+    "CheckpointError",
+    "Config",
+    "ConfigError",
+    "DataError",
+    "ExperimentResult",
+    "MachineError",
+    "PredictionResult",
+    "RunOptions",
+    "UserError",
+    "__version__",
+    "evaluate",
+    "load_config",
+    "predict",
+    "run_experiment",
+]
+
+if TYPE_CHECKING:
+    from unet3d.config.load import load_config
+    from unet3d.config.schema import Config
+    from unet3d.errors import Busy, CheckpointError, ConfigError, DataError, MachineError, UserError
+    from unet3d.evaluation.evaluate import evaluate
+    from unet3d.experiment import ExperimentResult, run_experiment
+    from unet3d.prediction import PredictionResult, predict
+    from unet3d.training.run import RunOptions
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'unet3d' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    globals()[name] = value
+    return value

@@ -11,7 +11,7 @@ import torch
 from unet3d.config.load import parse_cases
 from unet3d.config.schema import DatasetConfig, parse_section
 from unet3d.data.datasets import case_items, make_dataset
-from unet3d.data.inspect import write_examples
+from unet3d.data.examples import write_examples
 from unet3d.data.seeding import SeededDataset, SeededSampler
 from unet3d.data.synthetic import write_dataset
 from unet3d.data.transforms import build_transforms

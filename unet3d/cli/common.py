@@ -78,7 +78,7 @@ def _print_error(message: str) -> None:
         print(f"error: {line}", file=sys.stderr)
 
 
-def run_command(main: Callable[[], int], debug: bool = False) -> int:
+def run_command(main: Callable[[], int]) -> int:
     """Run a command body and map its end to an exit code (see the README's "Safety and failure behaviour"): user
     errors 2, the machine (disk, permissions, memory) 74, a busy work dir 75, Ctrl-C 130, SIGTERM 143, each with a
     message and no traceback; anything else is a bug: traceback, exit 1."""

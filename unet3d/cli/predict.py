@@ -109,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{len(result.paths)} label maps in {args.output_directory}")
         return EXIT_OK
 
-    return run_command(body, debug=args.debug)
+    return run_command(body)
 
 
 if __name__ == "__main__":

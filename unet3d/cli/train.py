@@ -186,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
 
     try:
-        return run_command(body, debug=args.debug)
+        return run_command(body)
     finally:
         shutdown_distributed()
 

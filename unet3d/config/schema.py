@@ -95,7 +95,8 @@ class DatasetConfig:
     )
     cache_dir: str | None = doc("Folder of the disk cache (default: <work dir>/cache); relative to the config.", None)
     reader: str | None = doc(
-        "MONAI image reader; null lets MONAI choose by file extension.",
+        "MONAI image reader; null picks the reader of each file's format (NIfTI: nibabel, MetaImage/NRRD: ITK, "
+        "pictures: Pillow), not MONAI's own choice, which depends on the installed packages.",
         None,
         choices=(None, "NibabelReader", "ITKReader", "PILReader", "NumpyReader", "PydicomReader", "NrrdReader"),
     )
@@ -113,7 +114,12 @@ class TrainingConfig:
 
     n_epochs: int = doc("Number of epochs; raise it and rerun to extend a finished run.", 1000, minimum=1)
     batch_size: int = doc("Training batch size.", 1, minimum=1)
-    validation_batch_size: int = doc("Validation and prediction batch size.", 1, minimum=1)
+    validation_batch_size: int = doc(
+        "Batch size of the validation in the preprocessed space (full-volume validation and prediction run one case "
+        "at a time).",
+        1,
+        minimum=1,
+    )
     amp: bool | Literal["fp16", "bf16"] = doc(
         "Mixed precision on CUDA: true/'fp16' (with a gradient scaler) or 'bf16'; ignored with a warning on CPU.",
         False,

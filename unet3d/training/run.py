@@ -14,7 +14,7 @@ from unet3d import checkpoint as ckpt
 from unet3d.atomic import remove_stale_temporaries
 from unet3d.config.schema import Config
 from unet3d.data.datasets import stop_workers
-from unet3d.data.inspect import write_examples
+from unet3d.data.examples import write_examples
 from unet3d.runtime import banner, broadcast_from_main, resolve_runtime, use_deterministic_algorithms
 from unet3d.training.components import build_components
 from unet3d.training.loop import FullValidation, TrainingState, fit, should_stop

@@ -1,0 +1,68 @@
+"""The library entry point behind `unet3d-evaluate`: score label maps made anywhere against the ground truth.
+
+Predictions are `<case_id>.nii.gz` (or .png, .mhd, ...) label maps in each case's original space. The regions come
+from the config's `labels` and `setup_label_hierarchy`; the ground truth from the config's `<group>_filenames`, or
+from a folder holding `<case_id>.<any image ending>` for every prediction.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from unet3d.config.load import case_id_from_path, load_config
+from unet3d.config.schema import Case, Config
+from unet3d.data.labels import channel_groups, region_names
+from unet3d.errors import ConfigError, DataError
+from unet3d.evaluation.metrics import METRICS_FILENAME, evaluate_directory, find_label_map, label_map_files
+from unet3d.registry import suggest
+
+
+def cases_from_folders(predictions: Path, ground_truth: Path) -> list[Case]:
+    """One case per label map `<case_id>.nii.gz` (or .png, .mhd, ...) in `predictions`, its label the file of the
+    same case id in `ground_truth` (of any image format)."""
+    for folder, role in ((predictions, "predictions"), (ground_truth, "ground-truth")):
+        if not folder.is_dir():
+            raise DataError(f"{folder}: {role} folder does not exist")
+    files = label_map_files(predictions)
+    if not files:
+        raise DataError(f"{predictions}: no prediction files (<case_id>.nii.gz, .png, .mhd, ...)")
+    cases = []
+    for path in files:
+        case_id = case_id_from_path(path)
+        cases.append(
+            Case(images=[], label=find_label_map(ground_truth, case_id) or ground_truth / path.name, case_id=case_id)
+        )
+    return cases
+
+
+def config_cases(config: Config, group: str) -> list[Case]:
+    """The cases of `<group>_filenames`; a ConfigError naming the groups the config has otherwise."""
+    if group not in config.groups:
+        have = ", ".join(f"{g}_filenames" for g in config.groups) or "none"
+        raise ConfigError(
+            f"{group}_filenames: not in {config.source}{suggest(group, config.groups)} (groups there: {have}); "
+            "choose one with --group, or give --ground_truth"
+        )
+    return config.groups[group]
+
+
+def evaluate(
+    predictions: str | Path,
+    config_filename: str | Path,
+    group: str = "validation",
+    ground_truth: str | Path | None = None,
+    output: str | Path | None = None,
+) -> pd.DataFrame:
+    """Dice and HD95 per region of every case's label map in `predictions`, against `<group>_filenames` of the config
+    (or `ground_truth/<case_id>.*`); writes `output` (default `<predictions>/metrics.csv`) and returns the per-case
+    table. Raises UserError subclasses for bad input."""
+    predictions = Path(predictions)
+    config = load_config(config_filename)
+    if not config.labels:
+        raise ConfigError("dataset.labels: required to know which regions to score, e.g. [1] or [2, 1, 4]")
+    groups = channel_groups(config.labels, config.dataset.setup_label_hierarchy)
+    cases = cases_from_folders(predictions, Path(ground_truth)) if ground_truth else config_cases(config, group)
+    target = Path(output) if output is not None else predictions / METRICS_FILENAME
+    return evaluate_directory(predictions, cases, groups, region_names(groups), output=target)
