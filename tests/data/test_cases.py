@@ -8,9 +8,10 @@ import pytest
 
 from unet3d.config.load import parse_config
 from unet3d.config.schema import Case
-from unet3d.data.cases import AFFINE_TOLERANCE, CaseInfo, check_case, check_cases
+from unet3d.data.cases import CaseInfo, check_case, check_cases
 from unet3d.data.synthetic import write_case
 from unet3d.errors import ConfigError, DataError
+from unet3d.formats import AFFINE_TOLERANCE
 from unet3d.preflight import check_data
 
 SHAPE = (16, 17, 18)

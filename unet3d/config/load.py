@@ -28,11 +28,11 @@ from unet3d.config.schema import (
     refuse_non_finite,
 )
 from unet3d.errors import ConfigError
+from unet3d.formats import strip_image_suffix
 from unet3d.registry import suggest
 
 TOP_LEVEL_KEYS = (*NAMED_SECTIONS, *SECTION_RECORDS)
 CASE_KEYS = ("image", "label", "case_id", "subject")
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -88,12 +88,8 @@ def load_npy_list(path: Path) -> list[Any]:
 
 
 def case_id_from_path(path: Path) -> str:
-    """A file name without its NIfTI (or other) extension: 'BraTS_001_flair.nii.gz' → 'BraTS_001_flair'."""
-    name = path.name
-    for suffix in NIFTI_SUFFIXES:
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
+    """A file name without its image ending: 'BraTS_001_flair.nii.gz' → 'BraTS_001_flair'."""
+    return strip_image_suffix(path)
 
 
 def _resolve(path: Any, base: Path, where: str) -> Path:

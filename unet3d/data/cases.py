@@ -21,8 +21,7 @@ import numpy as np
 from unet3d.config.schema import Case
 from unet3d.data.image_io import Header, read_array, read_header
 from unet3d.errors import DataError
-
-AFFINE_TOLERANCE = 1e-3  # mm; scanners and converters round the affine differently between modalities
+from unet3d.formats import AFFINE_TOLERANCE
 
 
 @dataclass(frozen=True)

@@ -21,18 +21,9 @@ import numpy as np
 
 from unet3d.atomic import atomic_save
 from unet3d.errors import DataError
+from unet3d.formats import IMAGE_SUFFIXES, ITK_SUFFIXES, NIFTI_SUFFIXES, PICTURE_SUFFIXES, image_suffix
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
-ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
-PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
-IMAGE_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES + PICTURE_SUFFIXES
 ITK_MISSING = "reading MetaImage/NRRD files needs ITK: pip install 'unet3d[itk]'"
-
-
-def image_suffix(path: Path | str) -> str:
-    """The known image suffix of a file name ('.nii.gz', '.mhd', '.png', ...), or '' when it has none."""
-    name = Path(path).name.lower()
-    return next((suffix for suffix in IMAGE_SUFFIXES if name.endswith(suffix)), "")
 
 
 def image_format(path: Path | str) -> str:

@@ -29,13 +29,13 @@ from monai.metrics import compute_dice, compute_hausdorff_distance
 
 from unet3d.atomic import atomic_write_text
 from unet3d.config.schema import Case
-from unet3d.data.image_io import IMAGE_SUFFIXES, Header, image_suffix, read_array, read_header
+from unet3d.data.image_io import Header, read_array, read_header
 from unet3d.data.labels import encode
 from unet3d.errors import DataError
+from unet3d.formats import AFFINE_TOLERANCE, IMAGE_SUFFIXES, PROBABILITY_SUFFIX, image_suffix
 
 METRICS_FILENAME = "metrics.csv"
 SUMMARY_ROWS = ("mean", "median", "sd", "n_nan")
-AFFINE_TOLERANCE = 1e-3
 MAX_NAMED = 5
 
 
@@ -160,7 +160,7 @@ def find_label_map(folder: Path, case_id: str) -> Path | None:
 def label_map_files(folder: Path) -> list[Path]:
     """The label maps in a folder: files with an image ending, probability maps excluded, by name."""
     return sorted(
-        p for p in folder.iterdir() if p.is_file() and image_suffix(p) and not p.name.endswith("_probabilities.nii.gz")
+        p for p in folder.iterdir() if p.is_file() and image_suffix(p) and not p.name.endswith(PROBABILITY_SUFFIX)
     )
 
 

@@ -21,11 +21,11 @@ from unet3d.data.labels import channel_groups, decode
 from unet3d.data.transforms import build_transforms, split_dataset_config
 from unet3d.errors import CheckpointError, ConfigError
 from unet3d.evaluation.metrics import METRICS_FILENAME
+from unet3d.formats import PROBABILITY_SUFFIX
 from unet3d.inference.export import check_geometry, to_original_space, write_label_map, write_probabilities
 from unet3d.inference.predict import Predictor
 
 log = logging.getLogger("unet3d")
-PROBABILITY_SUFFIX = "_probabilities.nii.gz"
 
 
 def prediction_path(folder: Path, case: Case) -> Path:

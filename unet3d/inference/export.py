@@ -19,8 +19,7 @@ from monai.transforms import Compose
 from unet3d.atomic import atomic_save
 from unet3d.data import image_io
 from unet3d.errors import DataError
-
-AFFINE_TOLERANCE = 1e-3
+from unet3d.formats import AFFINE_TOLERANCE
 
 
 def to_original_space(probabilities: torch.Tensor, preprocessed: MetaTensor, transform: Compose) -> MetaTensor:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from unet3d.config.load import case_id_from_path, parse_cases
 from unet3d.config.schema import Case, Config
-from unet3d.data.image_io import IMAGE_SUFFIXES
 from unet3d.errors import ConfigError, DataError
+from unet3d.formats import image_suffix
 
 log = logging.getLogger("unet3d")
 
@@ -22,7 +22,7 @@ def modality_suffixes(config: Config) -> list[str]:
         for case in config.groups.get(group, []):
             names = [p.name for p in case.images]
             if len(names) == 1:
-                return [_image_suffix(names[0])]
+                return [image_suffix(names[0]) or Path(names[0]).suffix]
             prefix = _case_prefix(names)
             return [name[len(prefix) :] for name in names]
     raise ConfigError("the config lists no case to learn the modality file names from; give --modality_suffixes")
@@ -33,10 +33,6 @@ def _case_prefix(names: Sequence[str]) -> str:
     common = os.path.commonprefix(list(names))  # noqa: RUF071 - file names compared character by character on purpose
     cut = max(common.rfind(c) for c in "_-.")
     return common[: cut + 1]
-
-
-def _image_suffix(name: str) -> str:
-    return next((s for s in IMAGE_SUFFIXES if name.endswith(s)), Path(name).suffix)
 
 
 def _files_ending(folder: Path, ending: str) -> list[Path]:
