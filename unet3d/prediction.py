@@ -19,7 +19,7 @@ from unet3d.config.schema import Case, Config, TrainingConfig, parse_section
 from unet3d.data.cases import check_cases
 from unet3d.data.labels import channel_groups, declared_values, region_names
 from unet3d.errors import CheckpointError, ConfigError
-from unet3d.evaluation.metrics import evaluate_directory
+from unet3d.evaluation.metrics import METRICS_FILENAME, evaluate_directory
 from unet3d.inference.cases import check_outputs_spare_inputs, predict_cases
 from unet3d.inference.inputs import cases_from_input
 from unet3d.inference.predict import make_predictor
@@ -161,7 +161,8 @@ def predict(
         *([Path(config_filename)] if config_filename else []),
         *([postprocessing] if postprocessing else []),
     ]
-    check_outputs_spare_inputs(Path(output_directory), cases, save_probabilities, others)
+    metrics_file = Path(output_directory) / METRICS_FILENAME
+    check_outputs_spare_inputs(Path(output_directory), cases, save_probabilities, others, [metrics_file])
     check_writable(Path(output_directory))
     labelled = all(case.label is not None for case in cases)
     infos = check_cases(

@@ -20,7 +20,6 @@ from unet3d.data.image_io import label_map_suffix
 from unet3d.data.labels import channel_groups, decode
 from unet3d.data.transforms import build_transforms, split_dataset_config
 from unet3d.errors import CheckpointError, ConfigError
-from unet3d.evaluation.metrics import METRICS_FILENAME
 from unet3d.formats import PROBABILITY_SUFFIX
 from unet3d.inference.export import check_geometry, to_original_space, write_label_map, write_probabilities
 from unet3d.inference.predict import Predictor
@@ -35,8 +34,8 @@ def prediction_path(folder: Path, case: Case) -> Path:
 
 
 def output_paths(folder: Path, cases: Sequence[Case], save_probabilities: bool) -> dict[Path, str]:
-    """Every file a prediction of `cases` into `folder` may write, each with what it is."""
-    outputs = {folder / METRICS_FILENAME: "the metrics"}
+    """Every label map and probability map a prediction of `cases` into `folder` writes, each with what it is."""
+    outputs = {}
     for case in cases:
         outputs[prediction_path(folder, case)] = f"the label map of case {case.case_id!r}"
         if save_probabilities:
@@ -55,11 +54,15 @@ def _same_file(path: Path) -> tuple[Path, tuple[int, int] | None]:
 
 
 def check_outputs_spare_inputs(
-    folder: Path, cases: Sequence[Case], save_probabilities: bool, others: Sequence[Path] = ()
+    folder: Path,
+    cases: Sequence[Case],
+    save_probabilities: bool,
+    others: Sequence[Path] = (),
+    also_written: Sequence[Path] = (),
 ) -> None:
     """Refuse, before anything is written (or a model loaded), an output folder where a label map, probability map
-    or metrics file would replace an input of the run: any image or label of any case, or one of `others` (models,
-    configs). Paths are compared resolved (symlinks followed) and by inode (hard links)."""
+    or one of `also_written` (a metrics file) would replace an input of the run: any image or label of any case, or
+    one of `others` (models, configs). Paths are compared resolved (symlinks followed) and by inode (hard links)."""
     inputs: dict[Path | tuple[int, int], str] = {}
     for case in cases:
         for path in [*case.images, *([case.label] if case.label is not None else [])]:
@@ -72,7 +75,8 @@ def check_outputs_spare_inputs(
         inputs[resolved] = str(path)
         if inode is not None:
             inputs[inode] = str(path)
-    for output, what in output_paths(Path(folder), cases, save_probabilities).items():
+    outputs = {**output_paths(Path(folder), cases, save_probabilities), **{Path(p): p.name for p in also_written}}
+    for output, what in outputs.items():
         resolved, inode = _same_file(output)
         clash = inputs.get(resolved) or (inputs.get(inode) if inode is not None else None)
         if clash is not None:
