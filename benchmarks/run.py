@@ -63,9 +63,16 @@ from unet3d.inference.predict import Predictor
 from unet3d.inferers import build_inferer
 from unet3d.losses import activation_from_loss
 from unet3d.preflight import check_data, check_experiment
-from unet3d.runtime import Runtime, resolve_runtime, seed_everything, use_deterministic_algorithms
+from unet3d.runtime import (
+    Runtime,
+    amp_dtype,
+    autocast,
+    resolve_runtime,
+    seed_everything,
+    use_deterministic_algorithms,
+)
 from unet3d.training.components import Components, build_components, build_dataset, cache_settings
-from unet3d.training.loop import to_device
+from unet3d.training.loop import train_step
 
 log = logging.getLogger("unet3d")
 
@@ -322,35 +329,6 @@ def robust(values: list[float], shares: list[float | None]) -> dict[str, Any]:
     return {"value": min(values), "n_clean": 0, "n": len(values), "method": "min (all disturbed)"}
 
 
-def autocast(parts: Components, device: torch.device) -> Any:
-    """The same autocast context as the training loop: only with `training.amp` on CUDA."""
-    if parts.amp_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=parts.amp_dtype)
-
-
-def train_step(parts: Components, device: torch.device, batch: dict[str, Any], clip: float | None) -> int:
-    """One optimisation step as `unet3d.training.loop.train_one_epoch` does it (its `to_device`, memory format,
-    autocast, gradient scaler and clipping, per-iteration scheduler); returns the batch size."""
-    images, target = to_device(batch, device)
-    memory_format = getattr(parts, "memory_format", None)
-    if memory_format is not None:
-        images = images.contiguous(memory_format=memory_format)
-    parts.optimizer.zero_grad(set_to_none=True)
-    with autocast(parts, device):
-        loss = parts.loss(parts.network(images), target)
-    parts.scaler.scale(loss).backward()
-    if clip is not None:
-        parts.scaler.unscale_(parts.optimizer)
-        torch.nn.utils.clip_grad_norm_(parts.model.parameters(), clip)
-    parts.scaler.step(parts.optimizer)
-    parts.scaler.update()
-    if parts.scheduler is not None and getattr(parts, "scheduler_step", "epoch") == "iteration":
-        parts.scheduler.step()
-    float(loss.detach())  # the loop reads the loss every step (a synchronization on CUDA)
-    return int(images.shape[0])
-
-
 def cycle(loader: torch.utils.data.DataLoader) -> Iterator[dict[str, Any]]:
     """Batches of the loader, epoch after epoch (as consecutive epochs of `fit` would draw them)."""
     while True:
@@ -603,7 +581,7 @@ def step_blocks(parts: Components, device: torch.device, total: int, clip: float
     per_epoch = len(parts.train_loader)
     steps, rounds = per_epoch, max(1, round(total / per_epoch))
     for _ in range(per_epoch):  # the warm-up epoch: cache filled, allocator and kernels (cuDNN autotuning) warm
-        train_step(parts, device, next(batches), clip)
+        train_step(parts, next(batches), device, clip)
     memory: list[dict[str, Any]] = []
     position = 0
     seconds: dict[str, list[float]] = {"loader": [], "memory": []}
@@ -619,7 +597,7 @@ def step_blocks(parts: Components, device: torch.device, total: int, clip: float
             else:
                 batch = memory[position % len(memory)]
                 position += 1
-            samples[feed] += train_step(parts, device, batch, clip)
+            samples[feed] += train_step(parts, batch, device, clip)[1]
 
     def block(feed: str) -> None:
         elapsed, share = measure(device, lambda: run(feed))
@@ -708,7 +686,7 @@ def sliding_window(
 
     @torch.no_grad()
     def forward() -> None:
-        with torch.autocast("cuda") if amp and device.type == "cuda" else contextlib.nullcontext():
+        with autocast(amp_dtype(amp, device, warn=False), device):
             for x in inputs:
                 model(x)
 
@@ -1169,7 +1147,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     try:
-        return run_command(body, debug=args.debug)
+        return run_command(body)
     except SystemExit as refusal:
         if isinstance(refusal.code, str):
             print(refusal.code, file=sys.stderr)

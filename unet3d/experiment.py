@@ -18,8 +18,8 @@ from unet3d.errors import ConfigError
 from unet3d.locking import work_dir_lock
 from unet3d.preflight import check_data, check_experiment
 from unet3d.runtime import is_main_process
-from unet3d.training.loop import TrainingState
 from unet3d.training.run import RunOptions, work_dir_for
+from unet3d.training.state import TrainingState
 from unet3d.workflow import run_model
 
 log = logging.getLogger("unet3d")

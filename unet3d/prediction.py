@@ -28,7 +28,7 @@ from unet3d.models import check_model_spec, spatial_dims
 from unet3d.postprocessing import POSTPROCESSING_FILENAME, keep_largest_component, read_decision
 from unet3d.preflight import check_experiment
 from unet3d.runtime import resolve_runtime
-from unet3d.training.loop import TrainingState, should_stop
+from unet3d.training.state import TrainingState, should_stop
 
 log = logging.getLogger("unet3d")
 

@@ -38,8 +38,9 @@ from unet3d.locking import work_dir_lock
 from unet3d.losses import activation_from_loss
 from unet3d.runtime import is_main_process, resolve_runtime
 from unet3d.training.history import LOG_FILENAME, read_log
-from unet3d.training.loop import FullValidation, TrainingState
+from unet3d.training.loop import FullValidation
 from unet3d.training.run import RunOptions, train_model
+from unet3d.training.state import TrainingState
 
 log = logging.getLogger("unet3d")
 MANIFEST = "predictions.json"

@@ -9,8 +9,8 @@ import torch
 from unet3d import checkpoint as ckpt
 from unet3d.experiment import run_experiment
 from unet3d.training.history import LOG_FILENAME
-from unet3d.training.loop import TrainingState, should_stop
 from unet3d.training.run import RunOptions
+from unet3d.training.state import TrainingState, should_stop
 
 
 def weights(path):

@@ -11,7 +11,6 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,31 +20,20 @@ from monai.metrics import DiceMetric
 from tqdm import tqdm
 
 from unet3d import checkpoint as ckpt
-from unet3d.atomic import atomic_duplicate, atomic_write_json
+from unet3d.atomic import atomic_write_json
 from unet3d.config.schema import Config, TrainingConfig
 from unet3d.data.labels import activate, region_masks
-from unet3d.errors import CheckpointError, TrainingDiverged
+from unet3d.errors import TrainingDiverged
 from unet3d.optim import current_lr, step_scheduler
 from unet3d.runtime import Runtime, all_reduce_mean, autocast, seed_everything
 from unet3d.training.components import Components
 from unet3d.training.history import LOG_FILENAME, write_log
-from unet3d.training.plots import PLOT_FILENAME, write_progress_plot
-from unet3d.training.resume import Change, apply_accepted
+from unet3d.training.resume import Change
+from unet3d.training.state import TrainingState, restore, save_epoch, should_stop
 from unet3d.training.tensorboard import tensorboard_mirror
 
 log = logging.getLogger("unet3d")
 CONFIG_FILENAME = "config.json"  # the exact config of the run, written once a (resumed) run has accepted it
-
-
-@dataclass
-class TrainingState:
-    """What a checkpoint remembers besides the weights: progress, the best metric, and the log rows."""
-
-    epoch: int = 0
-    best_metric: float = math.inf
-    best_epoch: int = 0
-    seed: int = 0
-    rows: list[dict[str, Any]] = field(default_factory=list)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -68,6 +56,30 @@ def to_device(batch: dict[str, Any], device: torch.device) -> tuple[torch.Tensor
     )
 
 
+def train_step(parts: Components, batch: dict[str, Any], device: torch.device, clip: float | None) -> tuple[float, int]:
+    """One optimisation step (memory format, autocast, gradient scaler, clipping, per-iteration scheduler): the one
+    definition the loop and the benchmark share. Returns the loss and the batch size; TrainingDiverged, before the
+    weights are updated, when the loss is not finite."""
+    images, target = to_device(batch, device)
+    if parts.memory_format is not None:
+        images = images.contiguous(memory_format=parts.memory_format)
+    parts.optimizer.zero_grad(set_to_none=True)
+    with _autocast(parts, device):
+        loss = parts.loss(parts.network(images), target)
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise TrainingDiverged(f"the training loss is {value}")
+    parts.scaler.scale(loss).backward()
+    if clip is not None:
+        parts.scaler.unscale_(parts.optimizer)
+        torch.nn.utils.clip_grad_norm_(parts.model.parameters(), clip)
+    parts.scaler.step(parts.optimizer)
+    parts.scaler.update()
+    if parts.scheduler is not None and parts.scheduler_step == "iteration":
+        parts.scheduler.step()
+    return value, int(images.shape[0])
+
+
 def train_one_epoch(parts: Components, device: torch.device, epoch: int, training: TrainingConfig) -> float:
     """One epoch of optimisation (`training_iterations_per_epoch` passes over the loader); returns the mean training
     loss per sample. Per-iteration schedulers step after every batch."""
@@ -84,25 +96,12 @@ def train_one_epoch(parts: Components, device: torch.device, epoch: int, trainin
     )
     for _ in range(passes):
         for batch in parts.train_loader:
-            images, target = to_device(batch, device)
-            if parts.memory_format is not None:
-                images = images.contiguous(memory_format=parts.memory_format)
-            parts.optimizer.zero_grad(set_to_none=True)
-            with _autocast(parts, device):
-                loss = parts.loss(parts.network(images), target)
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise TrainingDiverged(f"epoch {epoch}, iteration {iteration + 1}: the training loss is {value}")
-            parts.scaler.scale(loss).backward()
-            if training.gradient_clip is not None:
-                parts.scaler.unscale_(parts.optimizer)
-                torch.nn.utils.clip_grad_norm_(parts.model.parameters(), training.gradient_clip)
-            parts.scaler.step(parts.optimizer)
-            parts.scaler.update()
-            if parts.scheduler is not None and parts.scheduler_step == "iteration":
-                parts.scheduler.step()
-            total += value * images.shape[0]
-            count += images.shape[0]
+            try:
+                value, size = train_step(parts, batch, device, training.gradient_clip)
+            except TrainingDiverged as error:
+                raise TrainingDiverged(f"epoch {epoch}, iteration {iteration + 1}: {error}") from None
+            total += value * size
+            count += size
             iteration += 1
             bar.update()
             bar.set_postfix(loss=f"{total / count:.4f}", samples_per_s=f"{count / (time.perf_counter() - start):.1f}")
@@ -152,76 +151,6 @@ def validate(parts: Components, device: torch.device) -> dict[str, float]:
     return result
 
 
-def checkpoint_state(parts: Components, state: TrainingState, config: Config) -> dict[str, Any]:
-    """The full state to save: weights, optimizer, scheduler, scaler, progress, log rows and config."""
-    return {
-        "model": parts.model.state_dict(),
-        "optimizer": parts.optimizer.state_dict(),
-        "scheduler": parts.scheduler.state_dict() if parts.scheduler is not None else None,
-        "scaler": parts.scaler.state_dict(),
-        "epoch": state.epoch,
-        "best_metric": state.best_metric,
-        "best_epoch": state.best_epoch,
-        "seed": state.seed,
-        "rows": state.rows,
-        "config": config.raw,
-    }
-
-
-def restore(
-    parts: Components, path: Path, device: torch.device, config: Config, accepted: Sequence[Change] = ()
-) -> TrainingState:
-    """Load a full checkpoint into the components and return the training state it records; config changes the user
-    accepted (`--accept_config_changes`) are applied on top of the restored optimizer."""
-    saved = ckpt.load_checkpoint(path, map_location=device)
-    for key in ("model", "optimizer", "epoch", "rows"):
-        if key not in saved:
-            raise CheckpointError(
-                f"{path}: not a unet3d training checkpoint (no {key!r}); "
-                "use --pretrained_model_filename to start from its weights"
-            )
-    ckpt.load_model_weights(parts.model, ckpt.model_state(saved), path)
-    parts.optimizer.load_state_dict(saved["optimizer"])
-    fresh_scheduler = apply_accepted(list(accepted), parts.optimizer, config)
-    if parts.scheduler is not None and saved.get("scheduler") is not None and not fresh_scheduler:
-        parts.scheduler.load_state_dict(saved["scheduler"])
-    elif parts.scheduler is not None and fresh_scheduler:
-        log.warning("the scheduler's settings changed: it starts again from its initial state")
-    if saved.get("scaler"):
-        parts.scaler.load_state_dict(saved["scaler"])
-    return TrainingState(
-        epoch=int(saved["epoch"]),
-        best_metric=float(saved["best_metric"]),
-        best_epoch=int(saved["best_epoch"]),
-        seed=int(saved["seed"]),
-        rows=list(saved["rows"]),
-    )
-
-
-def save_epoch(work_dir: Path, parts: Components, state: TrainingState, config: Config, improved: bool) -> None:
-    """Write this epoch's files; `model.pth` goes last (the commit point), then the log is rewritten from it."""
-    training = config.training
-    keep_every = training.save_every_n_epochs and state.epoch % training.save_every_n_epochs == 0
-    names = [ckpt.BEST] if improved and training.save_best else []
-    names += [ckpt.epoch_filename(state.epoch)] if keep_every or training.save_last_n_models else []
-    # The state is written once; the other names are hard links to it (a copy where links are not supported).
-    first = work_dir / (names[0] if names else ckpt.LAST)
-    ckpt.save_checkpoint(first, checkpoint_state(parts, state, config))
-    for name in [*names[1:], ckpt.LAST] if names else []:
-        atomic_duplicate(first, work_dir / name)
-    write_log(work_dir / LOG_FILENAME, state.rows)
-    if training.progress_plot:
-        write_progress_plot(work_dir / PLOT_FILENAME, state.rows)
-    if training.save_last_n_models:
-        _prune_epoch_checkpoints(work_dir, state.epoch, training.save_last_n_models, training.save_every_n_epochs)
-
-
-def _prune_epoch_checkpoints(work_dir: Path, epoch: int, keep_last: int, every: int | None) -> None:
-    old = epoch - keep_last
-    if old >= 1 and not (every and old % every == 0):
-        (work_dir / ckpt.epoch_filename(old)).unlink(missing_ok=True)
-
-
 def check_finite(row: dict[str, Any], model: torch.nn.Module, epoch: int) -> None:
     """TrainingDiverged when an epoch's losses or the weights are NaN or infinite: such an epoch is never saved."""
     for key in ("loss", "val_loss"):
@@ -230,11 +159,6 @@ def check_finite(row: dict[str, Any], model: torch.nn.Module, epoch: int) -> Non
     for name, tensor in model.state_dict().items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise TrainingDiverged(f"epoch {epoch}: the weights {name} hold NaN or infinite values")
-
-
-def should_stop(state: TrainingState, patience: int | None) -> bool:
-    """Early stopping: `patience` epochs in a row without a new best monitored metric (never if patience is None)."""
-    return patience is not None and state.epoch - state.best_epoch >= patience
 
 
 FullValidation = Callable[[torch.nn.Module], dict[str, float]]

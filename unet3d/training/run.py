@@ -17,8 +17,9 @@ from unet3d.data.datasets import stop_workers
 from unet3d.data.examples import write_examples
 from unet3d.runtime import banner, broadcast_from_main, resolve_runtime, use_deterministic_algorithms
 from unet3d.training.components import build_components
-from unet3d.training.loop import FullValidation, TrainingState, fit, should_stop
+from unet3d.training.loop import FullValidation, fit
 from unet3d.training.resume import changes_to_accept
+from unet3d.training.state import TrainingState, should_stop
 
 log = logging.getLogger("unet3d")
 

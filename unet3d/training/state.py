@@ -1,0 +1,110 @@
+"""What a checkpoint holds and how an epoch is committed: the training state besides the weights, the full-state
+checkpoint written once per epoch (`model.pth` last: the commit point), and its restore on resume."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unet3d import checkpoint as ckpt
+from unet3d.atomic import atomic_duplicate
+from unet3d.config.schema import Config
+from unet3d.errors import CheckpointError
+from unet3d.training.components import Components
+from unet3d.training.history import LOG_FILENAME, write_log
+from unet3d.training.plots import PLOT_FILENAME, write_progress_plot
+from unet3d.training.resume import Change, apply_accepted
+
+log = logging.getLogger("unet3d")
+
+
+@dataclass
+class TrainingState:
+    """What a checkpoint remembers besides the weights: progress, the best metric, and the log rows."""
+
+    epoch: int = 0
+    best_metric: float = math.inf
+    best_epoch: int = 0
+    seed: int = 0
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def checkpoint_state(parts: Components, state: TrainingState, config: Config) -> dict[str, Any]:
+    """The full state to save: weights, optimizer, scheduler, scaler, progress, log rows and config."""
+    return {
+        "model": parts.model.state_dict(),
+        "optimizer": parts.optimizer.state_dict(),
+        "scheduler": parts.scheduler.state_dict() if parts.scheduler is not None else None,
+        "scaler": parts.scaler.state_dict(),
+        "epoch": state.epoch,
+        "best_metric": state.best_metric,
+        "best_epoch": state.best_epoch,
+        "seed": state.seed,
+        "rows": state.rows,
+        "config": config.raw,
+    }
+
+
+def restore(
+    parts: Components, path: Path, device: torch.device, config: Config, accepted: Sequence[Change] = ()
+) -> TrainingState:
+    """Load a full checkpoint into the components and return the training state it records; config changes the user
+    accepted (`--accept_config_changes`) are applied on top of the restored optimizer."""
+    saved = ckpt.load_checkpoint(path, map_location=device)
+    for key in ("model", "optimizer", "epoch", "rows"):
+        if key not in saved:
+            raise CheckpointError(
+                f"{path}: not a unet3d training checkpoint (no {key!r}); "
+                "use --pretrained_model_filename to start from its weights"
+            )
+    ckpt.load_model_weights(parts.model, ckpt.model_state(saved), path)
+    parts.optimizer.load_state_dict(saved["optimizer"])
+    fresh_scheduler = apply_accepted(list(accepted), parts.optimizer, config)
+    if parts.scheduler is not None and saved.get("scheduler") is not None and not fresh_scheduler:
+        parts.scheduler.load_state_dict(saved["scheduler"])
+    elif parts.scheduler is not None and fresh_scheduler:
+        log.warning("the scheduler's settings changed: it starts again from its initial state")
+    if saved.get("scaler"):
+        parts.scaler.load_state_dict(saved["scaler"])
+    return TrainingState(
+        epoch=int(saved["epoch"]),
+        best_metric=float(saved["best_metric"]),
+        best_epoch=int(saved["best_epoch"]),
+        seed=int(saved["seed"]),
+        rows=list(saved["rows"]),
+    )
+
+
+def save_epoch(work_dir: Path, parts: Components, state: TrainingState, config: Config, improved: bool) -> None:
+    """Write this epoch's files; `model.pth` goes last (the commit point), then the log is rewritten from it."""
+    training = config.training
+    keep_every = training.save_every_n_epochs and state.epoch % training.save_every_n_epochs == 0
+    names = [ckpt.BEST] if improved and training.save_best else []
+    names += [ckpt.epoch_filename(state.epoch)] if keep_every or training.save_last_n_models else []
+    # The state is written once; the other names are hard links to it (a copy where links are not supported).
+    first = work_dir / (names[0] if names else ckpt.LAST)
+    ckpt.save_checkpoint(first, checkpoint_state(parts, state, config))
+    for name in [*names[1:], ckpt.LAST] if names else []:
+        atomic_duplicate(first, work_dir / name)
+    write_log(work_dir / LOG_FILENAME, state.rows)
+    if training.progress_plot:
+        write_progress_plot(work_dir / PLOT_FILENAME, state.rows)
+    if training.save_last_n_models:
+        _prune_epoch_checkpoints(work_dir, state.epoch, training.save_last_n_models, training.save_every_n_epochs)
+
+
+def _prune_epoch_checkpoints(work_dir: Path, epoch: int, keep_last: int, every: int | None) -> None:
+    old = epoch - keep_last
+    if old >= 1 and not (every and old % every == 0):
+        (work_dir / ckpt.epoch_filename(old)).unlink(missing_ok=True)
+
+
+def should_stop(state: TrainingState, patience: int | None) -> bool:
+    """Early stopping: `patience` epochs in a row without a new best monitored metric (never if patience is None)."""
+    return patience is not None and state.epoch - state.best_epoch >= patience
