@@ -14,8 +14,9 @@ import torch
 
 from unet3d import checkpoint as ckpt
 from unet3d.atomic import check_writable
+from unet3d.config.fields import parse_section
 from unet3d.config.load import load_config, parse_config
-from unet3d.config.schema import Case, Config, TrainingConfig, parse_section
+from unet3d.config.schema import Case, Config, TrainingConfig
 from unet3d.data.cases import check_cases
 from unet3d.data.labels import channel_groups, declared_values, region_names
 from unet3d.errors import CheckpointError, ConfigError

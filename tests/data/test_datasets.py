@@ -8,8 +8,9 @@ import nibabel as nib
 import numpy as np
 import torch
 
+from unet3d.config.fields import parse_section
 from unet3d.config.load import parse_cases
-from unet3d.config.schema import DatasetConfig, parse_section
+from unet3d.config.schema import DatasetConfig
 from unet3d.data.datasets import case_items, make_dataset
 from unet3d.data.examples import write_examples
 from unet3d.data.seeding import SeededDataset, SeededSampler

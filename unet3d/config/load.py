@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from unet3d.config.fields import parse_named, parse_section, refuse_non_finite
 from unet3d.config.schema import (
     NAMED_SECTIONS,
     REQUIRED_SECTIONS,
@@ -23,9 +24,6 @@ from unet3d.config.schema import (
     Case,
     Config,
     CrossValidationConfig,
-    parse_named,
-    parse_section,
-    refuse_non_finite,
 )
 from unet3d.errors import ConfigError
 from unet3d.formats import strip_image_suffix

@@ -1,41 +1,18 @@
 """The config schema: one typed record per JSON section, with defaults and a one-line doc per key.
 
-This is the single place that says which keys exist. `parse_section` turns a JSON object into a record and reports
-unknown keys (with the closest valid key), wrong types and impossible values with their JSON path. The README's config
-reference is generated from these records (`reference_markdown`).
+This is the single place that says which keys exist (`config.fields.parse_section` turns a JSON object into one of
+these records and reports what is wrong with its JSON path). The README's config reference is generated from these
+records (`reference_markdown`).
 """
 
 from __future__ import annotations
 
-import math
-import re
-import types
 import typing
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
-from unet3d.errors import ConfigError
-from unet3d.registry import suggest
-
-
-def doc(text: str, default: Any = MISSING, *, minimum: float | None = None, **extra: Any) -> Any:
-    """A dataclass field with its documentation (and an optional lower bound) attached."""
-    metadata = {"doc": text, "minimum": minimum, **extra}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata=metadata)
-    return field(default=default, metadata=metadata)
-
-
-@dataclass
-class NamedSpec:
-    """A class chosen by name (`name`) plus the keyword arguments for its constructor (every other key)."""
-
-    name: str
-    kwargs: dict[str, Any]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, **self.kwargs}
+from unet3d.config.fields import NamedSpec, doc, type_name
 
 
 @dataclass
@@ -258,115 +235,6 @@ NAMED_SECTIONS: dict[str, str] = {
 REQUIRED_SECTIONS = ("model", "optimizer", "loss")
 
 
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin is Literal:
-        return " or ".join(repr(a) for a in typing.get_args(tp))
-    if origin is list:
-        return "a list"
-    if origin is dict:
-        return "an object"
-    return {int: "an integer", float: "a number", bool: "true/false", str: "a string", type(None): "null"}.get(
-        tp, getattr(tp, "__name__", str(tp))
-    )
-
-
-def _matches(value: Any, tp: Any) -> bool:
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        return any(_matches(value, arg) for arg in typing.get_args(tp))
-    if origin is Literal:
-        return any(value == a and type(value) is type(a) for a in typing.get_args(tp))
-    if origin is list:
-        (item,) = typing.get_args(tp)
-        return isinstance(value, list) and all(_matches(v, item) for v in value)
-    if origin is dict:
-        return isinstance(value, dict)
-    if tp is NamedSpec:
-        return isinstance(value, dict)
-    if tp is type(None):
-        return value is None
-    if tp is bool:
-        return isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    return isinstance(value, tp)
-
-
-def refuse_non_finite(value: Any, where: str) -> None:
-    """Reject NaN and ±Infinity anywhere in a JSON value (Python's json module reads them; no bound check sees them)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        spelled = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-        raise ConfigError(f"{where}: {spelled} is not a finite number; give a finite value")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            refuse_non_finite(item, f"{where}.{key}" if where else str(key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            refuse_non_finite(item, f"{where}[{index}]")
-
-
-def parse_named(value: Any, where: str) -> NamedSpec:
-    """`{"name": ..., **kwargs}` → NamedSpec; the name itself is checked later against the registry."""
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where}: expected an object with a 'name', got {type(value).__name__}")
-    if "name" not in value:
-        raise ConfigError(f"{where}: missing 'name'")
-    if not isinstance(value["name"], str):
-        raise ConfigError(f"{where}.name: expected a string, got {value['name']!r}")
-    return NamedSpec(value["name"], {k: v for k, v in value.items() if k != "name"})
-
-
-def _check_bounds(value: Any, meta: typing.Mapping[str, Any], where: str) -> None:
-    values = value if isinstance(value, list) else [value]
-    minimum, maximum = meta.get("minimum"), meta.get("maximum")
-    for v in values:
-        if not isinstance(v, (int, float)) or isinstance(v, bool):
-            continue
-        if minimum is not None and v < minimum:
-            raise ConfigError(f"{where}: must be at least {minimum}, got {value!r}")
-        if maximum is not None and v > maximum:
-            raise ConfigError(f"{where}: must be at most {maximum}, got {value!r}")
-    pattern = meta.get("pattern")
-    for v in values if pattern else []:
-        if isinstance(v, str) and not re.fullmatch(pattern, v):
-            expect = meta.get("expect") or f"the pattern {pattern}"
-            raise ConfigError(f"{where}: {v!r} is refused: it goes into a shell script; expected {expect}")
-    choices = meta.get("choices")
-    if choices and value not in choices:
-        allowed = ", ".join(map(repr, choices))
-        raise ConfigError(f"{where}: must be one of {allowed}, got {value!r}{suggest(str(value), map(str, choices))}")
-
-
-def parse_section(record: type, data: Any, where: str) -> Any:
-    """Build `record` from a JSON object, checking keys, types and bounds; errors name the JSON path."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected an object, got {type(data).__name__}")
-    hints = typing.get_type_hints(record)
-    known = {f.name: f for f in fields(record)}
-    for key in data:
-        if key not in known:
-            raise ConfigError(f"{where}.{key}: unknown key{suggest(key, known)}")
-    values = {}
-    for name, f in known.items():
-        if name not in data:
-            if f.default is MISSING and f.default_factory is MISSING:
-                raise ConfigError(f"{where}.{name}: required")
-            continue
-        value, tp, path = data[name], hints[name], f"{where}.{name}"
-        if not _matches(value, tp):
-            raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
-        _check_bounds(value, f.metadata, path)
-        if typing.get_args(tp) and typing.get_args(tp)[0] is NamedSpec:
-            value = [parse_named(v, f"{path}[{i}]") for i, v in enumerate(value)]
-        values[name] = value
-    return record(**values)
-
-
 @dataclass
 class Case:
     """One case: its image files (one per modality, in channel order), its label map, and its identifiers."""
@@ -418,7 +286,7 @@ def reference_markdown() -> str:
         hints = typing.get_type_hints(record)
         for f in fields(record):
             default = f.default if f.default is not MISSING else f.default_factory()
-            type_text = _type_name(hints[f.name]).replace("|", "/")
+            type_text = type_name(hints[f.name]).replace("|", "/")
             lines.append(f"| `{section}.{f.name}` | {type_text} | `{default!r}` | {f.metadata['doc']} |")
     lines.append(
         '| `<group>_filenames` | list or path | | Cases: `{"image": path or [paths], "label": path}`; '

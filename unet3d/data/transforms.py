@@ -23,7 +23,8 @@ import torch
 from monai import transforms as mt
 from monai.transforms import RandomizableTrait
 
-from unet3d.config.schema import DatasetConfig, NamedSpec, parse_section
+from unet3d.config.fields import NamedSpec, parse_section
+from unet3d.config.schema import DatasetConfig
 from unet3d.data.image_io import monai_reader
 from unet3d.data.labels import LabelsToChannelsd, channel_groups
 from unet3d.errors import ConfigError
