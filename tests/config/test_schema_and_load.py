@@ -539,3 +539,33 @@ def test_reference_markdown_lists_named_sections_and_required_ones():
     assert "| `model` | object | required |" in "\n".join(rows)
     assert any(r.startswith("| `scheduler` | object | none |") for r in rows)
     assert any(r.startswith("| `training.n_epochs` | an integer | `1000` |") for r in rows)
+
+
+def test_every_problem_of_a_config_is_reported_at_once_with_its_json_path(tmp_path):
+    from unet3d.config.load import load_config as load
+    from unet3d.errors import ConfigError as Error
+
+    config = {
+        "model": {"name": "UNet"},
+        "loss": {"name": "DiceLoss"},
+        "optimizer": {"name": "Adam", "lr": float("inf")},
+        "dataset": {"desired_shape": "32", "foreground_percentile": 2.0},
+        "training": {"n_epoch": 5, "batch_size": 0},
+        "cluster": {"partition": "gpu\nid"},
+        "augmentation": {},
+    }
+    path = tmp_path / "many.json"
+    path.write_text(json.dumps(config))
+    with pytest.raises(Error) as raised:
+        load(path)
+    lines = str(raised.value).splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "optimizer.lr",
+        "augmentation",
+        "dataset.desired_shape",
+        "dataset.foreground_percentile",
+        "training.n_epoch",
+        "training.batch_size",
+        "cluster.partition",
+    ]
+    assert "did you mean 'n_epochs'" in lines[4]

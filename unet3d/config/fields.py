@@ -7,11 +7,14 @@ import math
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, Literal, Union
+from typing import Any, Literal, TypeVar, Union
 
 from unet3d.errors import ConfigError
 from unet3d.registry import suggest
+
+T = TypeVar("T")
 
 
 def doc(text: str, default: Any = MISSING, *, minimum: float | None = None, **extra: Any) -> Any:
@@ -72,17 +75,47 @@ def _matches(value: Any, tp: Any) -> bool:
     return isinstance(value, tp)
 
 
-def refuse_non_finite(value: Any, where: str) -> None:
-    """Reject NaN and ±Infinity anywhere in a JSON value (Python's json module reads them; no bound check sees them)."""
+def non_finite(value: Any, where: str) -> list[str]:
+    """One line per NaN or ±Infinity anywhere in a JSON value (Python's json module reads them; no bound check sees
+    them), naming its JSON path."""
     if isinstance(value, float) and not math.isfinite(value):
         spelled = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-        raise ConfigError(f"{where}: {spelled} is not a finite number; give a finite value")
+        return [f"{where}: {spelled} is not a finite number; give a finite value"]
     if isinstance(value, dict):
-        for key, item in value.items():
-            refuse_non_finite(item, f"{where}.{key}" if where else str(key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            refuse_non_finite(item, f"{where}[{index}]")
+        return [line for key, item in value.items() for line in non_finite(item, f"{where}.{key}" if where else key)]
+    if isinstance(value, list):
+        return [line for index, item in enumerate(value) for line in non_finite(item, f"{where}[{index}]")]
+    return []
+
+
+def refuse_non_finite(value: Any, where: str) -> None:
+    """A ConfigError listing every NaN or ±Infinity in a JSON value (see `non_finite`)."""
+    lines = non_finite(value, where)
+    if lines:
+        raise ConfigError("\n".join(lines))
+
+
+class Problems:
+    """Collects the ConfigErrors of independent checks, so that one run reports every problem of a config, each on
+    its own line with its JSON path, instead of the first one only."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def run(self, check: Callable[..., T], *args: Any) -> T | None:
+        """`check(*args)`, or None (and its message noted) when it raises a ConfigError."""
+        try:
+            return check(*args)
+        except ConfigError as error:
+            self.lines.extend(str(error).splitlines())
+            return None
+
+    def add(self, line: str) -> None:
+        self.lines.append(line)
+
+    def raise_any(self) -> None:
+        if self.lines:
+            raise ConfigError("\n".join(self.lines))
 
 
 def parse_named(value: Any, where: str) -> NamedSpec:
@@ -118,25 +151,29 @@ def _check_bounds(value: Any, meta: typing.Mapping[str, Any], where: str) -> Non
 
 
 def parse_section(record: type, data: Any, where: str) -> Any:
-    """Build `record` from a JSON object, checking keys, types and bounds; errors name the JSON path."""
+    """Build `record` from a JSON object, checking keys, types and bounds; one ConfigError lists every problem of the
+    section, each with its JSON path."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected an object, got {type(data).__name__}")
     hints = typing.get_type_hints(record)
     known = {f.name: f for f in fields(record)}
+    problems = Problems()
     for key in data:
         if key not in known:
-            raise ConfigError(f"{where}.{key}: unknown key{suggest(key, known)}")
+            problems.add(f"{where}.{key}: unknown key{suggest(key, known)}")
     values = {}
     for name, f in known.items():
         if name not in data:
             if f.default is MISSING and f.default_factory is MISSING:
-                raise ConfigError(f"{where}.{name}: required")
+                problems.add(f"{where}.{name}: required")
             continue
         value, tp, path = data[name], hints[name], f"{where}.{name}"
         if not _matches(value, tp):
-            raise ConfigError(f"{path}: expected {type_name(tp)}, got {value!r}")
-        _check_bounds(value, f.metadata, path)
+            problems.add(f"{path}: expected {type_name(tp)}, got {value!r}")
+            continue
+        problems.run(_check_bounds, value, f.metadata, path)
         if typing.get_args(tp) and typing.get_args(tp)[0] is NamedSpec:
-            value = [parse_named(v, f"{path}[{i}]") for i, v in enumerate(value)]
+            value = [problems.run(parse_named, v, f"{path}[{i}]") for i, v in enumerate(value)]
         values[name] = value
+    problems.raise_any()
     return record(**values)

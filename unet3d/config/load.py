@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from unet3d.config.fields import parse_named, parse_section, refuse_non_finite
+from unet3d.config.fields import Problems, parse_named, parse_section, refuse_non_finite
 from unet3d.config.schema import (
     NAMED_SECTIONS,
     REQUIRED_SECTIONS,
@@ -186,26 +186,30 @@ def _legacy_cross_validation(value: Any) -> Any:
 def parse_config(data: dict[str, Any], base: Path, source: Path | None = None) -> Config:
     """Turn a JSON object into a Config. Relative paths resolve against `base`. Raises ConfigError."""
     raw = copy.deepcopy(data)
-    refuse_non_finite(data, "")
+    problems = Problems()
+    problems.run(refuse_non_finite, data, "")
     for key in data:
         if key not in TOP_LEVEL_KEYS and not key.endswith("_filenames"):
-            raise ConfigError(f"{key}: unknown section{suggest(key, TOP_LEVEL_KEYS)}")
+            problems.add(f"{key}: unknown section{suggest(key, TOP_LEVEL_KEYS)}")
     for key in REQUIRED_SECTIONS:
         if key not in data:
-            raise ConfigError(f"{key}: required section is missing")
-    named = {key: parse_named(data[key], key) for key in NAMED_SECTIONS if data.get(key) is not None}
+            problems.add(f"{key}: required section is missing")
+    named = {key: problems.run(parse_named, data[key], key) for key in NAMED_SECTIONS if data.get(key) is not None}
     cross_validation = None
     if data.get("cross_validation") is not None:
         raw["cross_validation"] = _legacy_cross_validation(data["cross_validation"])
-        cross_validation = parse_section(CrossValidationConfig, raw["cross_validation"], "cross_validation")
-    dataset = parse_section(SECTION_RECORDS["dataset"], data.get("dataset", {}), "dataset")
-    training = parse_section(SECTION_RECORDS["training"], data.get("training", {}), "training")
-    cluster = parse_section(SECTION_RECORDS["cluster"], data.get("cluster") or {}, "cluster")
+        cross_validation = problems.run(
+            parse_section, CrossValidationConfig, raw["cross_validation"], "cross_validation"
+        )
+    dataset = problems.run(parse_section, SECTION_RECORDS["dataset"], data.get("dataset", {}), "dataset")
+    training = problems.run(parse_section, SECTION_RECORDS["training"], data.get("training", {}), "training")
+    cluster = problems.run(parse_section, SECTION_RECORDS["cluster"], data.get("cluster") or {}, "cluster")
     groups = {
-        key[: -len("_filenames")]: parse_cases(value, base, key)
+        key[: -len("_filenames")]: problems.run(parse_cases, value, base, key)
         for key, value in data.items()
         if key.endswith("_filenames")
     }
+    problems.raise_any()  # every problem of the config at once, one line each
     for key, _value in list(raw.items()):
         if key.endswith("_filenames"):
             raw[key] = [case.to_json() for case in groups[key[: -len("_filenames")]]]
