@@ -9,11 +9,11 @@ import math
 
 import torch
 
-from unet3d.config.schema import Config
+from unet3d.config.schema import SPLIT_BLOCKS, Config
 from unet3d.data.cases import CaseInfo, check_cases
 from unet3d.data.datasets import available_memory
 from unet3d.data.labels import channel_groups, check_label_spec, declared_values, n_target_channels, region_names
-from unet3d.data.transforms import SPLIT_BLOCKS, build_transforms, split_dataset_config
+from unet3d.data.transforms import build_transforms
 from unet3d.errors import ConfigError, DataError
 from unet3d.losses import activation_from_loss, check_loss_spec
 from unet3d.models import check_input_shape, check_model_spec, spatial_dims
@@ -60,7 +60,7 @@ def check_patch_sizes(config: Config) -> None:
     shape error in the middle of the first epoch."""
     if config.inference is not None and isinstance(config.inference.kwargs.get("roi_size"), list):
         check_input_shape(config.model, config.inference.kwargs["roi_size"], "inference.roi_size")
-    training = split_dataset_config(config.dataset, config.raw.get("dataset", {}), "training")
+    training = config.dataset_for("training")
     for i, spec in enumerate(training.spatial_augmentations):
         if "Crop" not in spec.name:
             continue
@@ -135,7 +135,7 @@ def check_experiment(config: Config, train: bool = True) -> None:
     check_monitor(config)
     softmax = activation == "softmax"
     for split in SPLIT_BLOCKS:
-        split_config = split_dataset_config(dataset, config.raw.get("dataset", {}), split)
+        split_config = config.dataset_for(split)
         build_transforms(split_config, with_label=True, softmax=softmax, augment=True, where=f"dataset.{split}")
     check_model_spec(config.model, in_channels=None, out_channels=n_target_channels(config.labels, activation))
     if train and not config.groups.get("training"):

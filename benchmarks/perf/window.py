@@ -13,7 +13,7 @@ from monai.utils import ensure_tuple
 from perf.timing import median_time
 from unet3d.config.schema import Config
 from unet3d.data.datasets import case_items
-from unet3d.data.transforms import build_transforms, split_dataset_config
+from unet3d.data.transforms import build_transforms
 from unet3d.inference.predict import Predictor
 from unet3d.inferers import build_inferer
 from unet3d.losses import activation_from_loss
@@ -46,7 +46,7 @@ def sliding_window(
     forward passes over the same number and size of windows (random tensors, same batches of windows)."""
     case = config.groups["validation"][0]
     activation = activation_from_loss(config.loss)
-    dataset = split_dataset_config(config.dataset, config.raw.get("dataset", {}), "validation")
+    dataset = config.dataset_for("validation")
     transform = build_transforms(dataset, with_label=False, softmax=activation == "softmax", augment=False)
     image = transform(case_items([case], with_label=False)[0])["image"].unsqueeze(0).as_tensor()
     model = parts.model.eval()

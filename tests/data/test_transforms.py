@@ -14,7 +14,7 @@ from unet3d.config.load import parse_config
 from unet3d.config.schema import Case, DatasetConfig, NamedSpec
 from unet3d.data.datasets import case_items, file_state_hash, fingerprint_dir, make_dataset
 from unet3d.data.synthetic import write_case, write_dataset
-from unet3d.data.transforms import build_transforms, preprocessing_fingerprint, split_dataset_config
+from unet3d.data.transforms import build_transforms, preprocessing_fingerprint
 from unet3d.errors import ConfigError
 
 BRATS = [2, 1, 4]
@@ -382,9 +382,8 @@ def test_split_block_overrides_for_that_split_only(data):
         normalization=None,
         training={"desired_shape": [8, 8, 8], "spatial_augmentations": [flip]},
     )
-    raw = parsed.raw["dataset"]
-    training = split_dataset_config(parsed.dataset, raw, "training")
-    validation = split_dataset_config(parsed.dataset, raw, "validation")
+    training = parsed.dataset_for("training")
+    validation = parsed.dataset_for("validation")
     assert isinstance(training, DatasetConfig)
     assert training.desired_shape == [8, 8, 8]
     assert [spec.to_json() for spec in training.spatial_augmentations] == [flip]
@@ -400,26 +399,23 @@ def test_split_block_overrides_for_that_split_only(data):
 def test_validation_block(data):
     directory, entries = data
     parsed = config(directory, entries, labels=BRATS, crop_foreground=False, validation={"crop_foreground": True})
-    raw = parsed.raw["dataset"]
-    assert split_dataset_config(parsed.dataset, raw, "validation").crop_foreground is True
-    assert split_dataset_config(parsed.dataset, raw, "training").crop_foreground is False
+    assert parsed.dataset_for("validation").crop_foreground is True
+    assert parsed.dataset_for("training").crop_foreground is False
 
 
 @pytest.mark.parametrize("key", ["name", "training", "validation"])
 def test_split_block_refuses_name_and_nesting(data, key):
     directory, entries = data
     value = "SegmentationDatasetPersistent" if key == "name" else {"desired_shape": [8, 8, 8]}
-    parsed = config(directory, entries, labels=BRATS, training={key: value})
-    with pytest.raises(ConfigError) as info:
-        split_dataset_config(parsed.dataset, parsed.raw["dataset"], "training")
+    with pytest.raises(ConfigError) as info:  # when the config is loaded, before anything runs
+        config(directory, entries, labels=BRATS, training={key: value})
     assert f"dataset.training.{key}" in str(info.value)
 
 
 def test_split_block_unknown_key_names_the_path(data):
     directory, entries = data
-    parsed = config(directory, entries, labels=BRATS, validation={"desired_shap": [8, 8, 8]})
     with pytest.raises(ConfigError) as info:
-        split_dataset_config(parsed.dataset, parsed.raw["dataset"], "validation")
+        config(directory, entries, labels=BRATS, validation={"desired_shap": [8, 8, 8]})
     assert "dataset.validation.desired_shap" in str(info.value)
     assert "desired_shape" in str(info.value)
 
@@ -608,9 +604,8 @@ def test_training_and_validation_caches_do_not_mix(tmp_path):
     entries = write_dataset(tmp_path / "data", 1, seed=1, shape_range=(16, 16))
     flip = {"name": "RandFlipd", "prob": 0.5}
     parsed = config(tmp_path / "data", entries, labels=BRATS, training={"spatial_augmentations": [flip]})
-    raw = parsed.raw["dataset"]
-    training = split_dataset_config(parsed.dataset, raw, "training")
-    validation = split_dataset_config(parsed.dataset, raw, "validation")
+    training = parsed.dataset_for("training")
+    validation = parsed.dataset_for("validation")
     root = tmp_path / "cache"
     item = case_items(parsed.groups["training"], True)[0]
     train_set = make_dataset(

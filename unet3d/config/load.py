@@ -21,9 +21,11 @@ from unet3d.config.schema import (
     NAMED_SECTIONS,
     REQUIRED_SECTIONS,
     SECTION_RECORDS,
+    SPLIT_BLOCKS,
     Case,
     Config,
     CrossValidationConfig,
+    DatasetConfig,
 )
 from unet3d.errors import ConfigError
 from unet3d.formats import strip_image_suffix
@@ -183,6 +185,22 @@ def _legacy_cross_validation(value: Any) -> Any:
     return value
 
 
+def split_dataset(raw: dict[str, Any], split: str) -> DatasetConfig | None:
+    """The dataset settings of one split: the top-level `dataset` keys with the block `dataset.<split>` on top, or
+    None when the split has no block. A ConfigError names each key of the block that is wrong, with its path."""
+    block = (raw or {}).get(split) or {}
+    if not block:
+        return None
+    problems = Problems()
+    for key in block:
+        if key in SPLIT_BLOCKS or key == "name":
+            problems.add(f"dataset.{split}.{key}: cannot be set per split")
+    problems.raise_any()
+    merged = {k: v for k, v in raw.items() if k not in SPLIT_BLOCKS}
+    merged.update(block)
+    return parse_section(DatasetConfig, merged, f"dataset.{split}")
+
+
 def parse_config(data: dict[str, Any], base: Path, source: Path | None = None) -> Config:
     """Turn a JSON object into a Config. Relative paths resolve against `base`. Raises ConfigError."""
     raw = copy.deepcopy(data)
@@ -202,6 +220,7 @@ def parse_config(data: dict[str, Any], base: Path, source: Path | None = None) -
             parse_section, CrossValidationConfig, raw["cross_validation"], "cross_validation"
         )
     dataset = problems.run(parse_section, SECTION_RECORDS["dataset"], data.get("dataset", {}), "dataset")
+    splits = {split: problems.run(split_dataset, data.get("dataset") or {}, split) for split in SPLIT_BLOCKS}
     training = problems.run(parse_section, SECTION_RECORDS["training"], data.get("training", {}), "training")
     cluster = problems.run(parse_section, SECTION_RECORDS["cluster"], data.get("cluster") or {}, "cluster")
     groups = {
@@ -216,6 +235,9 @@ def parse_config(data: dict[str, Any], base: Path, source: Path | None = None) -
     if dataset.cache_dir is not None:
         raw["dataset"]["cache_dir"] = str(_resolve(dataset.cache_dir, base, "dataset.cache_dir"))
         dataset.cache_dir = raw["dataset"]["cache_dir"]
+        for settings in splits.values():
+            if settings is not None:
+                settings.cache_dir = dataset.cache_dir
     return Config(
         dataset=dataset,
         training=training,
@@ -224,6 +246,7 @@ def parse_config(data: dict[str, Any], base: Path, source: Path | None = None) -
         groups=groups,
         source=source,
         raw=raw,
+        splits={split: settings for split, settings in splits.items() if settings is not None},
         **named,
     )
 

@@ -218,6 +218,8 @@ class ClusterConfig:
     )
 
 
+SPLIT_BLOCKS = ("training", "validation")  # dataset blocks whose keys apply to one split only
+
 SECTION_RECORDS: dict[str, type] = {
     "dataset": DatasetConfig,
     "training": TrainingConfig,
@@ -271,10 +273,16 @@ class Config:
     groups: dict[str, list[Case]] = field(default_factory=dict)
     source: Path | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+    splits: dict[str, DatasetConfig] = field(default_factory=dict)  # `dataset.training`/`.validation` merged, typed
 
     @property
     def labels(self) -> list[int | list[int]]:
         return list(self.dataset.labels or [])
+
+    def dataset_for(self, split: str) -> DatasetConfig:
+        """The dataset settings of one split ('training' or 'validation', which prediction uses too): the top-level
+        keys with the split's block on top, or the dataset section itself when the split has no block."""
+        return self.splits.get(split, self.dataset)
 
 
 def reference_markdown() -> str:

@@ -23,7 +23,7 @@ import torch
 from monai import transforms as mt
 from monai.transforms import RandomizableTrait
 
-from unet3d.config.fields import NamedSpec, parse_section
+from unet3d.config.fields import NamedSpec
 from unet3d.config.schema import DatasetConfig
 from unet3d.data.image_io import monai_reader
 from unet3d.data.labels import LabelsToChannelsd, channel_groups
@@ -32,18 +32,6 @@ from unet3d.registry import check_kwargs, lookup
 
 IMAGE, LABEL = "image", "label"
 NORMALIZATION_ALIASES = {"zero_mean": "NormalizeIntensityd"}
-SPLIT_BLOCKS = ("training", "validation")
-
-
-def split_dataset_config(dataset: DatasetConfig, raw: dict[str, Any], split: str) -> DatasetConfig:
-    """The dataset config for one split: the top-level keys with the split's block (`dataset.<split>`) on top."""
-    block = (raw or {}).get(split) or {}
-    merged = {k: v for k, v in (raw or {}).items() if k not in SPLIT_BLOCKS}
-    for key in block:
-        if key in SPLIT_BLOCKS or key == "name":
-            raise ConfigError(f"dataset.{split}.{key}: cannot be set per split")
-    merged.update(block)
-    return parse_section(DatasetConfig, merged, f"dataset.{split}") if block else dataset
 
 
 def foreground_above_percentile(image: torch.Tensor, percentile: float) -> torch.Tensor:

@@ -18,7 +18,7 @@ from unet3d.config.schema import Case, Config
 from unet3d.data.datasets import case_items
 from unet3d.data.image_io import label_map_suffix
 from unet3d.data.labels import channel_groups, decode
-from unet3d.data.transforms import build_transforms, split_dataset_config
+from unet3d.data.transforms import build_transforms
 from unet3d.errors import CheckpointError, ConfigError
 from unet3d.formats import PROBABILITY_SUFFIX
 from unet3d.inference.export import check_geometry, to_original_space, write_label_map, write_probabilities
@@ -100,7 +100,7 @@ def iter_predictions(
     predictor: Predictor, config: Config, cases: Sequence[Case], threshold: float = 0.5, description: str = "predict"
 ) -> Iterator[CasePrediction]:
     """Preprocess each case as for validation, predict, invert to its original space and decode, one at a time."""
-    dataset = split_dataset_config(config.dataset, config.raw.get("dataset", {}), "validation")
+    dataset = config.dataset_for("validation")
     transform = build_transforms(dataset, with_label=False, softmax=predictor.activation == "softmax", augment=False)
     groups = channel_groups(config.labels, config.dataset.setup_label_hierarchy)
     pairs = list(zip(cases, case_items(cases, with_label=False), strict=True))

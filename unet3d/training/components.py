@@ -25,7 +25,7 @@ from unet3d.data.datasets import (
 )
 from unet3d.data.labels import channel_groups, n_target_channels, region_names
 from unet3d.data.seeding import SeededDataset, SeededSampler
-from unet3d.data.transforms import build_transforms, preprocessing_fingerprint, split_dataset_config
+from unet3d.data.transforms import build_transforms, preprocessing_fingerprint
 from unet3d.inferers import build_inferer
 from unet3d.losses import activation_from_loss, build_loss
 from unet3d.models import build_model, deep_supervision_heads, spatial_dims
@@ -83,7 +83,7 @@ def build_dataset(
 ) -> tuple[Dataset, Compose]:
     """The dataset of one split (`training` or `validation` cases) with its transforms and the configured caching."""
     softmax = activation_from_loss(config.loss) == "softmax"
-    dataset_config = split_dataset_config(config.dataset, config.raw.get("dataset", {}), split)
+    dataset_config = config.dataset_for(split)
     transform = build_transforms(
         dataset_config,
         with_label=True,
