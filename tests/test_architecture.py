@@ -34,14 +34,11 @@ RANK = {
     "inference": 5,
     "evaluation": 5,
     # what combines them
-    "postprocessing": 6,
     "preflight": 6,
-    "workflow": 7,
-    "cv": 8,
-    "experiment": 9,
+    "experiment": 9,  # one work dir's steps, folds, splits, summary, SLURM scripts, the entry point
     "prediction": 9,
     "cli": 10,
-    "train": 11,  # `python -m unet3d.train`: the torchrun entry point, which calls the CLI
+    "train": 11,  # `python -m unet3d.train`: the launch command of earlier versions' scripts, which calls the CLI
     "__init__": 12,  # the public API re-exports the entry points
 }
 

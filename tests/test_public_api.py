@@ -13,15 +13,15 @@ import unet3d
 
 def test_every_public_name_resolves_to_the_library_function():
     from unet3d.evaluation.evaluate import evaluate
-    from unet3d.experiment import run_experiment
+    from unet3d.experiment.run import run_experiment
     from unet3d.prediction import predict
     from unet3d.training.run import RunOptions
 
     assert unet3d.run_experiment is run_experiment and unet3d.predict is predict and unet3d.evaluate is evaluate
     assert unet3d.RunOptions is RunOptions
     assert all(hasattr(unet3d, name) for name in unet3d.__all__)
-    with pytest.raises(AttributeError, match="no attribute 'train'"):
-        _ = unet3d.train
+    with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
+        _ = unet3d.no_such_name
 
 
 def test_importing_the_package_does_not_load_torch():

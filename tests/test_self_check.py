@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from unet3d.cv.summary import fold_row, summarize, write_summary
-from unet3d.workflow import MANIFEST, DiceGap, dice_gaps
+from unet3d.experiment.steps import MANIFEST, DiceGap, dice_gaps
+from unet3d.experiment.summary import fold_row, summarize, write_summary
 
 
 def fake_work_dir(folder: Path, full_whole: float, best_epoch: int = 2) -> Path:
@@ -70,7 +70,7 @@ def test_cv_summary_marks_the_fold_with_a_gap(tmp_path):
 
 
 def test_terminal_table_lists_the_notes_below_the_numbers(tmp_path):
-    from unet3d.cv.summary import format_table
+    from unet3d.experiment.summary import format_table
 
     fake_work_dir(tmp_path / "fold1", full_whole=0.34)
     fake_work_dir(tmp_path / "fold2", full_whole=0.90)

@@ -23,8 +23,8 @@ __version__ = "0.1.0"
 _PUBLIC = {
     "load_config": "unet3d.config.load",
     "Config": "unet3d.config.schema",
-    "run_experiment": "unet3d.experiment",
-    "ExperimentResult": "unet3d.experiment",
+    "run_experiment": "unet3d.experiment.run",
+    "ExperimentResult": "unet3d.experiment.run",
     "RunOptions": "unet3d.training.run",
     "predict": "unet3d.prediction",
     "PredictionResult": "unet3d.prediction",
@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     from unet3d.config.schema import Config
     from unet3d.errors import Busy, CheckpointError, ConfigError, DataError, MachineError, UserError
     from unet3d.evaluation.evaluate import evaluate
-    from unet3d.experiment import ExperimentResult, run_experiment
+    from unet3d.experiment.run import ExperimentResult, run_experiment
     from unet3d.prediction import PredictionResult, predict
     from unet3d.training.run import RunOptions
 

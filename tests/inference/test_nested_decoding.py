@@ -222,7 +222,7 @@ def test_softmax_grouped_labels_decode_to_each_group_s_first_value(hard_cases):
 
 
 def test_postprocessing_demotes_stray_inner_voxels_to_the_enclosing_region():
-    from unet3d.postprocessing import keep_largest_component
+    from unet3d.evaluation.postprocessing import keep_largest_component
 
     label_map = np.zeros((12, 12, 12), np.int16)
     label_map[1:8, 1:8, 1:8] = 2

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from unet3d.experiment import run_experiment
+from unet3d.experiment.run import run_experiment
 from unet3d.training.run import RunOptions
 
 

@@ -15,7 +15,7 @@ import torch
 
 from unet3d.config.schema import Case
 from unet3d.data.synthetic import write_dataset
-from unet3d.experiment import run_experiment
+from unet3d.experiment.run import run_experiment
 from unet3d.inference.inputs import cases_in_folder
 from unet3d.inference.predict import Predictor, mirror_axes
 from unet3d.training.run import RunOptions
@@ -251,9 +251,9 @@ def test_written_whole_region_scores_as_the_whole_tumour_channel_alone(trained_c
     in the same (original) space; an inner channel never paints outside it."""
     from unet3d.config.load import load_config
     from unet3d.evaluation.metrics import read_labels
+    from unet3d.experiment.steps import best_model_path
     from unet3d.inference.cases import iter_predictions
     from unet3d.inference.predict import make_predictor
-    from unet3d.workflow import best_model_path
 
     _, work, _ = trained_cv
     for fold in (1, 2):

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
-from unet3d.cv.summary import fold_row, summarize
 from unet3d.errors import DataError, TrainingDiverged
-from unet3d.experiment import run_experiment
+from unet3d.experiment.run import run_experiment
+from unet3d.experiment.summary import fold_row, summarize
 from unet3d.training.run import RunOptions
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from unet3d.errors import ConfigError
-from unet3d.experiment import run_experiment
+from unet3d.experiment.run import run_experiment
 from unet3d.training.resume import applies_on_resume, config_changes
 from unet3d.training.run import RunOptions
 

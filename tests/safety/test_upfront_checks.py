@@ -16,7 +16,7 @@ import torch
 from unet3d.data.datasets import CheckedCacheDataset
 from unet3d.data.transforms import foreground_above_percentile
 from unet3d.errors import ConfigError, DataError
-from unet3d.experiment import run_experiment
+from unet3d.experiment.run import run_experiment
 
 
 def train(config: Path, output: Path) -> subprocess.CompletedProcess:

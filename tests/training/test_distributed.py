@@ -21,7 +21,7 @@ def torchrun(config, output_dir, *extra: str) -> subprocess.CompletedProcess:
         "--nproc_per_node",
         "2",
         "-m",
-        "unet3d.train",
+        "unet3d.cli.train",
         "--config_filename",
         str(config),
         "--output_dir",
@@ -52,7 +52,7 @@ def test_two_process_run_trains_resumes_and_writes_one_set_of_outputs(experiment
         [
             sys.executable,
             "-m",
-            "unet3d.train",
+            "unet3d.cli.train",
             "--config_filename",
             str(single),
             "--output_dir",

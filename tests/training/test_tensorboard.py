@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from unet3d.errors import ConfigError
-from unet3d.experiment import run_experiment
+from unet3d.experiment.run import run_experiment
 from unet3d.training.history import LOG_FILENAME
 from unet3d.training.run import RunOptions
 from unet3d.training.tensorboard import TENSORBOARD_DIRNAME, scalars, tag

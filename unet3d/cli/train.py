@@ -18,7 +18,7 @@ import torch
 from unet3d.cli.common import EXIT_FAILURE, EXIT_OK, add_overrides_argument, run_command, setup_logging
 from unet3d.config.load import parse_assignments
 from unet3d.errors import ConfigError
-from unet3d.experiment import read_machine_config, run_experiment
+from unet3d.experiment.run import read_machine_config, run_experiment
 from unet3d.runtime import is_main_process, shutdown_distributed
 from unet3d.training.run import RunOptions
 
@@ -26,7 +26,7 @@ log = logging.getLogger("unet3d")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="unet3d-train", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="unet3d.cli.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config_filename", required=True, type=Path, help="experiment config (JSON)")
     parser.add_argument(
         "--output_dir",
@@ -114,7 +114,8 @@ def parse_folds(values: Sequence[str] | None) -> list[int] | None:
 
 
 def relaunch_under_torchrun(n_gpus: int, argv: Sequence[str]) -> None:
-    """Replace this process by `torchrun --standalone --nproc_per_node N -m unet3d.train ARGS` (one process per GPU)."""
+    """Replace this process by `torchrun --standalone --nproc_per_node N -m unet3d.cli.train ARGS`, one process per
+    GPU."""
     command = [
         sys.executable,
         "-m",
@@ -122,7 +123,7 @@ def relaunch_under_torchrun(n_gpus: int, argv: Sequence[str]) -> None:
         "--standalone",
         f"--nproc_per_node={n_gpus}",
         "-m",
-        "unet3d.train",
+        "unet3d.cli.train",
         *argv,
     ]
     log.info("launching %d processes: %s", n_gpus, " ".join(command[1:]))

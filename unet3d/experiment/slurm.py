@@ -30,12 +30,13 @@ def _train_command(work_dir: Path, fold: str, n_workers: int, n_gpus: int, nodes
     if n_gpus <= 1 and nodes <= 1:
         return f"{python} -m unet3d.cli.train {arguments}"
     if nodes <= 1:
-        return f"{python} -m torch.distributed.run --standalone --nproc_per_node {n_gpus} -m unet3d.train {arguments}"
+        torchrun = f"{python} -m torch.distributed.run --standalone --nproc_per_node {n_gpus}"
+        return f"{torchrun} -m unet3d.cli.train {arguments}"
     rendezvous = (
         f'--nnodes {nodes} --nproc_per_node {max(n_gpus, 1)} --rdzv_id "${{SLURM_JOB_ID}}" --rdzv_backend c10d '
         '--rdzv_endpoint "$(scontrol show hostnames "${SLURM_JOB_NODELIST}" | head -n 1):29500"'
     )
-    return f"srun {python} -m torch.distributed.run {rendezvous} -m unet3d.train {arguments}"
+    return f"srun {python} -m torch.distributed.run {rendezvous} -m unet3d.cli.train {arguments}"
 
 
 def job_name_for(name: str) -> str:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from unet3d.errors import ConfigError
-from unet3d.postprocessing import Decision, decide, keep_largest_component, read_decision, write_decision
+from unet3d.evaluation.postprocessing import Decision, decide, keep_largest_component, read_decision, write_decision
 
 BRATS = [(2, 1, 4), (1, 4), (4,)]
 NAMES = ["2+1+4", "1+4", "4"]

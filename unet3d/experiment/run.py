@@ -12,15 +12,15 @@ from typing import Any
 
 from unet3d.atomic import check_writable
 from unet3d.config.load import load_config, read_json
-from unet3d.cv.runner import CrossValidationResult, run_cross_validation, summarize_only, write_fold_configs
-from unet3d.cv.slurm import write_launch_scripts
 from unet3d.errors import ConfigError
+from unet3d.experiment.folds import CrossValidationResult, run_cross_validation, summarize_only, write_fold_configs
+from unet3d.experiment.slurm import write_launch_scripts
+from unet3d.experiment.steps import run_model
 from unet3d.locking import work_dir_lock
 from unet3d.preflight import check_data, check_experiment
 from unet3d.runtime import is_main_process
 from unet3d.training.run import RunOptions, work_dir_for
 from unet3d.training.state import TrainingState
-from unet3d.workflow import run_model
 
 log = logging.getLogger("unet3d")
 MACHINE_KEYS = {"n_workers": int, "n_gpus": int, "pin_memory": bool, "use_multiprocessing": bool}

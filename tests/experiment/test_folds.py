@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from unet3d import checkpoint as ckpt
-from unet3d.experiment import run_experiment
+from unet3d.experiment.run import run_experiment
 from unet3d.training.history import LOG_FILENAME
 from unet3d.training.run import RunOptions
 

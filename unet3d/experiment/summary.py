@@ -3,7 +3,7 @@
 Per fold: the best epoch and its validation loss and Dice in the preprocessed space (from the training log), and,
 once the fold's held-out cases are predicted and scored, the mean full-volume Dice and HD95 per region in each
 case's original space (`dice_*`, `hd95_*`, `mean_dice`): the numbers to report. `self_check` names the regions
-whose full-volume Dice on the validation cases is more than 0.05 below the log's (see `unet3d.workflow.dice_gaps`).
+whose full-volume Dice on the validation cases is more than 0.05 below the log's (see `experiment.steps.dice_gaps`).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 
 from unet3d.atomic import atomic_write_text
-from unet3d.cv.splits import HELD_OUT_GROUP
 from unet3d.evaluation.metrics import METRICS_FILENAME
+from unet3d.experiment.splits import HELD_OUT_GROUP
+from unet3d.experiment.steps import dice_gaps
 from unet3d.training.history import LOG_FILENAME, read_log
-from unet3d.workflow import dice_gaps
 
 SUMMARY_FILENAME = "cv_summary.csv"
 # Where a fold's held-out cases are scored: `heldout/` with an inner validation split, else `validation/`.

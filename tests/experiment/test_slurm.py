@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 from unet3d.config.schema import ClusterConfig
-from unet3d.cv.slurm import render_sbatch, render_shell
+from unet3d.experiment.slurm import render_sbatch, render_shell
 
 
 def check_syntax(tmp_path: Path, text: str) -> None:
@@ -30,7 +30,7 @@ def test_several_gpus_train_each_fold_under_torchrun(tmp_path):
     assert "#SBATCH --gres=gpu:4" in text and "--nodes" not in text
     assert "exec ${UNET3D_PYTHON:-" in text
     assert (
-        "-m torch.distributed.run --standalone --nproc_per_node 4 -m unet3d.train --config_filename "
+        "-m torch.distributed.run --standalone --nproc_per_node 4 -m unet3d.cli.train --config_filename "
         "/w/fold${fold}.json --nthreads 7 --ngpus 4" in text
     )
 

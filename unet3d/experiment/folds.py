@@ -24,19 +24,19 @@ from typing import Any
 from unet3d.atomic import atomic_write_json
 from unet3d.config.load import load_config
 from unet3d.config.schema import Config
-from unet3d.cv.splits import HELD_OUT_GROUP, SPLITS_FILENAME, load_or_make_inner_validation, load_or_make_splits
-from unet3d.cv.summary import format_table, summarize, write_summary
 from unet3d.data.labels import channel_groups, region_names
 from unet3d.errors import Busy, ConfigError, MachineError, UserError, out_of_memory
+from unet3d.evaluation.postprocessing import POSTPROCESSING_FILENAME, decide, write_decision
+from unet3d.experiment.splits import HELD_OUT_GROUP, SPLITS_FILENAME, load_or_make_inner_validation, load_or_make_splits
+from unet3d.experiment.steps import MANIFEST, predictions_done, run_model
+from unet3d.experiment.summary import format_table, summarize, write_summary
 from unet3d.inference.cases import prediction_path
 from unet3d.locking import work_dir_lock
-from unet3d.postprocessing import POSTPROCESSING_FILENAME, decide, write_decision
 from unet3d.preflight import check_experiment
 from unet3d.runtime import is_main_process
 from unet3d.training.components import cache_settings
 from unet3d.training.resume import changes_to_accept
 from unet3d.training.run import RunOptions, is_finished
-from unet3d.workflow import MANIFEST, predictions_done, run_model
 
 log = logging.getLogger("unet3d")
 

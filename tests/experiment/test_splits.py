@@ -1,4 +1,4 @@
-"""Tests for cross-validation splits (unet3d/cv/splits.py)."""
+"""Tests for cross-validation splits (unet3d/experiment/splits.py)."""
 
 import json
 from collections import Counter
@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from unet3d.config.schema import Case
-from unet3d.cv.splits import SPLITS_FILENAME, load_or_make_splits, make_splits
 from unet3d.errors import ConfigError
+from unet3d.experiment.splits import SPLITS_FILENAME, load_or_make_splits, make_splits
 
 
 def make_cases(n, subjects=None, sites=None):
