@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from unet3d.config.schema import SPLIT_BLOCKS, Config
+from unet3d.config.schema import SPLIT_BLOCKS, Config, TrainingConfig
 from unet3d.data.cases import CaseInfo, check_cases
 from unet3d.data.datasets import available_memory
 from unet3d.data.labels import channel_groups, check_label_spec, declared_values, n_target_channels, region_names
@@ -19,7 +19,6 @@ from unet3d.losses import activation_from_loss, check_loss_spec
 from unet3d.models import check_input_shape, check_model_spec, spatial_dims
 from unet3d.optim import check_optim_specs
 from unet3d.registry import check_kwargs, lookup, suggest
-from unet3d.training.tensorboard import check_tensorboard
 
 log = logging.getLogger("unet3d")
 ORIENTATION_CODES = ("LR", "PA", "IS")
@@ -81,6 +80,18 @@ def warn_cross_entropy_over_regions(config: Config, activation: str) -> None:
             "cross-entropy per channel",
             n_channels,
         )
+
+
+def check_tensorboard(training: TrainingConfig) -> None:
+    """`training.tensorboard` needs the tensorboard package: a ConfigError before any compute when it is missing."""
+    if not training.tensorboard:
+        return
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "training.tensorboard: true needs the tensorboard package; pip install 'unet3d[tensorboard]'"
+        ) from None
 
 
 FIRST_WIDTH_KEYS = ("filters", "channels", "init_filters", "feature_size")  # the first layer's width, by network

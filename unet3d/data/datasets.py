@@ -221,16 +221,15 @@ def make_dataset(
 def make_loader(
     dataset: Dataset,
     batch_size: int,
-    shuffle: bool,
     n_workers: int,
     pin_memory: bool,
     variable_shapes: bool = False,
-    generator: torch.Generator | None = None,
     prefetch_factor: int | None = None,
     sampler: torch.utils.data.Sampler | None = None,
     thread_workers: bool = False,
 ) -> DataLoader:
-    """A MONAI DataLoader; `variable_shapes` pads each batch to its largest case (full-volume validation);
+    """A MONAI DataLoader in the order of `sampler` (training: the seeded, shuffling sampler), else in the dataset's
+    order (validation); `variable_shapes` pads each batch to its largest case (full-volume validation);
     `thread_workers` makes the workers threads of this process (MONAI's ThreadDataLoader) instead of processes."""
     kwargs: dict[str, Any] = {"collate_fn": pad_list_data_collate} if variable_shapes else {}
     if n_workers > 0:
@@ -243,11 +242,9 @@ def make_loader(
     return loader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle and sampler is None,
         sampler=sampler,
         num_workers=n_workers,
         pin_memory=pin_memory,
-        generator=generator,
         **kwargs,
     )
 

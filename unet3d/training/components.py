@@ -130,7 +130,6 @@ def build_components(config: Config, work_dir: Path, runtime: Runtime) -> Compon
     train_loader = make_loader(
         SeededDataset(train_dataset),
         config.training.batch_size,
-        shuffle=True,
         n_workers=runtime.n_workers,
         pin_memory=runtime.pin_memory,
         sampler=sampler,
@@ -143,7 +142,6 @@ def build_components(config: Config, work_dir: Path, runtime: Runtime) -> Compon
         val_loader = make_loader(
             val_dataset,
             config.training.validation_batch_size,
-            shuffle=False,
             n_workers=runtime.n_workers,
             pin_memory=runtime.pin_memory,
             variable_shapes=config.dataset.random_crop or not config.dataset.desired_shape,

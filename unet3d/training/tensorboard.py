@@ -16,25 +16,10 @@ from numbers import Real
 from pathlib import Path
 from typing import Any
 
-from unet3d.config.schema import TrainingConfig
-from unet3d.errors import ConfigError
-
 TENSORBOARD_DIRNAME = "tensorboard"
 TAGS = {"loss": "loss/train", "val_loss": "loss/val", "lr": "lr", "epoch_time": "time/epoch_s"}
 PREFIXES = {"val_dice": "dice/val", "full_dice": "dice/full"}
 Row = dict[str, Any]
-
-
-def check_tensorboard(training: TrainingConfig) -> None:
-    """`training.tensorboard` needs the tensorboard package: a ConfigError before any compute when it is missing."""
-    if not training.tensorboard:
-        return
-    try:
-        import torch.utils.tensorboard  # noqa: F401
-    except ImportError:
-        raise ConfigError(
-            "training.tensorboard: true needs the tensorboard package; pip install 'unet3d[tensorboard]'"
-        ) from None
 
 
 def tag(column: str) -> str:
