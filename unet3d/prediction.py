@@ -17,14 +17,14 @@ from unet3d.atomic import check_writable
 from unet3d.config.fields import parse_section
 from unet3d.config.load import load_config, parse_config
 from unet3d.config.schema import Case, Config, TrainingConfig
-from unet3d.data.cases import check_cases
+from unet3d.data.checks import check_cases
 from unet3d.data.labels import channel_groups, declared_values, region_names
 from unet3d.errors import CheckpointError, ConfigError
 from unet3d.evaluation.metrics import METRICS_FILENAME, evaluate_directory
 from unet3d.evaluation.postprocessing import POSTPROCESSING_FILENAME, keep_largest_component, read_decision
-from unet3d.inference.cases import check_outputs_spare_inputs, predict_cases
 from unet3d.inference.inputs import cases_from_input
-from unet3d.inference.predict import make_predictor
+from unet3d.inference.predictor import make_predictor
+from unet3d.inference.writing import check_outputs_spare_inputs, predict_cases
 from unet3d.locking import work_dir_lock
 from unet3d.models import check_model_spec, spatial_dims
 from unet3d.preflight import check_experiment

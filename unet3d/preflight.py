@@ -10,7 +10,7 @@ import math
 import torch
 
 from unet3d.config.schema import SPLIT_BLOCKS, Config, TrainingConfig
-from unet3d.data.cases import CaseInfo, check_cases
+from unet3d.data.checks import CaseInfo, check_cases
 from unet3d.data.datasets import available_memory
 from unet3d.data.labels import channel_groups, check_label_spec, declared_values, n_target_channels, region_names
 from unet3d.data.transforms import build_transforms

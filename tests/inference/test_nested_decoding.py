@@ -21,8 +21,8 @@ from unet3d.config.load import parse_config
 from unet3d.data.image_io import read_array
 from unet3d.data.labels import channel_groups, encode, region_names
 from unet3d.data.synthetic import write_dataset
-from unet3d.inference.cases import iter_predictions, predict_cases
-from unet3d.inference.predict import Predictor
+from unet3d.inference.predictor import Predictor
+from unet3d.inference.writing import iter_predictions, predict_cases
 from unet3d.losses import build_loss
 from unet3d.training.loop import validate
 

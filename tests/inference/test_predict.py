@@ -17,7 +17,7 @@ from unet3d.config.schema import Case
 from unet3d.data.synthetic import write_dataset
 from unet3d.experiment.run import run_experiment
 from unet3d.inference.inputs import cases_in_folder
-from unet3d.inference.predict import Predictor, mirror_axes
+from unet3d.inference.predictor import Predictor, mirror_axes
 from unet3d.training.run import RunOptions
 
 
@@ -210,7 +210,7 @@ def test_ensemble_averages_probabilities_and_tta_undoes_each_mirroring():
 
 
 def test_case_ids_name_outputs_uniquely(tmp_path):
-    from unet3d.inference.cases import prediction_path
+    from unet3d.inference.writing import prediction_path
 
     assert (
         prediction_path(tmp_path, Case([Path("x/a_flair.nii.gz")], None, "sub-01_ses-2")).name == "sub-01_ses-2.nii.gz"
@@ -252,8 +252,8 @@ def test_written_whole_region_scores_as_the_whole_tumour_channel_alone(trained_c
     from unet3d.config.load import load_config
     from unet3d.evaluation.metrics import read_labels
     from unet3d.experiment.steps import best_model_path
-    from unet3d.inference.cases import iter_predictions
-    from unet3d.inference.predict import make_predictor
+    from unet3d.inference.predictor import make_predictor
+    from unet3d.inference.writing import iter_predictions
 
     _, work, _ = trained_cv
     for fold in (1, 2):
@@ -298,7 +298,7 @@ def test_prediction_autocasts_in_the_precision_the_model_was_trained_in(monkeypa
 
     from monai.inferers import SimpleInferer
 
-    import unet3d.inference.predict as predict_module
+    import unet3d.inference.predictor as predict_module
     from unet3d.runtime import amp_dtype
 
     chosen = []

@@ -20,6 +20,7 @@ from unet3d.evaluation.metrics import (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line of `unet3d-evaluate` (its flags are documented in the README's command tables)."""
     parser = argparse.ArgumentParser(prog="unet3d-evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--predictions", required=True, type=Path, metavar="DIR", help="folder of <case_id>.nii.gz label maps"

@@ -18,6 +18,7 @@ log = logging.getLogger("unet3d")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line of `unet3d-predict` (its flags are documented in the README's command tables)."""
     parser = argparse.ArgumentParser(prog="unet3d-predict", description=__doc__.split("\n\n")[0])
     models = parser.add_argument_group("models (several are ensembled by averaging their probabilities)")
     models.add_argument("--model_filename", type=Path, nargs="+", default=[], help="checkpoint file(s)")

@@ -26,6 +26,7 @@ log = logging.getLogger("unet3d")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line of `unet3d-train` (its flags are documented in the README's command tables)."""
     parser = argparse.ArgumentParser(prog="unet3d.cli.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config_filename", required=True, type=Path, help="experiment config (JSON)")
     parser.add_argument(

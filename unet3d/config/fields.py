@@ -37,6 +37,7 @@ class NamedSpec:
 
 
 def type_name(tp: Any) -> str:
+    """A type annotation as the config reference and the error messages spell it: 'an integer or null'."""
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         return " or ".join(type_name(a) for a in typing.get_args(tp))

@@ -30,7 +30,7 @@ from unet3d.evaluation.postprocessing import POSTPROCESSING_FILENAME, decide, wr
 from unet3d.experiment.splits import HELD_OUT_GROUP, SPLITS_FILENAME, load_or_make_inner_validation, load_or_make_splits
 from unet3d.experiment.steps import MANIFEST, predictions_done, run_model
 from unet3d.experiment.summary import format_table, summarize, write_summary
-from unet3d.inference.cases import prediction_path
+from unet3d.inference.writing import prediction_path
 from unet3d.locking import work_dir_lock
 from unet3d.preflight import check_experiment
 from unet3d.runtime import is_main_process

@@ -31,8 +31,8 @@ from unet3d.evaluation.metrics import (
     format_summary,
     read_labels,
 )
-from unet3d.inference.cases import iter_predictions, predict_cases
-from unet3d.inference.predict import Predictor, make_predictor
+from unet3d.inference.predictor import Predictor, make_predictor
+from unet3d.inference.writing import iter_predictions, predict_cases
 from unet3d.inferers import build_inferer
 from unet3d.locking import work_dir_lock
 from unet3d.losses import activation_from_loss

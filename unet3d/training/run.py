@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +60,7 @@ def is_finished(config: Config, work_dir: Path) -> bool:
 
 
 @contextmanager
-def quiet_log():
+def quiet_log() -> Iterator[None]:
     """Only warnings and errors from the processes that do not write (ranks > 0 under torchrun)."""
     level = log.level
     log.setLevel(logging.WARNING)
@@ -70,7 +71,7 @@ def quiet_log():
 
 
 @contextmanager
-def file_log(path: Path):
+def file_log(path: Path) -> Iterator[None]:
     """Copy the unet3d log (from INFO up) into `path` while the block runs, whatever the console shows."""
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))

@@ -1,4 +1,4 @@
-"""Tests for the up-front data checks: unet3d/data/cases.py and unet3d/preflight.py (check_data)."""
+"""Tests for the up-front data checks: unet3d/data/checks.py and unet3d/preflight.py (check_data)."""
 
 from pathlib import Path
 
@@ -8,7 +8,7 @@ import pytest
 
 from unet3d.config.load import parse_config
 from unet3d.config.schema import Case
-from unet3d.data.cases import CaseInfo, check_case, check_cases
+from unet3d.data.checks import CaseInfo, check_case, check_cases
 from unet3d.data.synthetic import write_case
 from unet3d.errors import ConfigError, DataError
 from unet3d.formats import AFFINE_TOLERANCE

@@ -22,7 +22,7 @@ from unet3d.data.transforms import build_transforms
 from unet3d.errors import CheckpointError, ConfigError
 from unet3d.formats import PROBABILITY_SUFFIX
 from unet3d.inference.export import check_geometry, to_original_space, write_label_map, write_probabilities
-from unet3d.inference.predict import Predictor
+from unet3d.inference.predictor import Predictor
 
 log = logging.getLogger("unet3d")
 
