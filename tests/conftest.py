@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -71,3 +73,30 @@ def experiment(tiny_data: tuple[Path, list[dict[str, Any]]]):
         return path
 
     return write
+
+
+def run_cli(command: str, *args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `unet3d-<command>` as a user does (`python -m unet3d.cli.<command> ARGS`), capturing its output."""
+    return subprocess.run(
+        [sys.executable, "-m", f"unet3d.cli.{command}", *args], capture_output=True, text=True, cwd=cwd, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="session")
+def trained_cv(tiny_data, tmp_path_factory):
+    """A finished 2-fold run of the tiny experiment with an unlabelled extra group (trained once per session):
+    (config path, CV work dir, data folder)."""
+    from unet3d.experiment.run import run_experiment
+    from unet3d.training.run import RunOptions
+
+    folder, entries = tiny_data
+    extra = write_dataset(folder / "extra", 2, seed=11, shape_range=(16, 20), with_labels=False, prefix="new")
+    config = tiny_config(entries, n_validation=0, n_epochs=2)
+    config["cross_validation"] = {"n_folds": 2, "random_seed": 1}
+    config["test_filenames"] = [{"image": [f"extra/{p}" for p in e["image"]]} for e in extra]
+    path = folder / "predict_cv.json"
+    path.write_text(json.dumps(config))
+    output = tmp_path_factory.mktemp("out")
+    result = run_experiment(path, output, RunOptions(seed=1))
+    assert not result.failed
+    return path, output / "predict_cv", folder

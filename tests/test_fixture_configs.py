@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
+from tests.conftest import run_cli
 from unet3d import checkpoint as ckpt
 from unet3d.data.synthetic import write_case, write_dataset
 
@@ -23,9 +23,7 @@ pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason="3DUnetCNN fixture
 
 
 def train(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "unet3d.cli.train", *args], capture_output=True, text=True, timeout=600
-    )
+    return run_cli("train", *args)
 
 
 def test_brats2020_config_trains_with_only_file_lists_and_sizes_changed(tmp_path):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -12,13 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.conftest import run_cli
 from unet3d.cli.evaluate import main
 
 
 def evaluate(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "unet3d.cli.evaluate", *args], capture_output=True, text=True, cwd=cwd, timeout=120
-    )
+    return run_cli("evaluate", *args, cwd=cwd, timeout=120)
 
 
 def save(path: Path, array: np.ndarray) -> None:

@@ -13,14 +13,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from tests.conftest import run_cli
 from unet3d import checkpoint as ckpt
 from unet3d.training.history import LOG_FILENAME
 
 
 def train(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "unet3d.cli.train", *args], capture_output=True, text=True, cwd=cwd, timeout=timeout
-    )
+    return run_cli("train", *args, cwd=cwd, timeout=timeout)
 
 
 def test_trains_from_another_working_directory_with_relative_data_paths(experiment, tmp_path):
