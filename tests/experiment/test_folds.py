@@ -98,7 +98,8 @@ def test_fold_selection_and_a_failed_fold_that_spares_the_others(experiment, tmp
 def test_summary_on_demand_lists_missing_folds(experiment, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="unet3d")
     config = experiment("cvsum", n_validation=0, n_epochs=1, mutate=with_cv())
-    run_experiment(config, tmp_path, RunOptions(seed=1), folds=[1, 3])
+    partial = run_experiment(config, tmp_path, RunOptions(seed=1), folds=[1, 3]).cross_validation
+    assert partial.unfinished == [2] and not (tmp_path / "cvsum/postprocessing.json").exists()
     assert not (tmp_path / "cvsum/cv_summary.csv").exists()
     result = run_experiment(config, tmp_path, RunOptions(seed=1), summary_only=True).cross_validation
     assert result.trained == [] and not (tmp_path / "cvsum/fold2").exists()

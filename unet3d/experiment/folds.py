@@ -49,6 +49,7 @@ class CrossValidationResult:
     trained: list[int] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)
     failed: dict[int, str] = field(default_factory=dict)
+    unfinished: list[int] = field(default_factory=list)  # folds not (yet) finished when the summary step ran
     summary_path: Path | None = None
 
 
@@ -162,8 +163,10 @@ def _run_folds(
                 raise
             log.error("fold %d failed unexpectedly: %s\n%s", k, error, traceback.format_exc())
             result.failed[k] = f"{type(error).__name__}: {error}"
-    if is_main_process() and not summarize_folds(paths, work_dir, result):
-        decide_postprocessing(paths, work_dir)
+    if is_main_process():
+        summarize_folds(paths, work_dir, result)
+        if not result.unfinished:
+            decide_postprocessing(paths, work_dir)
     return result
 
 
@@ -194,11 +197,12 @@ def decide_postprocessing(paths: Sequence[Path], work_dir: Path) -> Path:
 
 def summarize_folds(
     paths: Sequence[Path], work_dir: Path, result: CrossValidationResult, partial: bool = False
-) -> list[int]:
+) -> None:
     """Step 4: write and print `cv_summary.csv` once every fold has finished, or with `partial` for the finished
-    ones so far. Returns the folds that are not finished."""
+    ones so far; the folds that are not finished are recorded in `result.unfinished`."""
     all_folds = list(range(1, len(paths) + 1))
     unfinished = [k for k in all_folds if k in result.failed or not _finished(paths[k - 1], work_dir / f"fold{k}")]
+    result.unfinished = unfinished
     table, _ = summarize(work_dir, [k for k in all_folds if k not in unfinished])
     if unfinished and not partial:
         log.info(
@@ -206,14 +210,13 @@ def summarize_folds(
             unfinished,
             len(all_folds),
         )
-        return unfinished
+        return
     if table.empty:
         log.info("no fold has finished yet; nothing to summarize")
-        return unfinished
+        return
     result.summary_path = write_summary(work_dir, table)
     missing = f"; folds {unfinished} are not finished and not included" if unfinished else ""
     log.info("cross-validation summary (%s)%s:\n%s", result.summary_path, missing, format_table(table))
-    return unfinished
 
 
 def summarize_only(config: Config, work_dir: Path) -> CrossValidationResult:
