@@ -17,7 +17,6 @@ import os
 import re
 import secrets
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -95,26 +94,13 @@ def atomic_save(path: Path, save: Callable[[str], Any]) -> None:
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write a file through `write(handle)` so that `path` is replaced in one step or not at all."""
-    path = Path(path)
-    tmp = ""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the permissions open() would
-        with os.fdopen(fd, "wb") as handle:
+    """Write a file through `write(handle)` so that `path` is replaced in one step or not at all (see `atomic_save`)."""
+
+    def save(tmp: str) -> None:
+        with open(tmp, "wb") as handle:
             write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException as error:
-        if tmp and os.path.exists(tmp):
-            os.unlink(tmp)
-        problem = machine_error(path, error) if isinstance(error, Exception) else None
-        if problem is not None:
-            raise problem from None
-        raise
-    _fsync_dir(path.parent)
+
+    atomic_save(path, save)
 
 
 def atomic_duplicate(source: Path, path: Path) -> None:
@@ -173,12 +159,6 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
             continue
         removed.append(path)
     return removed
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _fsync_dir(folder: Path) -> None:
