@@ -14,7 +14,7 @@ from unet3d.config.load import parse_config
 from unet3d.config.schema import Case, DatasetConfig, NamedSpec
 from unet3d.data.datasets import case_items, file_state_hash, fingerprint_dir, make_dataset
 from unet3d.data.synthetic import write_case, write_dataset
-from unet3d.data.transforms import build_transforms, preprocessing_fingerprint
+from unet3d.data.transforms import build_transforms, interpolates, preprocessing_fingerprint
 from unet3d.errors import ConfigError
 
 BRATS = [2, 1, 4]
@@ -654,3 +654,51 @@ def test_whole_case_normalization_runs_before_the_first_random_step_and_is_cache
     assert names[True][2:5] == ["SpatialPadd", "NormalizeIntensityd", "RandSpatialCropd"]
     assert names[False][2:6] == ["SpatialPadd", "RandSpatialCropd", "RandFlipd", "LabelsToChannelsd"]
     assert names[False][6] == "NormalizeIntensityd"
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("SpatialPadd", False),
+        ("BorderPadd", False),
+        ("DivisiblePadd", False),
+        ("CropForegroundd", False),
+        ("ResizeWithPadOrCropd", False),
+        ("RandAffined", True),
+        ("RandZoomd", True),
+        ("Rand3DElasticd", True),
+        ("Resized", True),
+        ("RandFlipd", False),
+    ],
+)
+def test_only_interpolating_transforms_get_interpolation_modes(name, expected):
+    assert interpolates(getattr(mt, name)) is expected
+
+
+def test_cases_smaller_than_the_patch_pass_pads_whose_mode_is_a_padding_mode(tmp_path):
+    # Issue 16: SpatialPadd used to receive mode=("bilinear", "nearest") and failed with "Unsupported option 'bilinear'"
+    # on every case smaller than the patch.
+    entry = write_case(tmp_path, "small", (16, 18, 16), (1.0, 1.0, 1.0), np.random.default_rng(3))
+    patch = [24, 24, 24]
+    augmentations = [
+        {"name": "RandCropByPosNegLabeld", "label_key": "label", "spatial_size": patch, "allow_smaller": True},
+        {"name": "SpatialPadd", "spatial_size": patch},
+        {"name": "BorderPadd", "spatial_border": 1},
+        {"name": "DivisiblePadd", "k": 4},
+        {"name": "RandAffined", "prob": 1.0, "rotate_range": [0.3, 0.3, 0.3], "padding_mode": "zeros"},
+        {"name": "RandZoomd", "prob": 1.0, "min_zoom": 1.1, "max_zoom": 1.1},
+    ]
+    for seed in range(3):
+        chain = build_transforms(
+            config(tmp_path, [entry], labels=BRATS, spatial_augmentations=augmentations).dataset,
+            with_label=True,
+            softmax=False,
+            augment=True,
+        )
+        chain.set_random_state(seed)
+        out = chain(item_of(tmp_path, entry))
+        out = out[0] if isinstance(out, list) else out
+        assert out["image"].shape == (4, 28, 28, 28)  # 24 + 2 borders, padded up to a multiple of 4
+        assert out["label"].shape == (3, 28, 28, 28)
+        assert_binary(out["label"])
+        assert out["label"][0].sum() > 0  # nearest-neighbour resampling kept the tumour

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from monai import transforms as mt
 from monai.transforms import RandomizableTrait
+from monai.utils import GridSampleMode, InterpolateMode
 
 from unet3d.config.fields import NamedSpec
 from unet3d.config.schema import DatasetConfig
@@ -80,12 +81,24 @@ class ThreadSafeLoadImaged(mt.LoadImaged):
         return self.readers[name]
 
 
+INTERPOLATION_MODES = frozenset(m.value for m in (*GridSampleMode, *InterpolateMode))
+
+
+def interpolates(cls: type) -> bool:
+    """Whether the transform's `mode` is an interpolation mode. For pads and crops (`SpatialPadd`, `BorderPadd`,
+    `DivisiblePadd`, `CropForegroundd`, `ResizeWithPadOrCropd`) `mode` is the padding mode, which must not be given
+    'bilinear' or 'nearest'; the parameter's default tells the two meanings apart."""
+    mode = inspect.signature(cls).parameters.get("mode")
+    default = getattr(mode.default, "value", mode.default) if mode is not None else None
+    return isinstance(default, str) and default in INTERPOLATION_MODES
+
+
 def _build(spec: NamedSpec, keys: tuple[str, ...], where: str, label_mode: bool = False) -> mt.MapTransform:
     cls = lookup("transform", spec.name, f"{where}.name")
     kwargs = dict(spec.kwargs)
     check_kwargs(cls, kwargs, where, supplied=("keys",))
-    if label_mode and LABEL in keys and "mode" in inspect.signature(cls).parameters and "mode" not in kwargs:
-        # Interpolate label channels with nearest neighbours so targets stay binary.
+    if label_mode and LABEL in keys and interpolates(cls) and "mode" not in kwargs:
+        # Interpolate label maps with nearest neighbours so label values stay label values.
         kwargs["mode"] = tuple("nearest" if key == LABEL else "bilinear" for key in keys)
     try:
         return cls(keys=keys, **kwargs)
