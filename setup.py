@@ -1,4 +1,4 @@
-"""Installs the `unet3d` package and its commands `unet3d-train`, `unet3d-predict` and `unet3d-evaluate`."""
+"""Installs the `unet3d` package and its commands: `unet3d-plan`, `-train`, `-predict` and `-evaluate`."""
 
 from pathlib import Path
 
@@ -31,6 +31,7 @@ setup(
             "unet3d-train=unet3d.cli.train:main",
             "unet3d-predict=unet3d.cli.predict:main",
             "unet3d-evaluate=unet3d.cli.evaluate:main",
+            "unet3d-plan=unet3d.cli.plan:main",
         ]
     },
     license="MIT",

@@ -18,6 +18,7 @@ RANK = {
     "errors": 0,
     "formats": 0,
     "runtime": 0,
+    "normalization": 0,  # unet3d's own intensity transforms, which the registry offers beside MONAI's
     "atomic": 1,
     "locking": 1,
     "registry": 1,
@@ -35,6 +36,7 @@ RANK = {
     "evaluation": 5,
     # what combines them
     "preflight": 6,
+    "planning": 7,  # fingerprint the data, plan a config (checked by preflight), write the data report
     "experiment": 9,  # one work dir's steps, folds, splits, summary, SLURM scripts, the entry point
     "prediction": 9,
     "cli": 10,

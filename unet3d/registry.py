@@ -90,6 +90,12 @@ def _monai_smooth_field_transforms() -> ModuleType:
     return monai.transforms.smooth_field.dictionary
 
 
+def _own_transforms() -> ModuleType:
+    import unet3d.normalization
+
+    return unet3d.normalization
+
+
 def _module_base() -> type:
     import torch.nn
 
@@ -162,6 +168,7 @@ NAMESPACES: dict[str, tuple[Namespace, ...]] = {
         Namespace(_monai_spatial_transforms, _is_subclass(_map_transform_base), "monai.transforms (spatial)"),
         Namespace(_monai_croppad_transforms, _is_subclass(_map_transform_base), "monai.transforms (crop/pad)"),
         Namespace(_monai_smooth_field_transforms, _is_subclass(_map_transform_base), "monai.transforms (smooth field)"),
+        Namespace(_own_transforms, _is_subclass(_map_transform_base), "unet3d.normalization"),
     ),
 }
 

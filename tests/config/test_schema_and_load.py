@@ -347,7 +347,7 @@ def test_hand_built_npy_calling_os_system_is_refused(tmp_path):
     ("value", "match"),
     [
         ("missing.json", "does not exist"),
-        ("list.txt", r"must be a \.npy or \.json"),
+        ("list.txt", r"expected a \.npy or \.json file list"),
         ({"image": "a.nii"}, "expected a list of cases"),
     ],
 )

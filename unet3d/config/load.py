@@ -17,8 +17,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from unet3d.config.fields import Problems, parse_named, parse_section, refuse_non_finite
+from unet3d.config.layouts import dataset_json_of, read_layout
 from unet3d.config.schema import (
     NAMED_SECTIONS,
+    NOTE_SECTIONS,
     REQUIRED_SECTIONS,
     SECTION_RECORDS,
     SPLIT_BLOCKS,
@@ -31,7 +33,7 @@ from unet3d.errors import ConfigError
 from unet3d.formats import strip_image_suffix
 from unet3d.registry import suggest
 
-TOP_LEVEL_KEYS = (*NAMED_SECTIONS, *SECTION_RECORDS)
+TOP_LEVEL_KEYS = (*NAMED_SECTIONS, *SECTION_RECORDS, *NOTE_SECTIONS)
 CASE_KEYS = ("image", "label", "case_id", "subject")
 
 
@@ -100,14 +102,22 @@ def _resolve(path: Any, base: Path, where: str) -> Path:
 
 
 def parse_cases(entries: Any, base: Path, where: str) -> list[Case]:
-    """A `*_filenames` value (list of case dicts, or a path to a `.npy`/`.json` list) → cases with absolute paths."""
+    """A `*_filenames` value (list of case dicts; a path to a `.npy`/`.json` list; or an MSD / nnU-Net v2 data set's
+    folder or `dataset.json`, see `config.layouts`) → cases with absolute paths."""
     if isinstance(entries, str):
         list_path = _resolve(entries, base, where)
-        if list_path.suffix not in (".npy", ".json"):
-            raise ConfigError(f"{where}: a file list must be a .npy or .json file, got {list_path.name}")
-        if not list_path.exists():
+        if dataset_json_of(list_path) is not None:
+            entries = read_layout(list_path, where).cases_for(where.removesuffix("_filenames"))
+            if not entries:
+                raise ConfigError(f"{where}: data set {list_path} holds no cases for this group")
+        elif list_path.suffix not in (".npy", ".json"):
+            raise ConfigError(
+                f"{where}: expected a .npy or .json file list or a data-set folder with dataset.json, got {list_path}"
+            )
+        elif not list_path.exists():
             raise ConfigError(f"{where}: file list {list_path} does not exist")
-        entries = load_npy_list(list_path) if list_path.suffix == ".npy" else _read_json_list(list_path, where)
+        else:
+            entries = load_npy_list(list_path) if list_path.suffix == ".npy" else _read_json_list(list_path, where)
     if not isinstance(entries, list):
         raise ConfigError(f"{where}: expected a list of cases or a path to a .npy/.json list")
     cases = []

@@ -235,6 +235,9 @@ NAMED_SECTIONS: dict[str, str] = {
     "inference": "Optional inferer from monai.inferers (e.g. SlidingWindowInferer with roi_size).",
 }
 REQUIRED_SECTIONS = ("model", "optimizer", "loss")
+NOTE_SECTIONS: dict[str, str] = {  # kept in the config for people to read; nothing reads them
+    "planned": "Written by `unet3d-plan`: the reason for each planned value (and the fingerprint's file); not read.",
+}
 
 
 @dataclass
@@ -290,6 +293,8 @@ def reference_markdown() -> str:
     lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for section, text in NAMED_SECTIONS.items():
         lines.append(f"| `{section}` | object | {'required' if section in REQUIRED_SECTIONS else 'none'} | {text} |")
+    for section, text in NOTE_SECTIONS.items():
+        lines.append(f"| `{section}` | object | none | {text} |")
     for section, record in SECTION_RECORDS.items():
         hints = typing.get_type_hints(record)
         for f in fields(record):
@@ -298,6 +303,7 @@ def reference_markdown() -> str:
             lines.append(f"| `{section}.{f.name}` | {type_text} | `{default!r}` | {f.metadata['doc']} |")
     lines.append(
         '| `<group>_filenames` | list or path | | Cases: `{"image": path or [paths], "label": path}`; '
-        "or a `.npy`/`.json` file holding such a list. |"
+        "or a `.npy`/`.json` file holding such a list; or an MSD / nnU-Net v2 data set (its folder or `dataset.json`): "
+        "`training_filenames` takes its training cases, other groups its test cases. |"
     )
     return "\n".join(lines)

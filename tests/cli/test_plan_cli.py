@@ -1,0 +1,119 @@
+"""`unet3d-plan` then `unet3d-train`, as a user runs them, on data sets in the two public layouts."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from tests.conftest import run_cli
+from unet3d.data.synthetic_layouts import write_msd_dataset, write_nnunet_dataset
+
+TINY_RUN = (
+    "--set",
+    "training.n_epochs=1",
+    "--set",
+    "training.iterations_per_epoch=2",
+    "--set",
+    "cross_validation.n_folds=2",
+)
+
+
+def plan_and_train(tmp_path, dataset):
+    config = tmp_path / "plans" / "exp.json"
+    planned = run_cli("plan", "--dataset", str(dataset), "--config_filename", str(config), "--device", "cpu")
+    assert planned.returncode == 0, planned.stderr
+    assert "config in" in planned.stdout and "planned:" in planned.stdout
+    trained = run_cli("train", "--config_filename", str(config), *TINY_RUN, "--seed", "1")
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    return json.loads(config.read_text()), tmp_path / "plans" / "exp"
+
+
+def assert_label_maps_on_the_cases_grids(work_dir, cases, values):
+    written = sorted(work_dir.glob("fold*/validation/*.nii.gz"))
+    assert len(written) == len(cases)
+    for path in written:
+        reference = nib.load(str(cases[path.name.removesuffix(".nii.gz")]))
+        label_map = nib.load(str(path))
+        assert label_map.shape == reference.shape[:3]
+        np.testing.assert_allclose(label_map.affine, reference.affine, atol=1e-4)
+        assert set(np.unique(np.asanyarray(label_map.dataobj)).tolist()) <= values
+
+
+def test_msd_4d_multimodal_exclusive_labels(tmp_path):
+    dataset = write_msd_dataset(tmp_path / "Task01_Synthetic", 4, n_test=1, seed=4).parent
+    config, work_dir = plan_and_train(tmp_path, dataset)
+    assert config["training_filenames"] == config["test_filenames"] == "../Task01_Synthetic"
+    assert config["model"]["in_channels"] == 4 and config["model"]["out_channels"] == 4  # background + 3 classes
+    assert config["loss"]["name"] == "DiceCELoss" and config["loss"]["softmax"] is True
+    assert config["dataset"]["labels"] == [1, 2, 3] and config["dataset"]["setup_label_hierarchy"] is False
+    cases = {p.name.removesuffix(".nii.gz"): p for p in (dataset / "imagesTr").glob("*.nii.gz")}
+    assert_label_maps_on_the_cases_grids(work_dir, cases, {0, 1, 2, 3})
+    assert len(list(work_dir.glob("fold*/test/syn_004.nii.gz"))) == 2
+    assert (tmp_path / "plans" / "fingerprint.json").is_file() and (tmp_path / "plans" / "data_report.txt").is_file()
+
+
+def test_nnunet_per_channel_files_with_regions(tmp_path):
+    dataset = write_nnunet_dataset(tmp_path / "Dataset002_Synthetic", 4, seed=5)
+    config, work_dir = plan_and_train(tmp_path, dataset)
+    assert config["dataset"]["labels"] == [1, 2, 3] and config["dataset"]["setup_label_hierarchy"] is True
+    assert config["loss"]["sigmoid"] is True and config["model"]["out_channels"] == 3
+    cases = {p.name.removesuffix("_0000.nii.gz"): p for p in (dataset / "imagesTr").glob("*_0000.nii.gz")}
+    assert_label_maps_on_the_cases_grids(work_dir, cases, {0, 1, 2, 3})
+    summary = (work_dir / "cv_summary.csv").read_text()
+    assert "dice_1+2+3" in summary and "dice_3" in summary
+
+
+def test_anisotropic_ct_keeps_the_coarse_axis_and_picks_the_ct_scheme(tmp_path):
+    dataset = write_nnunet_dataset(
+        tmp_path / "Dataset003_CT",
+        4,
+        seed=6,
+        channel_names=("CT",),
+        regions=False,
+        shape_range=(24, 32),
+        spacing=(0.8, 0.8, 5.0),
+        background_range=(-1000.0, -1000.0),
+        orientations=("RAS", "LPS"),
+    )
+    config = tmp_path / "ct.json"
+    planned = run_cli("plan", "--dataset", str(dataset), "--config_filename", str(config))
+    assert planned.returncode == 0, planned.stderr
+    plan = json.loads(config.read_text())
+    assert plan["dataset"]["spacing"] == [0.8, 0.8, 5.0]
+    strides, kernels = plan["model"]["strides"], plan["model"]["kernel_size"]
+    assert strides[1][2] == 1 and strides[1][:2] == [2, 2]  # in-plane halved first
+    assert kernels[0] == [3, 3, 1]
+    assert plan["dataset"]["normalization"] == "CTNormalized"
+    assert plan["dataset"]["normalization_kwargs"]["lower"] < plan["dataset"]["normalization_kwargs"]["upper"]
+    assert plan["dataset"]["crop_foreground"] is False
+    assert "CT scheme (channel named 'CT')" in plan["planned"]["rules"]["dataset.normalization"]
+    assert plan["training"]["amp"] is True  # the GPU profile
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: d.mkdir(), "--dataset: expected a .npy or .json file list or a data-set folder with dataset.json"),
+        (
+            lambda d: write_nnunet_dataset(d, 1, seed=1),
+            "1 labelled case(s); planning a cross-validation needs at least 2",
+        ),
+    ],
+)
+def test_bad_data_sets_are_one_line_errors(tmp_path, make, message):
+    make(tmp_path / "data")
+    dataset = tmp_path / "data"
+    result = run_cli("plan", "--dataset", str(dataset), "--config_filename", str(tmp_path / "out.json"))
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_an_existing_config_is_not_overwritten(tmp_path):
+    dataset = write_nnunet_dataset(tmp_path / "data", 2, seed=1)
+    existing = tmp_path / "mine.json"
+    existing.write_text("{}")
+    result = run_cli("plan", "--dataset", str(dataset), "--config_filename", str(existing))
+    assert result.returncode == 2 and "exists; choose another --config_filename or pass --overwrite" in result.stderr
+    assert existing.read_text() == "{}"

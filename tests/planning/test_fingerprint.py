@@ -1,0 +1,61 @@
+"""The data set's fingerprint (unet3d/planning/fingerprint.py)."""
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from unet3d.config.schema import Case
+from unet3d.planning.fingerprint import fingerprint_case, fingerprint_cases, summarize
+
+
+def write(path, data, affine):
+    nib.save(nib.Nifti1Image(data, affine), str(path))
+    return path
+
+
+@pytest.fixture
+def permuted_case(tmp_path):
+    """Voxel axes stored (S, R, A) with 5 mm along S: shape (10, 20, 30) on disk is (20, 30, 10) in RAS order."""
+    affine = np.zeros((4, 4))
+    affine[2, 0], affine[0, 1], affine[1, 2], affine[3, 3] = 5.0, 0.8, 0.9, 1.0
+    image = np.full((10, 20, 30), -1000.0, dtype=np.float32)
+    label = np.zeros((10, 20, 30), dtype=np.uint8)
+    image[2:4, 5:10, 5:10], label[2:4, 5:10, 5:10] = 40.0, 1
+    image[5, 5:7, 5:7], label[5, 5:7, 5:7] = 100.0, 2
+    return Case([write(tmp_path / "ct.nii.gz", image, affine)], write(tmp_path / "seg.nii.gz", label, affine), "c")
+
+
+def test_geometry_is_given_in_ras_order(permuted_case):
+    fingerprint = fingerprint_case(permuted_case)
+    assert fingerprint.shape == [20, 30, 10]
+    assert fingerprint.spacing == pytest.approx([0.8, 0.9, 5.0])
+    assert fingerprint.orientation == "SRA"
+
+
+def test_intensities_are_those_of_the_foreground(permuted_case):
+    fingerprint = fingerprint_case(permuted_case)
+    assert fingerprint.label_voxels == {"1": 50, "2": 4}
+    channel = fingerprint.channels[0]
+    assert channel.mean == pytest.approx((50 * 40 + 4 * 100) / 54)
+    assert channel.p00_5 == pytest.approx(40.0) and channel.p99_5 == pytest.approx(100.0)
+    assert channel.image_p00_5 == -1000.0  # the air, seen in the whole image
+    assert channel.zero_fraction == 0.0
+
+
+def test_a_4d_image_gives_one_statistics_entry_per_channel(tmp_path):
+    data = np.stack([np.full((8, 8, 8), v, dtype=np.float32) for v in (1.0, 2.0, 3.0)], axis=-1)
+    label = np.ones((8, 8, 8), dtype=np.uint8)
+    case = Case([write(tmp_path / "i.nii.gz", data, np.eye(4))], write(tmp_path / "l.nii.gz", label, np.eye(4)), "x")
+    assert [c.mean for c in fingerprint_case(case).channels] == [1.0, 2.0, 3.0]
+
+
+def test_summary_pools_the_cases(permuted_case, tmp_path):
+    empty = Case(
+        permuted_case.images, write(tmp_path / "empty.nii.gz", np.zeros((10, 20, 30), np.uint8), np.eye(4)), "e"
+    )
+    cases = fingerprint_cases([permuted_case, empty], n_threads=2, progress=False)
+    summary = summarize(cases)
+    assert summary["n_cases"] == 2
+    assert summary["empty_label_cases"] == ["e"]
+    assert summary["labels"]["2"] == {"cases": 1, "median_voxels": 2.0}
+    assert summary["foreground_intensities"][0]["p99_5"] == pytest.approx(100.0)  # the empty case adds no voxel

@@ -1,0 +1,264 @@
+"""`unet3d-plan` as a library function: a data set in → a config, its fingerprint and a data report out.
+
+The planned config is an ordinary config in the 3DUnetCNN schema (readable, editable, and `unet3d-train` runs it
+unchanged). It refers to the data set instead of copying it (`training_filenames` names the data-set folder or case
+list, relative to the config), and its `planned` section holds the reason for each choice; nothing reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import unet3d
+from unet3d.atomic import atomic_write_json, atomic_write_text
+from unet3d.config.layouts import Layout, dataset_json_of, read_layout
+from unet3d.config.load import parse_cases, parse_config
+from unet3d.errors import ConfigError, DataError
+from unet3d.planning import rules
+from unet3d.planning.fingerprint import CaseFingerprint, fingerprint_cases, summarize
+from unet3d.planning.report import render
+from unet3d.preflight import check_experiment
+
+log = logging.getLogger("unet3d")
+FINGERPRINT_FILENAME = "fingerprint.json"
+REPORT_FILENAME = "data_report.txt"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What `plan_experiment` wrote: the config (as JSON data), its reasons, and the report's text."""
+
+    config: dict[str, Any]
+    rules: dict[str, str]
+    report: str
+    config_path: Path
+
+
+def _label_spec(layout: Layout | None, cases: Sequence[CaseFingerprint]) -> tuple[list[Any], bool, str]:
+    if layout is not None:
+        kind = "regions nested in a chain" if layout.hierarchy else "exclusive classes"
+        return list(layout.labels), layout.hierarchy, f"{kind} from the data set's labels {layout.label_names}"
+    values = sorted({int(v) for case in cases for v in case.label_voxels})
+    if not values:
+        raise DataError("every label map is empty: there is nothing to plan a segmentation for")
+    return values, False, f"label values found in the label maps {values}, taken as exclusive classes"
+
+
+def _loss(hierarchy: bool) -> tuple[dict[str, Any], str]:
+    if hierarchy:
+        return (
+            {"name": "DiceFocalLoss", "sigmoid": True, "include_background": True, "batch": True, "gamma": 0.0},
+            "nested regions overlap: one sigmoid channel per region, batch Dice + binary cross-entropy (focal with "
+            "gamma 0)",
+        )
+    return (
+        {"name": "DiceCELoss", "softmax": True, "include_background": False, "batch": True},
+        "exclusive classes: softmax over background and classes, batch Dice + cross-entropy",
+    )
+
+
+def _augmentations(patch: list[int], coarse_axis: int | None) -> list[dict[str, Any]]:
+    rotation = [0.5236 if coarse_axis in (None, axis) else 0.0 for axis in range(3)]
+    return [
+        {
+            "name": "RandCropByPosNegLabeld",
+            "label_key": "label",
+            "spatial_size": patch,
+            "pos": 1,
+            "neg": 2,
+            "num_samples": 1,
+            "allow_smaller": True,
+        },
+        {"name": "SpatialPadd", "spatial_size": patch},
+        {"name": "RandAffined", "prob": 0.2, "rotate_range": rotation, "padding_mode": "zeros"},
+        {"name": "RandAffined", "prob": 0.2, "scale_range": [[-0.3, 0.4]] * 3, "padding_mode": "zeros"},
+        *({"name": "RandFlipd", "spatial_axis": axis, "prob": 0.5} for axis in range(3)),
+    ]
+
+
+INTENSITY_AUGMENTATIONS = [
+    {"name": "RandGaussianNoised", "prob": 0.1, "mean": 0.0, "std": 0.1},
+    {"name": "RandGaussianSmoothd", "prob": 0.2, "sigma_x": [0.5, 1.0], "sigma_y": [0.5, 1.0], "sigma_z": [0.5, 1.0]},
+    {"name": "RandScaleIntensityd", "prob": 0.15, "factors": 0.25},
+    {"name": "RandAdjustContrastd", "prob": 0.15, "gamma": [0.7, 1.5], "retain_stats": True},
+]
+
+
+def build_config(
+    cases: Sequence[CaseFingerprint],
+    layout: Layout | None,
+    profile: rules.Profile,
+    n_folds: int = 5,
+) -> tuple[dict[str, Any], dict[str, str], list[int]]:
+    """The planned config (without its file lists), the reason for each choice keyed by config key, and the channels
+    planned as CT."""
+    reasons: dict[str, str] = {}
+    spacing, reasons["dataset.spacing"] = rules.target_spacing(np.array([c.spacing for c in cases]))
+    shapes = np.array([[n * s / t for n, s, t in zip(c.shape, c.spacing, spacing, strict=True)] for c in cases])
+    try:
+        network = rules.plan_network(np.median(shapes, axis=0).tolist(), spacing, profile)
+    except ValueError as error:
+        raise ConfigError(f"--gpu_memory_gb: {error}") from None
+    reasons["patch size"] = network.rule
+    reasons["model"] = (
+        f"DynUNet, {len(network.strides)} levels: each axis halved while its spacing is within 2x of the finest and "
+        f"its feature map stays >= {rules.MIN_FEATURE_MAP} voxels; kernels 1 across thick slices; filters "
+        f"{network.filters} ({profile.device} profile)"
+    )
+    labels, hierarchy, reasons["dataset.labels"] = _label_spec(layout, cases)
+    loss, reasons["loss"] = _loss(hierarchy)
+    names = layout.channel_names if layout is not None else [None] * len(cases[0].channels)
+    summary = summarize(cases)
+    channels = [
+        {
+            "image_p00_5": float(np.median([c.channels[i].image_p00_5 for c in cases])),
+            "zero_fraction": float(np.median([c.channels[i].zero_fraction for c in cases])),
+        }
+        for i in range(len(names))
+    ]
+    normalization, kwargs, reasons["dataset.normalization"] = rules.normalization_schemes(
+        names, channels, summary["foreground_intensities"]
+    )
+    ct_channels = [
+        i for i, (n, c) in enumerate(zip(names, channels, strict=True)) if rules.is_ct(n, c["image_p00_5"])[0]
+    ]
+    crop = all(c["zero_fraction"] > 0.2 for c in channels)
+    reasons["dataset.crop_foreground"] = (
+        "every channel has a zeroed background: crop to the foreground"
+        if crop
+        else "a channel has no zeroed background (e.g. CT air): the whole image is kept"
+    )
+    anisotropic = max(spacing) / min(spacing) > rules.ANISOTROPY
+    coarse = int(np.argmax(spacing)) if anisotropic else None
+    reasons["augmentation"] = (
+        "random patches, a third centred on foreground (pos 1 : neg 2, nnU-Net's oversampling); rotations "
+        + (f"only about the coarse axis {coarse} (in-plane)" if anisotropic else "about every axis")
+        + ", scaling, flips, noise, blur, brightness and contrast"
+    )
+    n_folds = min(n_folds, len(cases))
+    depth = len(network.strides)
+    out_channels = len(labels) + (0 if hierarchy else 1)
+    config: dict[str, Any] = {
+        "model": {
+            "name": "DynUNet",
+            "spatial_dims": 3,
+            "in_channels": len(names),
+            "out_channels": out_channels,
+            "kernel_size": network.kernels,
+            "strides": network.strides,
+            "upsample_kernel_size": network.strides[1:],
+            "filters": network.filters,
+            "norm_name": "instance",
+            "deep_supervision": depth > 2,
+            **({"deep_supr_num": min(2, depth - 2)} if depth > 2 else {}),
+        },
+        "loss": loss,
+        "optimizer": {"name": "SGD", "lr": 0.01, "momentum": 0.99, "nesterov": True, "weight_decay": 3e-5},
+        "scheduler": {"name": "PolynomialLR", "power": 0.9, "total_iters": profile.n_epochs},
+        "inference": {
+            "name": "SlidingWindowInferer",
+            "roi_size": network.patch,
+            "overlap": 0.5,
+            "mode": "gaussian",
+            "sw_batch_size": 2,
+        },
+        "cross_validation": {"n_folds": n_folds, "random_seed": 12345},
+        "dataset": {
+            "name": "SegmentationDataset",
+            "labels": labels,
+            "setup_label_hierarchy": hierarchy,
+            "orientation": "RAS",
+            "spacing": spacing,
+            "crop_foreground": crop,
+            "resample": False,
+            "normalization": normalization,
+            "normalization_kwargs": kwargs,
+            "training": {
+                "spatial_augmentations": _augmentations(network.patch, coarse),
+                "intensity_augmentations": INTENSITY_AUGMENTATIONS,
+            },
+        },
+        "training": {
+            "n_epochs": profile.n_epochs,
+            "batch_size": profile.batch_size,
+            "iterations_per_epoch": profile.iterations_per_epoch,
+            "gradient_clip": 12.0,
+            "amp": profile.device == "gpu",
+            "save_best": True,
+        },
+    }
+    reasons["training"] = (
+        f"{profile.n_epochs} epochs x {profile.iterations_per_epoch} batches of {profile.batch_size}, SGD 0.01 "
+        "(Nesterov 0.99) with polynomial decay per epoch, gradients clipped at 12"
+        + (", mixed precision" if profile.device == "gpu" else "")
+    )
+    reasons["cross_validation"] = f"{n_folds} folds"
+    return config, reasons, ct_channels
+
+
+def _cases_of(dataset: Path) -> tuple[Layout | None, list[Any]]:
+    if dataset_json_of(dataset) is not None:
+        layout = read_layout(dataset, "--dataset")
+        return layout, parse_cases(layout.training, dataset, "--dataset")
+    return None, parse_cases(str(dataset), Path.cwd(), "--dataset")
+
+
+def plan_experiment(
+    dataset: str | Path,
+    config_filename: str | Path,
+    gpu_memory_gb: float = 8.0,
+    device: str = "gpu",
+    n_folds: int = 5,
+    n_threads: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Plan:
+    """Fingerprint the data set (MSD or nnU-Net v2 folder, or a JSON/.npy case list), plan a config for it, check the
+    config as `unet3d-train` would, and write it with `fingerprint.json` and `data_report.txt` beside it."""
+    dataset, out = Path(dataset).expanduser().resolve(), Path(config_filename).expanduser().resolve()
+    if out.exists() and not overwrite:
+        raise ConfigError(f"{out}: exists; choose another --config_filename or pass --overwrite")
+    if device not in ("gpu", "cpu"):
+        raise ConfigError(f"--device: expected 'gpu' or 'cpu', got {device!r}")
+    if not gpu_memory_gb > 0:
+        raise ConfigError(f"--gpu_memory_gb: expected a positive number, got {gpu_memory_gb}")
+    layout, cases = _cases_of(dataset)
+    labelled = [case for case in cases if case.label is not None]
+    if len(labelled) < 2:
+        raise DataError(f"{dataset}: {len(labelled)} labelled case(s); planning a cross-validation needs at least 2")
+    fingerprints = fingerprint_cases(labelled, n_threads, progress)
+    if any(len(f.shape) != 3 for f in fingerprints):
+        raise DataError(f"{dataset}: unet3d-plan plans 3D volumes; write a 2D config by hand (examples/carvana_2d)")
+    config, reasons, ct_channels = build_config(fingerprints, layout, rules.profile_for(device, gpu_memory_gb), n_folds)
+    source = os.path.relpath(dataset, out.parent)
+    config["training_filenames"] = source
+    if layout is not None and layout.test:
+        config["test_filenames"] = source
+    config["planned"] = {
+        "by": f"unet3d-plan {unet3d.__version__}",
+        "device": device,
+        "gpu_memory_gb": gpu_memory_gb,
+        "fingerprint": FINGERPRINT_FILENAME,
+        "rules": reasons,
+    }
+    check_experiment(parse_config(json.loads(json.dumps(config)), base=out.parent, source=out))
+    report = render(fingerprints, reasons, ct_channels)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fingerprint = {
+        "dataset": str(dataset),
+        "channel_names": layout.channel_names if layout is not None else None,
+        "summary": summarize(fingerprints),
+        "cases": [f.to_json() for f in fingerprints],
+    }
+    atomic_write_json(out.parent / FINGERPRINT_FILENAME, fingerprint)
+    atomic_write_text(out.parent / REPORT_FILENAME, report)
+    atomic_write_json(out, config)
+    return Plan(config, reasons, report, out)
