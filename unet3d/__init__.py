@@ -1,11 +1,13 @@
 """unet3d: a cross-validation experiment runner for 3D (and 2D) medical image segmentation.
 
 The data flow follows the sub-packages: ``config`` → ``data`` → model building (``models``, ``losses``,
-``optim``) → ``training`` (loop, checkpoints, logs) → ``inference`` → ``evaluation`` → ``cv`` (folds) → ``cli``.
+``optim``) → ``training`` (loop, checkpoints, logs) | ``inference`` | ``evaluation`` → ``planning`` →
+``experiment`` (folds) → ``cli``.
 
-The public API, the same as the three commands::
+The public API, the same as the four commands::
 
     import unet3d
+    unet3d.plan_experiment("Task01_BrainTumour", "plans/brain.json")                 # unet3d-plan
     result = unet3d.run_experiment("exp.json", options=unet3d.RunOptions(seed=1))   # unet3d-train
     unet3d.predict("out", model_dirs=[result.work_dir], input_path="new_cases")     # unet3d-predict
     unet3d.evaluate("out", "exp.json", group="test")                                # unet3d-evaluate
@@ -29,6 +31,8 @@ _PUBLIC = {
     "predict": "unet3d.prediction",
     "PredictionResult": "unet3d.prediction",
     "evaluate": "unet3d.evaluation.evaluate",
+    "plan_experiment": "unet3d.planning.plan",
+    "Plan": "unet3d.planning.plan",
     "UserError": "unet3d.errors",
     "ConfigError": "unet3d.errors",
     "DataError": "unet3d.errors",
@@ -44,12 +48,14 @@ __all__ = [
     "DataError",
     "ExperimentResult",
     "MachineError",
+    "Plan",
     "PredictionResult",
     "RunOptions",
     "UserError",
     "__version__",
     "evaluate",
     "load_config",
+    "plan_experiment",
     "predict",
     "run_experiment",
 ]
@@ -60,6 +66,7 @@ if TYPE_CHECKING:
     from unet3d.errors import Busy, CheckpointError, ConfigError, DataError, MachineError, UserError
     from unet3d.evaluation.evaluate import evaluate
     from unet3d.experiment.run import ExperimentResult, run_experiment
+    from unet3d.planning.plan import Plan, plan_experiment
     from unet3d.prediction import PredictionResult, predict
     from unet3d.training.run import RunOptions
 
