@@ -106,3 +106,56 @@ def test_itk_headers_are_read_without_the_data_and_corrupt_ones_are_named(tmp_pa
     (tmp_path / "garbage.nrrd").write_bytes(b"\x00\x01 not an image")
     with pytest.raises(DataError, match=r"garbage\.nrrd: cannot read as an image"):
         image_io.read_header(tmp_path / "garbage.nrrd")
+
+
+def _same_grid_in_another_order(tmp_path: Path) -> tuple[Path, Path, np.ndarray]:
+    """An LPS-stored image and its label map stored in LAS order (y flipped): one grid, two axis orders."""
+    import nibabel as nib
+
+    rng = np.random.default_rng(1)
+    image = rng.normal(size=(6, 7, 5)).astype(np.float32)
+    label = (rng.random((6, 7, 5)) > 0.7).astype(np.uint8) * 3
+    affine = np.array([[-1.0, 0, 0, 10], [0, -1.5, 0, 20], [0, 0, 2.0, -5], [0, 0, 0, 1]])
+    flipped = affine.copy()
+    flipped[:, 1] *= -1
+    flipped[1, 3] = affine[1, 3] + affine[1, 1] * 6  # origin at the other end of y
+    nib.save(nib.Nifti1Image(image, affine), str(tmp_path / "image.nii.gz"))
+    nib.save(nib.Nifti1Image(label[:, ::-1].copy(), flipped), str(tmp_path / "label.nii.gz"))
+    return tmp_path / "image.nii.gz", tmp_path / "label.nii.gz", label
+
+
+def test_a_label_map_in_another_axis_order_is_read_onto_its_images_grid(tmp_path: Path):
+    image, label, expected = _same_grid_in_another_order(tmp_path)
+    reference = image_io.read_header(image)
+    assert image_io.aligned_to(image_io.read_header(label), reference) is not None
+    np.testing.assert_array_equal(image_io.read_aligned(label, reference), expected)
+
+
+def test_another_grid_is_not_aligned(tmp_path: Path):
+    import nibabel as nib
+
+    image, _, expected = _same_grid_in_another_order(tmp_path)
+    nib.save(nib.Nifti1Image(expected, np.diag([1.0, 1.5, 2.0, 1.0])), str(tmp_path / "other.nii.gz"))
+    reference = image_io.read_header(image)
+    assert image_io.aligned_to(image_io.read_header(tmp_path / "other.nii.gz"), reference) is None
+    with pytest.raises(DataError, match=r"other\.nii\.gz: not on the grid of its image"):
+        image_io.read_aligned(tmp_path / "other.nii.gz", reference)
+
+
+def test_checks_loader_and_metrics_accept_a_label_map_in_another_axis_order(tmp_path: Path):
+    from unet3d.config.schema import Case
+    from unet3d.data.checks import check_case
+    from unet3d.data.transforms import ThreadSafeLoadImaged
+    from unet3d.evaluation.metrics import evaluate_cases
+
+    image, label, expected = _same_grid_in_another_order(tmp_path)
+    check_case(Case([image], label, "c"), {0, 3}, with_label=True)
+    loaded = ThreadSafeLoadImaged(("image", "label"), image_only=True, ensure_channel_first=True)(
+        {"image": str(image), "label": str(label)}
+    )
+    np.testing.assert_array_equal(loaded["label"][0].numpy(), expected)
+    np.testing.assert_allclose(loaded["label"].affine.numpy(), loaded["image"].affine.numpy(), atol=1e-6)
+    prediction = tmp_path / "prediction.nii.gz"
+    image_io.write_label_map(prediction, expected, image)  # a perfect prediction on the image's grid
+    table = evaluate_cases([("c", prediction, label)], [(3,)], ["3"], n_threads=1)
+    assert table.loc[0, "dice_3"] == 1.0

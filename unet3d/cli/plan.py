@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         type=Path,
         metavar="PATH",
-        help="an MSD or nnU-Net v2 data-set folder (or its dataset.json), or a .json/.npy case list",
+        help="an MSD or nnU-Net v2 data-set folder (or its dataset.json), or a .json/.npy case list (paths relative "
+        "to the list's folder)",
     )
     parser.add_argument("--config_filename", required=True, type=Path, metavar="OUT", help="config to write (JSON)")
     parser.add_argument("--gpu_memory_gb", type=float, default=8.0, help="memory a training step may use (default 8)")
@@ -32,6 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("gpu", "cpu"),
         default="gpu",
         help="plan for a GPU (mixed precision, nnU-Net's widths) or a CPU (narrower, shorter; default gpu)",
+    )
+    parser.add_argument(
+        "--spacing",
+        type=float,
+        nargs=3,
+        metavar=("X", "Y", "Z"),
+        help="target voxel spacing in mm (RAS order) instead of the planned one; the patch and network follow it",
     )
     parser.add_argument("--n_folds", type=int, default=5, help="cross-validation folds (default 5)")
     parser.add_argument("--nthreads", type=int, default=None, help="threads reading the cases")
@@ -54,6 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             n_folds=args.n_folds,
             n_threads=args.nthreads,
             overwrite=args.overwrite,
+            spacing=args.spacing,
         )
         print(plan.report, end="")
         print(f"config in {plan.config_path}; run it with: unet3d-train --config_filename {plan.config_path}")

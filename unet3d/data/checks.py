@@ -1,11 +1,12 @@
 """Check every file of every case before any compute.
 
 3DUnetCNN silently skips bad files or dies mid-epoch; here a missing, unreadable or inconsistent file stops the run
-up front, with one line per problem naming the file. Checks: the file exists and is readable; all images of a case and
-its label share one spatial shape and affine (within tolerance); label values are among the declared labels; images
-hold no NaN or infinite voxel (one would turn every loss and weight into NaN); the images of a case have the same
-number of axes (an (X, Y, Z, 1) file beside (X, Y, Z) ones cannot be stacked). Every image is read once, so a file
-whose header is fine but whose data is truncated is found here too, and constant images are noted.
+up front, with one line per problem naming the file. Checks: the file exists and is readable; all images of a case
+share one spatial shape and affine (within tolerance), and its label map that grid (in any axis order); label values
+are among the declared labels; images hold no NaN or infinite voxel (one would turn every loss and weight into NaN);
+the images of a case have the same number of axes (an (X, Y, Z, 1) file beside (X, Y, Z) ones cannot be stacked).
+Every image is read once, so a file whose header is fine but whose data is truncated is found here too, and constant
+images are noted.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from unet3d.config.schema import Case
-from unet3d.data.image_io import Header, read_array, read_header
+from unet3d.data.image_io import Header, aligned_to, read_array, read_header
 from unet3d.errors import DataError
 from unet3d.formats import AFFINE_TOLERANCE
 
@@ -61,6 +62,8 @@ def check_case(case: Case, labels: set[int] | None, spatial_dims: int = 3, with_
                     "save them alike (e.g. drop a trailing axis of length 1 with nibabel.squeeze_image)"
                 )
         shape, channels = _spatial(image, spatial_dims)
+        if path == case.label and aligned_to(image, reference) is not None:
+            continue  # the case's grid, possibly stored in another axis order (a NIfTI mask of a DICOM series)
         if shape != ref_shape:
             raise DataError(f"{path}: shape {shape} differs from {case.images[0].name} {ref_shape}")
         if image.affine.shape != ref_affine.shape or not np.allclose(image.affine, ref_affine, atol=AFFINE_TOLERANCE):

@@ -1,10 +1,12 @@
 """Image files in the formats unet3d reads and writes: NIfTI (nibabel), MetaImage and NRRD (ITK, an optional extra),
-and 2D pictures such as PNG and JPEG (Pillow).
+DICOM series (a folder of one series' slices, through ITK) and 2D pictures such as PNG and JPEG (Pillow).
 
 Everything follows the conventions of MONAI's readers, which load the data for training, so that the up-front checks,
 the predictions and the metrics see the arrays training sees: volumes indexed (x, y, z) with a RAS affine (ITK's LPS
 converted), pictures indexed (column, row) with an identity affine. Label maps are written in the format of the case's
-first image (pictures as PNG, which is lossless), with its geometry.
+first image (pictures as PNG, which is lossless; DICOM series as NIfTI on the series' grid), with its geometry. A label
+map may store its case's grid in another axis order (a NIfTI mask beside a DICOM series often does): `aligned_to`
+finds the reordering, and the checks, the loaders and the metrics apply it.
 """
 
 from __future__ import annotations
@@ -21,13 +23,23 @@ import numpy as np
 
 from unet3d.atomic import atomic_save
 from unet3d.errors import DataError
-from unet3d.formats import IMAGE_SUFFIXES, ITK_SUFFIXES, NIFTI_SUFFIXES, PICTURE_SUFFIXES, image_suffix
+from unet3d.formats import (
+    AFFINE_TOLERANCE,
+    IMAGE_SUFFIXES,
+    ITK_SUFFIXES,
+    NIFTI_SUFFIXES,
+    PICTURE_SUFFIXES,
+    image_suffix,
+)
 
-ITK_MISSING = "reading MetaImage/NRRD files needs ITK: pip install 'unet3d[itk]'"
+ITK_MISSING = "reading MetaImage/NRRD files and DICOM series needs ITK: pip install 'unet3d[itk]'"
 
 
 def image_format(path: Path | str) -> str:
-    """'nifti', 'itk' or 'picture', from the file name; a DataError for any other file."""
+    """'nifti', 'itk' or 'picture', from the file name, or 'dicom' for a folder (one DICOM series); a DataError for
+    any other file."""
+    if Path(path).is_dir():
+        return "dicom"
     suffix = image_suffix(path)
     if suffix in NIFTI_SUFFIXES:
         return "nifti"
@@ -48,15 +60,14 @@ def label_map_suffix(reference: Path | str) -> str:
     return ".nii.gz"
 
 
-MONAI_READERS = {"nifti": "NibabelReader", "itk": "ITKReader", "picture": "PILReader"}
+MONAI_READERS = {"nifti": "NibabelReader", "itk": "ITKReader", "picture": "PILReader", "dicom": "ITKReader"}
 
 
 def monai_reader(path: Path | str) -> str | None:
     """The MONAI reader for a file, chosen by its format (None for other files: MONAI then chooses). MONAI's own
     choice depends on which packages are installed: with ITK present, ITK would read PNG and JPEG (in another axis
     convention) and fail on GIF."""
-    suffix = image_suffix(path)
-    if not suffix:
+    if not image_suffix(path) and not Path(path).is_dir():
         return None
     return MONAI_READERS[image_format(path)]
 
@@ -72,7 +83,7 @@ class Header:
 
 
 def _require_itk(path: Path) -> None:
-    if image_format(path) == "itk" and importlib.util.find_spec("itk") is None:
+    if image_format(path) in ("itk", "dicom") and importlib.util.find_spec("itk") is None:
         raise DataError(f"{path}: {ITK_MISSING}")
 
 
@@ -89,7 +100,7 @@ def _monai_load(path: Path) -> Any:
 
 def _exists(path: Path) -> Path:
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file() and not path.is_dir():
         raise DataError(f"{path}: file does not exist")
     return path
 
@@ -153,6 +164,36 @@ def read_array(path: Path | str) -> np.ndarray:
         except Exception as error:  # a truncated or corrupt file after a readable header
             raise DataError(f"{path}: cannot read the image data ({type(error).__name__}: {error})") from None
     return np.asarray(_monai_load(path))
+
+
+def aligned_to(header: Header, reference: Header) -> np.ndarray | None:
+    """The nibabel orientation transform that puts an image's array on `reference`'s grid when both hold the same
+    voxels in another axis order (axes flipped or permuted); the identity when the grids already match; None when
+    they are different grids."""
+    spatial = min(len(header.shape), 3)
+    if tuple(header.shape[:spatial]) == tuple(reference.shape[:spatial]) and np.allclose(
+        header.affine, reference.affine, atol=AFFINE_TOLERANCE
+    ):
+        return np.array([[axis, 1] for axis in range(spatial)], dtype=float)
+    if spatial != 3 or header.affine.shape != (4, 4) or reference.affine.shape != (4, 4):
+        return None
+    transform = nib.orientations.ornt_transform(nib.io_orientation(header.affine), nib.io_orientation(reference.affine))
+    shape = [0, 0, 0]
+    for axis, (new_axis, _) in enumerate(transform):
+        shape[int(new_axis)] = header.shape[axis]
+    affine = header.affine @ nib.orientations.inv_ornt_aff(transform, header.shape[:3])
+    if tuple(shape) != tuple(reference.shape[:3]) or not np.allclose(affine, reference.affine, atol=AFFINE_TOLERANCE):
+        return None
+    return transform
+
+
+def read_aligned(path: Path | str, reference: Header) -> np.ndarray:
+    """An image's data on `reference`'s grid (reordered when it stores that grid in another axis order); a DataError
+    when it is another grid."""
+    transform = aligned_to(read_header(path), reference)
+    if transform is None:
+        raise DataError(f"{path}: not on the grid of its image (shape {reference.shape[:3]}, affine differs)")
+    return nib.orientations.apply_orientation(read_array(path), transform)
 
 
 def write_label_map(path: Path, label_map: np.ndarray, reference: Path | str) -> None:

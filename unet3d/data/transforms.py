@@ -18,6 +18,7 @@ from functools import partial
 from typing import Any
 
 import monai.data
+import nibabel as nib
 import numpy as np
 import torch
 from monai import transforms as mt
@@ -33,6 +34,7 @@ from unet3d.registry import check_kwargs, lookup
 
 IMAGE, LABEL = "image", "label"
 NORMALIZATION_ALIASES = {"zero_mean": "NormalizeIntensityd"}
+AXIS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))  # nibabel's axis codes, which MONAI's default labels are too
 
 
 def foreground_above_percentile(image: torch.Tensor, percentile: float) -> torch.Tensor:
@@ -52,12 +54,23 @@ def _numpy_quantile(flat: torch.Tensor, percentile: float) -> torch.Tensor:
 _READ_LOCK = threading.Lock()
 
 
+def label_on_image_axes(image: Any, label: Any) -> Any:
+    """The label map with its axes in the image's order when it stores the image's grid in another axis order (a
+    NIfTI mask beside a DICOM series often does; the up-front checks made sure it is the same grid)."""
+    if getattr(image, "ndim", 0) != 4 or not hasattr(image, "affine") or not hasattr(label, "affine"):
+        return label
+    codes = "".join(nib.aff2axcodes(np.asarray(image.affine)))
+    if codes == "".join(nib.aff2axcodes(np.asarray(label.affine))):
+        return label
+    return mt.Orientation(axcodes=codes, labels=AXIS_LABELS)(label)
+
+
 class ThreadSafeLoadImaged(mt.LoadImaged):
     """`LoadImaged` that two threads can call at once.
 
     MONAI's image readers keep the files being read on the reader object, so concurrent reads (a CacheDataset filled
     by several threads, a thread-based loader) can mix up cases: a 4-modality case came out with 1 channel. Reads are
-    serialized; the rest of the chain still runs in parallel.
+    serialized; the rest of the chain still runs in parallel. The label map comes out in the image's axis order.
     """
 
     def __init__(self, keys: Any, reader: str | None = None, **kwargs: Any) -> None:
@@ -69,7 +82,10 @@ class ThreadSafeLoadImaged(mt.LoadImaged):
         with _READ_LOCK:
             if reader is None and self.choose_reader:
                 reader = self._reader_for(data[self.keys[0]])
-            return super().__call__(data, reader)
+            loaded = super().__call__(data, reader)
+        if IMAGE in loaded and LABEL in loaded:
+            loaded[LABEL] = label_on_image_axes(loaded[IMAGE], loaded[LABEL])
+        return loaded
 
     def _reader_for(self, files: Any) -> Any:
         """The reader of the case's format (see `image_io.monai_reader`), one instance per format."""
@@ -128,7 +144,7 @@ def build_transforms(
         mt.EnsureTyped(keys, dtype=torch.float32, track_meta=True),
     ]
     if dataset.orientation:
-        steps.append(mt.Orientationd(keys, axcodes=dataset.orientation, labels=(("L", "R"), ("P", "A"), ("I", "S"))))
+        steps.append(mt.Orientationd(keys, axcodes=dataset.orientation, labels=AXIS_LABELS))
     if dataset.spacing:
         modes = tuple("nearest" if key == LABEL else "bilinear" for key in keys)
         steps.append(mt.Spacingd(keys, pixdim=dataset.spacing, mode=modes))

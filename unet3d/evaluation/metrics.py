@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import torch
@@ -29,7 +30,7 @@ from monai.metrics import compute_dice, compute_hausdorff_distance
 
 from unet3d.atomic import atomic_write_text
 from unet3d.config.schema import Case
-from unet3d.data.image_io import Header, read_array, read_header
+from unet3d.data.image_io import Header, aligned_to, read_array, read_header
 from unet3d.data.labels import encode
 from unet3d.errors import DataError
 from unet3d.formats import AFFINE_TOLERANCE, IMAGE_SUFFIXES, PROBABILITY_SUFFIX, image_suffix
@@ -118,8 +119,11 @@ def _load(path: Path, role: str) -> Header:
 
 
 def _check_pair(prediction_path: Path, truth_path: Path) -> None:
-    """Same shape and affine (within 1e-3) in both files' headers; a DataError naming both files otherwise."""
+    """Same grid in both files' headers (shape and affine within 1e-3, in any axis order); a DataError naming both
+    files otherwise."""
     prediction, truth = _load(prediction_path, "prediction"), _load(truth_path, "ground truth")
+    if len(_squeezed_shape(truth.shape)) == 3 and aligned_to(truth, prediction) is not None:
+        return  # the same grid, possibly stored in another axis order
     prediction_shape, truth_shape = _squeezed_shape(prediction.shape), _squeezed_shape(truth.shape)
     if prediction_shape != truth_shape:
         raise DataError(
@@ -135,12 +139,16 @@ def _check_pair(prediction_path: Path, truth_path: Path) -> None:
         )
 
 
-def read_labels(path: Path, role: str = "label map") -> tuple[np.ndarray, tuple[float, ...]]:
-    """A label map's data (without trailing singleton axes) and its voxel spacing."""
+def read_labels(path: Path, role: str = "label map", on: Header | None = None) -> tuple[np.ndarray, tuple[float, ...]]:
+    """A label map's data (without trailing singleton axes) and its voxel spacing; with `on`, reordered onto that
+    grid when it stores it in another axis order."""
     header = _load(path, role)
     shape = _squeezed_shape(header.shape)
     try:
         data = read_array(path).reshape(shape)
+        transform = aligned_to(header, on) if on is not None and len(shape) == 3 else None
+        if transform is not None:
+            data = np.asarray(nib.orientations.apply_orientation(data, transform))
     except DataError:
         raise
     except Exception as error:  # truncated or corrupt data after a readable header
@@ -167,8 +175,8 @@ def label_map_files(folder: Path) -> list[Path]:
 def _pair_metrics(
     case_id: str, prediction_path: Path, truth_path: Path, groups: Sequence[tuple[int, ...]], names: Sequence[str]
 ) -> dict[str, str | float]:
-    prediction, _ = read_labels(prediction_path, "prediction")
-    truth, spacing = read_labels(truth_path, "ground truth")
+    prediction, spacing = read_labels(prediction_path, "prediction")
+    truth, _ = read_labels(truth_path, "ground truth", on=_load(prediction_path, "prediction"))
     return {"case_id": case_id, **case_metrics(prediction, truth, groups, names, spacing)}
 
 
@@ -180,9 +188,9 @@ def evaluate_cases(
 ) -> pd.DataFrame:
     """Metrics of (case_id, prediction file, ground-truth file) pairs: one row per case, in the given order.
 
-    Every pair's headers are checked first (same shape, affines equal within 1e-3), so a mismatch stops the run
-    before any metric is computed. Spacing comes from the ground truth's header. Columns: case_id, dice_<name>...,
-    hd95_<name>...
+    Every pair's headers are checked first (one grid: shapes and affines equal within 1e-3, in any axis order), so a
+    mismatch stops the run before any metric is computed. The ground truth is read onto the prediction's grid, whose
+    header gives the spacing. Columns: case_id, dice_<name>..., hd95_<name>...
     """
     pairs = [(case_id, Path(prediction), Path(truth)) for case_id, prediction, truth in pairs]
     for _, prediction, truth in pairs:

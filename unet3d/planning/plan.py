@@ -1,8 +1,9 @@
 """`unet3d-plan` as a library function: a data set in → a config, its fingerprint and a data report out.
 
 The planned config is an ordinary config in the 3DUnetCNN schema (readable, editable, and `unet3d-train` runs it
-unchanged). It refers to the data set instead of copying it (`training_filenames` names the data-set folder or case
-list, relative to the config), and its `planned` section holds the reason for each choice; nothing reads it.
+unchanged). It refers to a public-layout data set instead of copying it (`training_filenames` names its folder,
+relative to the config); a case list's cases are written into it with paths relative to the config. Its `planned`
+section holds the reason for each choice; nothing reads it.
 """
 
 from __future__ import annotations
@@ -97,11 +98,15 @@ def build_config(
     layout: Layout | None,
     profile: rules.Profile,
     n_folds: int = 5,
+    spacing: list[float] | None = None,
 ) -> tuple[dict[str, Any], dict[str, str], list[int]]:
     """The planned config (without its file lists), the reason for each choice keyed by config key, and the channels
     planned as CT."""
     reasons: dict[str, str] = {}
-    spacing, reasons["dataset.spacing"] = rules.target_spacing(np.array([c.spacing for c in cases]))
+    if spacing is None:
+        spacing, reasons["dataset.spacing"] = rules.target_spacing(np.array([c.spacing for c in cases]))
+    else:
+        reasons["dataset.spacing"] = "given (--spacing)"
     shapes = np.array([[n * s / t for n, s, t in zip(c.shape, c.spacing, spacing, strict=True)] for c in cases])
     try:
         network = rules.plan_network(np.median(shapes, axis=0).tolist(), spacing, profile)
@@ -204,11 +209,18 @@ def build_config(
     return config, reasons, ct_channels
 
 
+def _relative_case(entry: dict[str, Any], folder: Path) -> dict[str, Any]:
+    entry["image"] = [os.path.relpath(p, folder) for p in entry["image"]]
+    if "label" in entry:
+        entry["label"] = os.path.relpath(entry["label"], folder)
+    return entry
+
+
 def _cases_of(dataset: Path) -> tuple[Layout | None, list[Any]]:
     if dataset_json_of(dataset) is not None:
         layout = read_layout(dataset, "--dataset")
         return layout, parse_cases(layout.training, dataset, "--dataset")
-    return None, parse_cases(str(dataset), Path.cwd(), "--dataset")
+    return None, parse_cases(str(dataset), dataset.parent, "--dataset")  # a list's paths: relative to its folder
 
 
 def plan_experiment(
@@ -220,6 +232,7 @@ def plan_experiment(
     n_threads: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    spacing: Sequence[float] | None = None,
 ) -> Plan:
     """Fingerprint the data set (MSD or nnU-Net v2 folder, or a JSON/.npy case list), plan a config for it, check the
     config as `unet3d-train` would, and write it with `fingerprint.json` and `data_report.txt` beside it."""
@@ -228,6 +241,8 @@ def plan_experiment(
         raise ConfigError(f"{out}: exists; choose another --config_filename or pass --overwrite")
     if device not in ("gpu", "cpu"):
         raise ConfigError(f"--device: expected 'gpu' or 'cpu', got {device!r}")
+    if spacing is not None and (len(spacing) != 3 or not all(v > 0 for v in spacing)):
+        raise ConfigError(f"--spacing: expected three positive numbers (mm), got {list(spacing)}")
     if not gpu_memory_gb > 0:
         raise ConfigError(f"--gpu_memory_gb: expected a positive number, got {gpu_memory_gb}")
     layout, cases = _cases_of(dataset)
@@ -237,11 +252,16 @@ def plan_experiment(
     fingerprints = fingerprint_cases(labelled, n_threads, progress)
     if any(len(f.shape) != 3 for f in fingerprints):
         raise DataError(f"{dataset}: unet3d-plan plans 3D volumes; write a 2D config by hand (examples/carvana_2d)")
-    config, reasons, ct_channels = build_config(fingerprints, layout, rules.profile_for(device, gpu_memory_gb), n_folds)
+    profile = rules.profile_for(device, gpu_memory_gb)
+    given = None if spacing is None else [float(v) for v in spacing]
+    config, reasons, ct_channels = build_config(fingerprints, layout, profile, n_folds, given)
     source = os.path.relpath(dataset, out.parent)
-    config["training_filenames"] = source
-    if layout is not None and layout.test:
-        config["test_filenames"] = source
+    if layout is not None:
+        config["training_filenames"] = source
+        if layout.test:
+            config["test_filenames"] = source
+    else:  # a case list is copied, its paths made relative to the config (a config reads lists relative to itself)
+        config["training_filenames"] = [_relative_case(case.to_json(), out.parent) for case in cases]
     config["planned"] = {
         "by": f"unet3d-plan {unet3d.__version__}",
         "device": device,

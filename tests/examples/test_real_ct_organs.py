@@ -1,0 +1,92 @@
+"""Smoke test of the real-data recipe (examples/real_ct_organs): real CT scans from the package registry, one of them a
+DICOM series whose label map stores its grid in another axis order, planned by unet3d-plan and trained for an
+epoch; the label maps come back on each scan's own grid."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from recipes import ROOT
+
+pytest.importorskip("itk")  # the DICOM series is read through ITK
+
+
+@pytest.fixture(scope="module")
+def real_data(tmp_path_factory) -> Path:
+    output = tmp_path_factory.mktemp("real_ct")
+    cache = Path(os.environ.get("UNET3D_CACHE", Path.home() / ".cache" / "unet3d"))
+    script = ROOT / "examples" / "real_ct_organs" / "make_data.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--output", str(output), "--cache", str(cache)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if result.returncode == 3:  # make_data.NO_DOWNLOAD
+        pytest.skip(f"the TotalSegmentator archive cannot be downloaded here: {result.stderr.strip()[-300:]}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    return output
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=cwd, timeout=900)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return result
+
+
+def test_real_ct_recipe_plans_trains_and_writes_label_maps_on_each_scans_grid(real_data: Path) -> None:
+    from unet3d.data.image_io import read_header
+
+    cases = json.loads((real_data / "cases.json").read_text())
+    assert [c["case_id"] for c in cases] == ["abdomen_ct", "dicom_ct"]
+    assert (real_data / "raw" / "example_ct_dicom").is_dir()
+    run(
+        "unet3d.cli.plan",
+        "--dataset",
+        "cases.json",
+        "--config_filename",
+        "plan/ct.json",
+        "--device",
+        "cpu",
+        "--spacing",
+        "6",
+        "6",
+        "6",
+        cwd=real_data,
+    )
+    config = json.loads((real_data / "plan" / "ct.json").read_text())
+    assert config["dataset"]["normalization"] == "CTNormalized"  # recognized by its Hounsfield-unit air
+    assert config["dataset"]["labels"] == [1, 2, 3, 4] and config["loss"]["softmax"] is True
+    run(
+        "unet3d.cli.train",
+        "--config_filename",
+        "plan/ct.json",
+        "--set",
+        "training.n_epochs=1",
+        "--set",
+        "training.iterations_per_epoch=2",
+        "--set",
+        "inference.sw_batch_size=4",
+        cwd=real_data,
+    )
+    work_dir = real_data / "plan" / "ct"
+    series = read_header(real_data / "raw" / "example_ct_dicom")
+    written = next(work_dir.glob("fold*/validation/dicom_ct.nii.gz"))
+    label_map = nib.load(str(written))
+    assert label_map.shape == series.shape[:3] == (512, 512, 20)
+    np.testing.assert_allclose(label_map.affine, series.affine, atol=1e-3)  # the series' grid, not the mask's order
+    abdomen = nib.load(str(next(work_dir.glob("fold*/validation/abdomen_ct.nii.gz"))))
+    reference = nib.load(str(real_data / "raw" / "example_ct.nii.gz"))
+    assert abdomen.shape == reference.shape
+    np.testing.assert_allclose(abdomen.affine, reference.affine, atol=1e-3)
+    with open(written.parent / "metrics.csv") as handle:
+        rows = {row["case_id"]: row for row in csv.DictReader(handle)}
+    assert 0.0 <= float(rows["dicom_ct"]["dice_2"]) <= 1.0  # scored against the mask in its other axis order
