@@ -50,7 +50,9 @@ def test_msd_4d_multimodal_exclusive_labels(tmp_path):
     cases = {p.name.removesuffix(".nii.gz"): p for p in (dataset / "imagesTr").glob("*.nii.gz")}
     assert_label_maps_on_the_cases_grids(work_dir, cases, {0, 1, 2, 3})
     assert len(list(work_dir.glob("fold*/test/syn_004.nii.gz"))) == 2
-    assert (tmp_path / "plans" / "fingerprint.json").is_file() and (tmp_path / "plans" / "data_report.txt").is_file()
+    assert json.loads((tmp_path / "plans" / "exp.fingerprint.json").read_text())["summary"]["n_cases"] == 4
+    report = (tmp_path / "plans" / "exp.data_report.txt").read_text()
+    assert report.startswith("4 cases\n") and "syn_003" in report
 
 
 def test_nnunet_per_channel_files_with_regions(tmp_path):

@@ -1,8 +1,8 @@
 """`unet3d-plan`: derive a config from the data (spacing, patch, network, normalization, augmentation, folds).
 
-Parses the arguments and calls `unet3d.planning.plan.plan_experiment`, which writes the config, `fingerprint.json`
-and `data_report.txt` (the cases that stand out) beside it; the report is printed too. Then `unet3d-train
---config_filename OUT.json` runs the cross-validation.
+Parses the arguments and calls `unet3d.planning.plan.plan_experiment`, which checks every file, then writes the
+config, `<name>.fingerprint.json` and `<name>.data_report.txt` (the cases that stand out) beside it; the report is
+printed too. Then `unet3d-train --config_filename OUT.json` runs the cross-validation.
 """
 
 from __future__ import annotations

@@ -22,6 +22,8 @@ import unet3d
 from unet3d.atomic import atomic_write_json, atomic_write_text
 from unet3d.config.layouts import Layout, dataset_json_of, read_layout
 from unet3d.config.load import parse_cases, parse_config
+from unet3d.data.checks import check_cases
+from unet3d.data.image_io import image_format
 from unet3d.errors import ConfigError, DataError
 from unet3d.planning import rules
 from unet3d.planning.fingerprint import CaseFingerprint, fingerprint_cases, summarize
@@ -29,8 +31,8 @@ from unet3d.planning.report import render
 from unet3d.preflight import check_experiment
 
 log = logging.getLogger("unet3d")
-FINGERPRINT_FILENAME = "fingerprint.json"
-REPORT_FILENAME = "data_report.txt"
+FINGERPRINT_SUFFIX = ".fingerprint.json"  # beside the config, named after it: two plans in one folder keep both
+REPORT_SUFFIX = ".data_report.txt"
 
 
 @dataclass(frozen=True)
@@ -234,8 +236,9 @@ def plan_experiment(
     progress: bool = True,
     spacing: Sequence[float] | None = None,
 ) -> Plan:
-    """Fingerprint the data set (MSD or nnU-Net v2 folder, or a JSON/.npy case list), plan a config for it, check the
-    config as `unet3d-train` would, and write it with `fingerprint.json` and `data_report.txt` beside it."""
+    """Check every file of the data set (MSD or nnU-Net v2 folder, or a JSON/.npy case list), fingerprint it, plan a
+    config for it, check the config as `unet3d-train` would, and write it with `<name>.fingerprint.json` and
+    `<name>.data_report.txt` beside it."""
     dataset, out = Path(dataset).expanduser().resolve(), Path(config_filename).expanduser().resolve()
     if out.exists() and not overwrite:
         raise ConfigError(f"{out}: exists; choose another --config_filename or pass --overwrite")
@@ -245,13 +248,16 @@ def plan_experiment(
         raise ConfigError(f"--spacing: expected three positive numbers (mm), got {list(spacing)}")
     if not gpu_memory_gb > 0:
         raise ConfigError(f"--gpu_memory_gb: expected a positive number, got {gpu_memory_gb}")
+    if n_folds < 2:
+        raise ConfigError(f"--n_folds: expected at least 2, got {n_folds}")
     layout, cases = _cases_of(dataset)
     labelled = [case for case in cases if case.label is not None]
     if len(labelled) < 2:
         raise DataError(f"{dataset}: {len(labelled)} labelled case(s); planning a cross-validation needs at least 2")
-    fingerprints = fingerprint_cases(labelled, n_threads, progress)
-    if any(len(f.shape) != 3 for f in fingerprints):
+    if any(image_format(case.images[0]) == "picture" for case in labelled):
         raise DataError(f"{dataset}: unet3d-plan plans 3D volumes; write a 2D config by hand (examples/carvana_2d)")
+    check_cases({"training": labelled}, None, 3, ("training",), n_threads or 4)  # every file, before any statistic
+    fingerprints = fingerprint_cases(labelled, n_threads, progress)
     profile = rules.profile_for(device, gpu_memory_gb)
     given = None if spacing is None else [float(v) for v in spacing]
     config, reasons, ct_channels = build_config(fingerprints, layout, profile, n_folds, given)
@@ -266,7 +272,7 @@ def plan_experiment(
         "by": f"unet3d-plan {unet3d.__version__}",
         "device": device,
         "gpu_memory_gb": gpu_memory_gb,
-        "fingerprint": FINGERPRINT_FILENAME,
+        "fingerprint": out.stem + FINGERPRINT_SUFFIX,
         "rules": reasons,
     }
     check_experiment(parse_config(json.loads(json.dumps(config)), base=out.parent, source=out))
@@ -278,7 +284,7 @@ def plan_experiment(
         "summary": summarize(fingerprints),
         "cases": [f.to_json() for f in fingerprints],
     }
-    atomic_write_json(out.parent / FINGERPRINT_FILENAME, fingerprint)
-    atomic_write_text(out.parent / REPORT_FILENAME, report)
+    atomic_write_json(out.parent / (out.stem + FINGERPRINT_SUFFIX), fingerprint)
+    atomic_write_text(out.parent / (out.stem + REPORT_SUFFIX), report)
     atomic_write_json(out, config)
     return Plan(config, reasons, report, out)

@@ -1,0 +1,66 @@
+"""The planner as a library (unet3d/planning/plan.py): checks first, a config that preflight accepts, nothing lost."""
+
+import json
+
+import pytest
+
+from unet3d.data.synthetic_layouts import write_nnunet_dataset
+from unet3d.errors import ConfigError, DataError
+from unet3d.planning.plan import plan_experiment
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return write_nnunet_dataset(
+        tmp_path_factory.mktemp("plan") / "Dataset004", 3, seed=7, spacing=(0.8, 0.8, 5.0), orientations=("RAS",)
+    )
+
+
+def test_two_plans_in_one_folder_keep_their_own_fingerprints(tmp_path, dataset):
+    for name, device in (("gpu_plan", "gpu"), ("cpu_plan", "cpu")):
+        plan = plan_experiment(dataset, tmp_path / f"{name}.json", device=device, progress=False)
+        assert plan.config["planned"]["fingerprint"] == f"{name}.fingerprint.json"
+    assert {p.name for p in tmp_path.iterdir()} == {
+        f"{n}{s}" for n in ("gpu_plan", "cpu_plan") for s in (".json", ".fingerprint.json", ".data_report.txt")
+    }
+    gpu = json.loads((tmp_path / "gpu_plan.json").read_text())
+    cpu = json.loads((tmp_path / "cpu_plan.json").read_text())
+    assert gpu["model"]["filters"][0] == 32 and cpu["model"]["filters"][0] == 16
+    assert gpu["training"]["amp"] is True and cpu["training"]["amp"] is False
+
+
+def test_anisotropic_data_rotates_in_plane_only(tmp_path, dataset):
+    config = plan_experiment(dataset, tmp_path / "p.json", progress=False).config
+    rotation = config["dataset"]["training"]["spatial_augmentations"][2]
+    assert rotation["name"] == "RandAffined" and rotation["rotate_range"] == [0.0, 0.0, 0.5236]
+    assert "only about the coarse axis 2" in config["planned"]["rules"]["augmentation"]
+
+
+def test_spacing_given_by_the_user_is_kept_and_the_network_follows(tmp_path, dataset):
+    config = plan_experiment(dataset, tmp_path / "p.json", spacing=(1.6, 1.6, 1.6), progress=False).config
+    assert config["dataset"]["spacing"] == [1.6, 1.6, 1.6]
+    assert config["model"]["strides"][1] == [2, 2, 2]
+    assert config["planned"]["rules"]["dataset.spacing"] == "given (--spacing)"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"n_folds": 1}, "--n_folds: expected at least 2, got 1"),
+        ({"spacing": (1.0, 0.0, 1.0)}, r"--spacing: expected three positive numbers \(mm\)"),
+        ({"device": "tpu"}, "--device: expected 'gpu' or 'cpu'"),
+        ({"gpu_memory_gb": 0.0}, "--gpu_memory_gb: expected a positive number"),
+    ],
+)
+def test_bad_options_are_refused_before_any_work(tmp_path, dataset, kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        plan_experiment(dataset, tmp_path / "p.json", progress=False, **kwargs)
+    assert not any(tmp_path.iterdir())
+
+
+def test_every_file_is_checked_before_any_statistic(tmp_path):
+    root = write_nnunet_dataset(tmp_path / "d", 3, seed=8)
+    (root / "labelsTr" / "syn_002.nii.gz").write_bytes(b"not an image")
+    with pytest.raises(DataError, match=r"syn_002\.nii\.gz: cannot read as an image"):
+        plan_experiment(root, tmp_path / "out" / "p.json", progress=False)
+    assert not (tmp_path / "out").exists()
