@@ -1,4 +1,4 @@
-"""Installs the `unet3d` package and its commands: `unet3d-plan`, `-train`, `-predict` and `-evaluate`."""
+"""Installs the `unet3d` package and its commands: `unet3d-plan`, `-train`, `-predict`, `-evaluate`, `-export`."""
 
 from pathlib import Path
 
@@ -11,6 +11,8 @@ requirements = [
     if line.strip() and not line.startswith("#")
 ]
 
+ONNX = ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"]
+
 setup(
     name="unet3d",
     version="0.1.0",
@@ -21,10 +23,11 @@ setup(
     python_requires=">=3.10",
     install_requires=requirements,
     extras_require={
-        "test": ["pytest>=7", "ruff==0.17.6", "matplotlib>=3.5", "tensorboard>=2.10", "itk-io>=5.3"],
+        "test": ["pytest>=7", "ruff==0.17.6", "matplotlib>=3.5", "tensorboard>=2.10", "itk-io>=5.3", *ONNX],
         "plots": ["matplotlib>=3.5"],
         "itk": ["itk-io>=5.3"],  # MetaImage (.mhd/.mha) and NRRD through MONAI's ITKReader
         "tensorboard": ["tensorboard>=2.10"],
+        "onnx": ONNX,  # unet3d-export --format onnx: the exporter and a runtime to check the export
     },
     entry_points={
         "console_scripts": [
@@ -32,6 +35,7 @@ setup(
             "unet3d-predict=unet3d.cli.predict:main",
             "unet3d-evaluate=unet3d.cli.evaluate:main",
             "unet3d-plan=unet3d.cli.plan:main",
+            "unet3d-export=unet3d.cli.export:main",
         ]
     },
     license="MIT",

@@ -39,9 +39,10 @@ RANK = {
     "planning": 7,  # fingerprint the data, plan a config (checked by preflight), write the data report
     "experiment": 9,  # one work dir's steps, folds, splits, summary, SLURM scripts, the entry point
     "prediction": 9,
-    "cli": 10,
-    "train": 11,  # `python -m unet3d.train`: the launch command of earlier versions' scripts, which calls the CLI
-    "__init__": 12,  # the public API re-exports the entry points
+    "deployment": 10,  # unet3d-export: a checkpoint's network as TorchScript/ONNX (reads configs as prediction does)
+    "cli": 11,
+    "train": 12,  # `python -m unet3d.train`: the launch command of earlier versions' scripts, which calls the CLI
+    "__init__": 13,  # the public API re-exports the entry points
 }
 
 

@@ -4,13 +4,14 @@ The data flow follows the sub-packages: ``config`` → ``data`` → model buildi
 ``optim``) → ``training`` (loop, checkpoints, logs) | ``inference`` | ``evaluation`` → ``planning`` →
 ``experiment`` (folds) → ``cli``.
 
-The public API, the same as the four commands::
+The public API, the same as the five commands::
 
     import unet3d
     unet3d.plan_experiment("Task01_BrainTumour", "plans/brain.json")                 # unet3d-plan
     result = unet3d.run_experiment("exp.json", options=unet3d.RunOptions(seed=1))   # unet3d-train
     unet3d.predict("out", model_dirs=[result.work_dir], input_path="new_cases")     # unet3d-predict
     unet3d.evaluate("out", "exp.json", group="test")                                # unet3d-evaluate
+    unet3d.export_model(result.work_dir / "fold1" / "model_best.pth", "fold1.ts")     # unet3d-export
 
 Names are imported on first use, so ``import unet3d`` stays light.
 """
@@ -32,6 +33,7 @@ _PUBLIC = {
     "PredictionResult": "unet3d.prediction",
     "evaluate": "unet3d.evaluation.evaluate",
     "plan_experiment": "unet3d.planning.plan",
+    "export_model": "unet3d.deployment",
     "Plan": "unet3d.planning.plan",
     "UserError": "unet3d.errors",
     "ConfigError": "unet3d.errors",
@@ -54,6 +56,7 @@ __all__ = [
     "UserError",
     "__version__",
     "evaluate",
+    "export_model",
     "load_config",
     "plan_experiment",
     "predict",
@@ -63,6 +66,7 @@ __all__ = [
 if TYPE_CHECKING:
     from unet3d.config.load import load_config
     from unet3d.config.schema import Config
+    from unet3d.deployment import export_model
     from unet3d.errors import Busy, CheckpointError, ConfigError, DataError, MachineError, UserError
     from unet3d.evaluation.evaluate import evaluate
     from unet3d.experiment.run import ExperimentResult, run_experiment

@@ -9,7 +9,8 @@ import sys
 import threading
 import traceback
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from unet3d.errors import Busy, MachineError, UserError, out_of_memory
 
@@ -71,6 +72,14 @@ def setup_logging(debug: bool = False) -> None:
         logger.warning("warning: %s", message)
 
     warnings.showwarning = show
+
+
+def run_parsed(parser: argparse.ArgumentParser, argv: Sequence[str] | None, body: Callable[[Any], int]) -> int:
+    """A command's `main`: parse `argv` (the parser has --debug), set up logging, run `body(args)` through
+    `run_command`."""
+    args = parser.parse_args(argv)
+    setup_logging(args.debug)
+    return run_command(lambda: body(args))
 
 
 def _print_error(message: str) -> None:

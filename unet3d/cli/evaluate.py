@@ -11,7 +11,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from unet3d.cli.common import EXIT_OK, run_command, setup_logging
+from unet3d.cli.common import EXIT_OK, run_parsed
 from unet3d.evaluation.evaluate import evaluate
 from unet3d.evaluation.metrics import (
     METRICS_FILENAME,
@@ -49,17 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, score the predictions, print the summary; returns the exit code (0 ok, 2 bad input)."""
-    args = build_parser().parse_args(argv)
-    setup_logging(args.debug)
+    return run_parsed(build_parser(), argv, run)
 
-    def body() -> int:
-        output = args.output if args.output is not None else args.predictions / METRICS_FILENAME
-        table = evaluate(args.predictions, args.config_filename, args.group, args.ground_truth, output)
-        print(format_summary(table))
-        print(f"{len(table)} cases; metrics in {output.resolve()}")
-        return EXIT_OK
 
-    return run_command(body)
+def run(args: argparse.Namespace) -> int:
+    """The command's work, on parsed arguments."""
+    output = args.output if args.output is not None else args.predictions / METRICS_FILENAME
+    table = evaluate(args.predictions, args.config_filename, args.group, args.ground_truth, output)
+    print(format_summary(table))
+    print(f"{len(table)} cases; metrics in {output.resolve()}")
+    return EXIT_OK
 
 
 if __name__ == "__main__":

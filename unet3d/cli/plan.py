@@ -11,7 +11,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from unet3d.cli.common import EXIT_OK, run_command, setup_logging
+from unet3d.cli.common import EXIT_OK, run_parsed
 from unet3d.planning.plan import plan_experiment
 
 
@@ -50,25 +50,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, plan, print the data report; returns the exit code (0 ok, 2 bad input)."""
-    args = build_parser().parse_args(argv)
-    setup_logging(args.debug)
+    return run_parsed(build_parser(), argv, run)
 
-    def body() -> int:
-        plan = plan_experiment(
-            args.dataset,
-            args.config_filename,
-            gpu_memory_gb=args.gpu_memory_gb,
-            device=args.device,
-            n_folds=args.n_folds,
-            n_threads=args.nthreads,
-            overwrite=args.overwrite,
-            spacing=args.spacing,
-        )
-        print(plan.report, end="")
-        print(f"config in {plan.config_path}; run it with: unet3d-train --config_filename {plan.config_path}")
-        return EXIT_OK
 
-    return run_command(body)
+def run(args: argparse.Namespace) -> int:
+    """The command's work, on parsed arguments."""
+    plan = plan_experiment(
+        args.dataset,
+        args.config_filename,
+        gpu_memory_gb=args.gpu_memory_gb,
+        device=args.device,
+        n_folds=args.n_folds,
+        n_threads=args.nthreads,
+        overwrite=args.overwrite,
+        spacing=args.spacing,
+    )
+    print(plan.report, end="")
+    print(f"config in {plan.config_path}; run it with: unet3d-train --config_filename {plan.config_path}")
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -1,0 +1,97 @@
+"""`unet3d-export` (unet3d/deployment.py): TorchScript and ONNX networks equal to the checkpoint's, with a sidecar."""
+
+import importlib.util
+import json
+
+import pytest
+import torch
+
+from tests.conftest import run_cli
+from unet3d.checkpoint import load_checkpoint, model_state
+from unet3d.deployment import export_model, patch_size
+from unet3d.errors import CheckpointError, ConfigError
+from unet3d.models import build_model
+from unet3d.prediction import config_for
+
+HAS_ONNX = all(importlib.util.find_spec(name) for name in ("onnx", "onnxscript", "onnxruntime"))
+
+
+def checkpoint_network(path):
+    config = config_for([path], None)
+    network = build_model(config.model)
+    network.load_state_dict(model_state(load_checkpoint(path)))
+    return network.eval()
+
+
+def test_torchscript_round_trips_the_fold_model(trained_cv, tmp_path):
+    _, work, _ = trained_cv
+    model = work / "fold1" / "model_best.pth"
+    result = export_model(model, tmp_path / "fold1.ts")
+    assert result.max_difference <= 1e-4 and result.input_shape == (1, 4, 16, 16, 16)
+    loaded = torch.jit.load(str(tmp_path / "fold1.ts"))
+    other = torch.randn(2, 4, 24, 16, 32)  # another batch and shape than the check's: the axes are free
+    with torch.no_grad():
+        assert (loaded(other) - checkpoint_network(model)(other)).abs().max() <= 1e-4
+
+
+@pytest.mark.skipif(not HAS_ONNX, reason="the onnx extra (onnx, onnxscript, onnxruntime) is not installed")
+def test_onnx_round_trips_the_fold_model(trained_cv, tmp_path):
+    import onnxruntime
+
+    _, work, _ = trained_cv
+    model = work / "fold2" / "model_best.pth"
+    export_model(model, tmp_path / "fold2.onnx", format="onnx")
+    session = onnxruntime.InferenceSession(str(tmp_path / "fold2.onnx"), providers=["CPUExecutionProvider"])
+    other = torch.randn(1, 4, 32, 16, 24)
+    with torch.no_grad():
+        expected = checkpoint_network(model)(other)
+    assert abs(session.run(None, {"image": other.numpy()})[0] - expected.numpy()).max() <= 1e-4
+
+
+def test_the_sidecar_says_how_to_preprocess_and_decode(trained_cv, tmp_path):
+    _, work, _ = trained_cv
+    export_model(work / "fold1" / "model_best.pth", tmp_path / "m.ts")
+    sidecar = json.loads((tmp_path / "m.ts.json").read_text())
+    assert sidecar["file"] == "m.ts" and sidecar["max_abs_difference"] <= 1e-4
+    assert sidecar["input"]["channels"] == 4
+    assert [name.split("_")[-1] for name in sidecar["input"]["channel_order_example"]] == [
+        "flair.nii.gz",
+        "t1.nii.gz",
+        "t1ce.nii.gz",
+        "t2.nii.gz",
+    ]
+    assert sidecar["preprocessing"]["normalization"] == {
+        "name": "NormalizeIntensityD",
+        "kwargs": {"channel_wise": True, "nonzero": False},
+    }
+    assert sidecar["sliding_window"]["roi_size"] == [16, 16, 16]
+    output = sidecar["output"]
+    assert output["activation"] == "sigmoid"
+    assert [(c["label_values"], c["writes"], c["inside_channel"]) for c in output["channels"]] == [
+        ([2, 1, 4], 2, None),
+        ([1, 4], 1, 0),
+        ([4], 4, 1),
+    ]
+    assert "from the outside in" in output["decoding"]
+
+
+def test_an_export_that_differs_is_refused(trained_cv, tmp_path):
+    _, work, _ = trained_cv
+    with pytest.raises(CheckpointError, match="differs from the checkpoint's by"):
+        export_model(work / "fold1" / "model_best.pth", tmp_path / "m.ts", tolerance=-1.0)
+    assert not (tmp_path / "m.ts.json").exists()
+
+
+def test_patch_size_comes_from_the_sliding_window_or_the_input_shape(trained_cv):
+    config, _, _ = trained_cv
+    from unet3d.config.load import load_config
+
+    assert patch_size(load_config(config)) == [16, 16, 16]
+
+
+def test_cli_refuses_unknown_formats_and_missing_checkpoints(tmp_path):
+    result = run_cli("export", "--model_filename", str(tmp_path / "none.pth"), "--output", str(tmp_path / "m.ts"))
+    assert result.returncode == 2 and "none.pth: checkpoint does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+    with pytest.raises(ConfigError, match="--format: expected one of"):
+        export_model(tmp_path / "none.pth", tmp_path / "m.x", format="tflite")

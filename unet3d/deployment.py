@@ -1,0 +1,191 @@
+"""`unet3d-export` as a library function: a trained network as TorchScript or ONNX, checked, with a sidecar.
+
+The network is exported in eval mode, so DynUNet's deep-supervision heads are left out, with the batch and spatial
+axes free (a sliding window of the training patch size is what it was trained on). The export is run on a random
+input of that size and compared with the checkpoint's network; the largest difference is reported and recorded. The
+sidecar JSON (`<output>.json`) holds what a deployer needs to reproduce the preprocessing and the decoding without
+unet3d: the input channels in order, orientation, spacing, cropping, normalization with its statistics, the sliding
+window, the activation, and how channels become label values (including the nesting rule).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import unet3d
+from unet3d.atomic import atomic_save, atomic_write_json
+from unet3d.checkpoint import load_checkpoint, load_model_weights, model_state
+from unet3d.config.schema import Config
+from unet3d.data.labels import channel_groups, enclosing, region_names
+from unet3d.errors import CheckpointError, ConfigError
+from unet3d.losses import activation_from_loss
+from unet3d.models import build_model, spatial_dims, total_downsampling
+from unet3d.prediction import config_for
+
+log = logging.getLogger("unet3d")
+FORMATS = ("torchscript", "onnx")
+ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
+TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Where the network and its sidecar went, the input it was checked on, and how far it was from the checkpoint."""
+
+    path: Path
+    sidecar: Path
+    input_shape: tuple[int, ...]
+    max_difference: float
+
+
+def patch_size(config: Config) -> list[int]:
+    """The spatial input size the network was trained on: the sliding window's `roi_size`, else `desired_shape`,
+    else the smallest size the network's downsampling allows (16x its total stride)."""
+    if config.inference is not None and config.inference.kwargs.get("roi_size"):
+        return [int(n) for n in config.inference.kwargs["roi_size"]]
+    if config.dataset.desired_shape:
+        return [int(n) for n in config.dataset.desired_shape]
+    dims = spatial_dims(config.model)
+    return [16 * t for t in (total_downsampling(config.model, dims) or [1] * dims)]
+
+
+def _network(model_filename: Path, config: Config) -> tuple[torch.nn.Module, dict[str, Any]]:
+    saved = load_checkpoint(model_filename)
+    network = build_model(config.model)
+    load_model_weights(network, model_state(saved), model_filename)
+    return network.eval(), saved
+
+
+def _save_torchscript(network: torch.nn.Module, example: torch.Tensor, output: Path) -> torch.nn.Module:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # trace's deprecation and tracer notes; the output check below is the test
+        traced = torch.jit.trace(network, example)
+    atomic_save(output, lambda tmp: torch.jit.save(traced, tmp))
+    return torch.jit.load(str(output))
+
+
+def _save_onnx(network: torch.nn.Module, example: torch.Tensor, output: Path) -> Any:
+    missing = [name for name in ONNX_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(f"--format onnx: needs {', '.join(missing)}: pip install 'unet3d[onnx]'")
+    import onnxruntime
+
+    dim = torch.export.Dim
+    axes = {0: dim("batch"), **{axis: dim.AUTO for axis in range(2, example.ndim)}}
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        atomic_save(
+            output,
+            lambda tmp: torch.onnx.export(
+                network,
+                (example,),
+                tmp,
+                input_names=["image"],
+                output_names=["logits"],
+                dynamic_shapes=(axes,),
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+            ),
+        )
+    session = onnxruntime.InferenceSession(str(output), providers=["CPUExecutionProvider"])
+    return lambda x: torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
+
+
+def sidecar(config: Config, saved: dict[str, Any], shape: list[int], result: dict[str, Any]) -> dict[str, Any]:
+    """What a deployer needs besides the network: inputs, preprocessing, sliding window, outputs and decoding."""
+    activation = activation_from_loss(config.loss)
+    dataset = config.dataset
+    groups = channel_groups(dataset.labels or [], dataset.setup_label_hierarchy)
+    names = region_names(groups)
+    first_case = next(iter(config.groups.get("training", [])), None)
+    channels = [
+        {"channel": index, "label_values": list(group), "writes": group[0], "name": name}
+        for index, (group, name) in enumerate(zip(groups, names, strict=True), start=int(activation == "softmax"))
+    ]
+    if activation == "softmax":
+        channels.insert(0, {"channel": 0, "label_values": [0], "writes": 0, "name": "background"})
+        decoding = "arg-max over the channels; each channel writes its first label value (channel 0: background, 0)"
+    else:
+        parents = enclosing(groups)
+        for channel, parent in zip(channels, parents, strict=True):
+            channel["inside_channel"] = parent
+        decoding = (
+            "sigmoid per channel, threshold 0.5; regions chosen from the outside in: among the regions no other "
+            "encloses, the most probable above the threshold wins (ties: the first channel); inside it the most "
+            "probable of the regions it directly encloses ('inside_channel') that is above the threshold, and so on; "
+            "an inner channel where its enclosing region is not chosen is ignored; background writes 0"
+        )
+    inference = config.inference.kwargs if config.inference is not None else {}
+    return {
+        "exported_by": f"unet3d {unet3d.__version__}, torch {torch.__version__}",
+        "checkpoint_epoch": saved.get("epoch"),
+        **result,
+        "input": {
+            "axes": ["batch", "channel", *["x", "y", "z"][: len(shape)]],
+            "channels": config.model.kwargs.get("in_channels"),
+            "channel_order_example": [p.name for p in first_case.images] if first_case is not None else None,
+            "dtype": "float32",
+        },
+        "preprocessing": {
+            "orientation": dataset.orientation,
+            "spacing_mm": dataset.spacing,
+            "crop_foreground": dataset.crop_foreground,
+            "foreground_percentile": dataset.foreground_percentile if dataset.crop_foreground else None,
+            "desired_shape": dataset.desired_shape,
+            "resample_to_desired_shape": dataset.resample,
+            "normalization": {"name": dataset.normalization, "kwargs": dataset.normalization_kwargs},
+            "order": "load channels, reorient, resample (images linear), crop to foreground, resize or pad, normalize",
+        },
+        "sliding_window": {
+            "roi_size": shape,
+            "overlap": inference.get("overlap", 0.5),
+            "mode": inference.get("mode", "gaussian"),
+        },
+        "output": {"activation": activation, "channels": channels, "decoding": decoding},
+    }
+
+
+def export_model(
+    model_filename: str | Path,
+    output: str | Path,
+    format: str = "torchscript",
+    config_filename: str | Path | None = None,
+    tolerance: float = TOLERANCE,
+) -> ExportResult:
+    """Export a checkpoint's network for inference, check it against the checkpoint on a random patch-sized input,
+    and write the sidecar `<output>.json`. A CheckpointError when the export differs by more than `tolerance`."""
+    model_filename, output = Path(model_filename), Path(output)
+    if format not in FORMATS:
+        raise ConfigError(f"--format: expected one of {list(FORMATS)}, got {format!r}")
+    config = config_for([model_filename], None if config_filename is None else Path(config_filename))
+    network, saved = _network(model_filename, config)
+    shape = patch_size(config)
+    example = torch.randn(
+        1, int(config.model.kwargs.get("in_channels", 1)), *shape, generator=torch.Generator().manual_seed(0)
+    )
+    with torch.no_grad():
+        expected = network(example)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        saver = _save_torchscript if format == "torchscript" else _save_onnx
+        exported = saver(network, example, output)
+        difference = float((exported(example) - expected).abs().max())
+    if not difference <= tolerance:
+        raise CheckpointError(f"{output}: the exported network differs from the checkpoint's by {difference:.3g}")
+    result = {
+        "format": format,
+        "file": output.name,
+        "max_abs_difference": difference,
+        "checked_on": list(example.shape),
+    }
+    path = output.with_name(output.name + ".json")
+    atomic_write_json(path, sidecar(config, saved, shape, result))
+    return ExportResult(output, path, tuple(example.shape), difference)
