@@ -36,6 +36,7 @@ setup(
             "unet3d-evaluate=unet3d.cli.evaluate:main",
             "unet3d-plan=unet3d.cli.plan:main",
             "unet3d-export=unet3d.cli.export:main",
+            "unet3d-report=unet3d.cli.report:main",
         ]
     },
     license="MIT",

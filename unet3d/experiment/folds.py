@@ -27,6 +27,7 @@ from unet3d.config.schema import Config
 from unet3d.data.labels import channel_groups, region_names
 from unet3d.errors import Busy, ConfigError, MachineError, UserError, out_of_memory
 from unet3d.evaluation.postprocessing import POSTPROCESSING_FILENAME, decide, write_decision
+from unet3d.experiment.report import refresh_report
 from unet3d.experiment.splits import HELD_OUT_GROUP, SPLITS_FILENAME, load_or_make_inner_validation, load_or_make_splits
 from unet3d.experiment.steps import MANIFEST, predictions_done, run_model
 from unet3d.experiment.summary import format_table, summarize, write_summary
@@ -167,6 +168,8 @@ def _run_folds(
         summarize_folds(paths, work_dir, result)
         if not result.unfinished:
             decide_postprocessing(paths, work_dir)
+        if result.summary_path is not None:
+            refresh_report(work_dir)
     return result
 
 
@@ -224,4 +227,6 @@ def summarize_only(config: Config, work_dir: Path) -> CrossValidationResult:
     paths = write_fold_configs(config, work_dir)
     result = CrossValidationResult(work_dir)
     summarize_folds(paths, work_dir, result, partial=True)
+    if result.summary_path is not None:
+        refresh_report(work_dir)
     return result

@@ -14,6 +14,7 @@ from unet3d.atomic import check_writable
 from unet3d.config.load import load_config, read_json
 from unet3d.errors import ConfigError
 from unet3d.experiment.folds import CrossValidationResult, run_cross_validation, summarize_only, write_fold_configs
+from unet3d.experiment.report import refresh_report
 from unet3d.experiment.slurm import write_launch_scripts
 from unet3d.experiment.steps import run_model
 from unet3d.locking import work_dir_lock
@@ -77,7 +78,10 @@ def run_experiment(
             raise ConfigError(
                 "cross_validation: --fold, --setup_crossval_only and --summary need a cross_validation section"
             )
-        return ExperimentResult(work_dir, state=run_model(config, work_dir, options).state)
+        state = run_model(config, work_dir, options).state
+        if is_main_process():
+            refresh_report(work_dir)
+        return ExperimentResult(work_dir, state=state)
     if setup_crossval_only:
         with work_dir_lock(work_dir, "cross-validation work dir"):
             paths = write_fold_configs(config, work_dir)

@@ -54,3 +54,37 @@ def write_progress_plot(path: Path, rows: list[dict[str, Any]]) -> bool:
     atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=80))
     plt.close(figure)
     return True
+
+
+def fold_curves_figure(logs: dict[str, Any]) -> Any:
+    """The training logs of several runs (fold name → log DataFrame) on shared axes, one colour per fold: losses
+    (validation dashed), the validation Dice of each region, the full-volume Dice, and the learning rate. Needs
+    matplotlib (the caller checks)."""
+    from matplotlib import pyplot as plt
+
+    columns = sorted({c for log in logs.values() for c in log.columns if c.startswith("val_dice_")})
+    panels = [("loss", ("loss", "val_loss")), *((c.removeprefix("val_"), (c,)) for c in columns)]
+    panels += [("full-volume Dice", ("full_dice",)), ("learning rate", ("lr",))]
+    n_columns = 3
+    n_rows = -(-len(panels) // n_columns)
+    figure, axes = plt.subplots(n_rows, n_columns, figsize=(4 * n_columns, 2.8 * n_rows), sharex=True, squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for axis, (title, names) in zip(axes.flat, panels, strict=False):
+        for index, (fold, log) in enumerate(logs.items()):
+            for name, style in zip(names, ("solid", "dashed"), strict=False):
+                if name in log and log[name].notna().any():
+                    label = fold if name == names[0] else None
+                    axis.plot(
+                        log["epoch"], log[name], color=colours[index % len(colours)], linestyle=style, label=label
+                    )
+        axis.set_title(title + (" (validation dashed)" if len(names) > 1 else ""), fontsize=9)
+        axis.grid(alpha=0.3)
+        if title == "learning rate" and axis.lines and all((line.get_ydata() > 0).all() for line in axis.lines):
+            axis.set_yscale("log")
+    for axis in axes.flat[len(panels) :]:
+        axis.set_visible(False)
+    axes.flat[0].legend(fontsize="small")
+    for axis in axes[-1]:
+        axis.set_xlabel("epoch")
+    figure.tight_layout()
+    return figure

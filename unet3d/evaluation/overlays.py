@@ -1,0 +1,69 @@
+"""Overlay pictures of a held-out case: the image in grey with the ground truth and the prediction outlined.
+
+A volume is shown as three orthogonal slices through the point of largest disagreement (the slice along each axis
+holding the most voxels where truth and prediction differ; where they agree everywhere, through the truth's centre),
+drawn with the voxel spacing as aspect ratio, in the case's original space. A 2D picture is shown as itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+TRUTH_COLOUR, PREDICTION_COLOUR = "#00c853", "#ff1744"
+
+
+def disagreement_point(truth: np.ndarray, prediction: np.ndarray) -> tuple[int, ...]:
+    """Per axis, the slice index with the most voxels where truth and prediction differ; the truth's centre (or the
+    volume's) where they agree everywhere."""
+    differ = truth != prediction
+    if differ.any():
+        return tuple(
+            int(np.argmax(differ.sum(axis=tuple(a for a in range(differ.ndim) if a != axis))))
+            for axis in range(differ.ndim)
+        )
+    where = np.argwhere(truth > 0)
+    centre = where.mean(axis=0) if len(where) else (np.array(truth.shape) - 1) / 2
+    return tuple(int(np.rint(c)) for c in centre)
+
+
+def _panel(axis: Any, image: np.ndarray, truth: np.ndarray, prediction: np.ndarray, aspect: float, title: str) -> None:
+    """One slice: grey image (1-99th percentile window), truth and prediction outlines per label value."""
+    low, high = np.percentile(image, (1, 99)) if image.size else (0, 1)
+    axis.imshow(image.T, cmap="gray", origin="lower", vmin=low, vmax=max(high, low + 1e-6), aspect=aspect)
+    for labels, colour, style in ((truth, TRUTH_COLOUR, "solid"), (prediction, PREDICTION_COLOUR, "dashed")):
+        for value in np.unique(labels):
+            if value != 0 and (labels == value).any() and min(labels.shape) > 1:
+                axis.contour((labels == value).T, levels=[0.5], colors=colour, linewidths=1.0, linestyles=style)
+    axis.set_title(title, fontsize=8)
+    axis.set_xticks([])
+    axis.set_yticks([])
+
+
+def overlay_figure(
+    image: np.ndarray, truth: np.ndarray, prediction: np.ndarray, spacing: tuple[float, ...], title: str
+) -> Any:
+    """A matplotlib figure of the case (image: spatial axes, first channel only); truth solid green, prediction
+    dashed red."""
+    from matplotlib import pyplot as plt
+
+    if image.ndim == 2:
+        figure, axis = plt.subplots(1, 1, figsize=(3.2, 3.2))
+        _panel(axis, image, truth, prediction, 1.0, "picture")
+    else:
+        point = disagreement_point(truth, prediction)
+        figure, axes = plt.subplots(1, 3, figsize=(9, 3.2))
+        names = ("x", "y", "z")
+        for axis_index, axis in enumerate(axes):
+            keep = [a for a in range(3) if a != axis_index]
+            index = [slice(None)] * 3
+            index[axis_index] = point[axis_index]
+            slab = tuple(index)
+            aspect = spacing[keep[1]] / spacing[keep[0]] if len(spacing) == 3 else 1.0
+            _panel(
+                axis, image[slab], truth[slab], prediction[slab], aspect, f"{names[axis_index]} = {point[axis_index]}"
+            )
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    return figure
