@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -100,3 +101,20 @@ def trained_cv(tiny_data, tmp_path_factory):
     result = run_experiment(path, output, RunOptions(seed=1))
     assert not result.failed
     return path, output / "predict_cv", folder
+
+
+# --- helpers shared by the tests of several folders ------------------------------------------------------------------
+
+
+def _touch(path: str) -> None:
+    Path(path).write_text("code ran")
+
+
+class Payload:
+    """Unpickling an instance calls _touch(marker): a stand-in for arbitrary code in a file list or a checkpoint."""
+
+    def __init__(self, marker: Path | str) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self) -> tuple[Callable[[str], None], tuple[str]]:
+        return _touch, (self.marker,)
