@@ -9,8 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
+import numpy as np
 import pytest
 
+from unet3d.config.load import parse_config
+from unet3d.config.schema import Config
 from unet3d.data.synthetic import write_dataset
 
 TINY_SHAPE = (16, 20)
@@ -118,3 +122,37 @@ class Payload:
 
     def __reduce__(self) -> tuple[Callable[[str], None], tuple[str]]:
         return _touch, (self.marker,)
+
+
+def config(directory: Path, entries: list, loss: dict | None = None, **dataset) -> Config:
+    """A parsed config whose dataset section is `dataset`, listing `entries` (relative to `directory`) for training."""
+    data = {
+        "model": {"name": "UNet", "spatial_dims": 3},
+        "optimizer": {"name": "Adam", "lr": 1e-3},
+        "loss": loss or {"name": "DiceLoss", "sigmoid": True},
+        "dataset": dataset,
+        "training_filenames": entries,
+    }
+    return parse_config(data, base=directory)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]]]:
+    """Two tiny cases, written once per test module: (folder, entries)."""
+    directory = tmp_path_factory.mktemp("transforms")
+    return directory, write_dataset(directory, 2, seed=5, shape_range=(16, 20))
+
+
+# The grid of the cases that the data-check and preflight tests write one by one (write_case).
+SHAPE = (16, 17, 18)
+SPACING = (1.0, 1.5, 2.0)
+
+
+def save(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
+    """Write `data` as a NIfTI file with `affine`."""
+    nib.save(nib.Nifti1Image(data, affine), str(path))
+
+
+def affine_of(path: Path) -> np.ndarray:
+    """The affine of an image file."""
+    return nib.load(str(path)).affine

@@ -9,13 +9,7 @@ import torch
 from monai.networks.nets import UNet
 
 from unet3d.atomic import atomic_write, atomic_write_json, atomic_write_text
-from unet3d.checkpoint import (
-    load_checkpoint,
-    load_model_weights,
-    load_pretrained,
-    model_state,
-    save_checkpoint,
-)
+from unet3d.checkpoint import load_checkpoint, load_model_weights, load_pretrained, model_state, save_checkpoint
 from unet3d.errors import CheckpointError
 
 

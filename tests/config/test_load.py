@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tests.config.conftest import base_config, error_of, parse
-from tests.conftest import Payload
+from tests.conftest import Payload, config
 from unet3d.config.load import apply_overrides, load_config, parse_cases
 from unet3d.errors import ConfigError
 
@@ -75,6 +75,34 @@ def test_modern_cross_validation_does_not_warn(recwarn):
 def test_legacy_and_new_spelling_together_is_an_error(value):
     with pytest.raises(ConfigError, match="both"):
         parse(base_config(cross_validation=value))
+
+
+# --- per-split dataset blocks -----------------------------------------------------------------------------------------
+BRATS = [2, 1, 4]
+
+
+def test_validation_block(data):
+    directory, entries = data
+    parsed = config(directory, entries, labels=BRATS, crop_foreground=False, validation={"crop_foreground": True})
+    assert parsed.dataset_for("validation").crop_foreground is True
+    assert parsed.dataset_for("training").crop_foreground is False
+
+
+@pytest.mark.parametrize("key", ["name", "training", "validation"])
+def test_split_block_refuses_name_and_nesting(data, key):
+    directory, entries = data
+    value = "SegmentationDatasetPersistent" if key == "name" else {"desired_shape": [8, 8, 8]}
+    with pytest.raises(ConfigError) as info:  # when the config is loaded, before anything runs
+        config(directory, entries, labels=BRATS, training={key: value})
+    assert f"dataset.training.{key}" in str(info.value)
+
+
+def test_split_block_unknown_key_names_the_path(data):
+    directory, entries = data
+    with pytest.raises(ConfigError) as info:
+        config(directory, entries, labels=BRATS, validation={"desired_shap": [8, 8, 8]})
+    assert "dataset.validation.desired_shap" in str(info.value)
+    assert "desired_shape" in str(info.value)
 
 
 # --- paths and file lists ---------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from tests.conftest import SHAPE, SPACING, affine_of, save
 from unet3d.config.load import parse_config
 from unet3d.config.schema import Case
 from unet3d.data.checks import CaseInfo, check_case, check_cases
@@ -14,8 +15,6 @@ from unet3d.errors import ConfigError, DataError
 from unet3d.formats import AFFINE_TOLERANCE
 from unet3d.preflight import check_data
 
-SHAPE = (16, 17, 18)
-SPACING = (1.0, 1.5, 2.0)
 BRATS = {0, 1, 2, 4}
 
 
@@ -24,14 +23,6 @@ def new_case(directory: Path, case_id: str = "c0", seed: int = 0, orientation: s
     entry = write_case(directory, case_id, SHAPE, SPACING, rng, orientation=orientation, **kwargs)
     label = directory / entry["label"] if "label" in entry else None
     return Case(images=[directory / p for p in entry["image"]], label=label, case_id=case_id)
-
-
-def save(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
-    nib.save(nib.Nifti1Image(data, affine), str(path))
-
-
-def affine_of(path: Path) -> np.ndarray:
-    return nib.load(str(path)).affine
 
 
 def data_error(case: Case, labels=BRATS, **kwargs) -> str:
