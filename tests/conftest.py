@@ -12,10 +12,15 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from unet3d.config.load import parse_config
 from unet3d.config.schema import Config
 from unet3d.data.synthetic import write_dataset
+
+# The grid of the cases that the data-check and preflight tests write one by one (write_case).
+SHAPE = (16, 17, 18)
+SPACING = (1.0, 1.5, 2.0)
 
 TINY_SHAPE = (16, 20)
 
@@ -143,11 +148,6 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str,
     return directory, write_dataset(directory, 2, seed=5, shape_range=(16, 20))
 
 
-# The grid of the cases that the data-check and preflight tests write one by one (write_case).
-SHAPE = (16, 17, 18)
-SPACING = (1.0, 1.5, 2.0)
-
-
 def save(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
     """Write `data` as a NIfTI file with `affine`."""
     nib.save(nib.Nifti1Image(data, affine), str(path))
@@ -156,3 +156,55 @@ def save(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
 def affine_of(path: Path) -> np.ndarray:
     """The affine of an image file."""
     return nib.load(str(path)).affine
+
+
+class Undertrained(torch.nn.Module):
+    """Whole tumour where the first modality is bright; the inner channels fire everywhere."""
+
+    def __init__(self, n_out: int = 3, shift: float = 0.0) -> None:
+        super().__init__()
+        self.n_out, self.shift = n_out, shift
+        self.weight = torch.nn.Parameter(torch.ones(1))  # something to move to a device
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        whole = 6.0 * (image[:, :1] - 1.0 + self.shift)
+        return torch.cat([whole, torch.full_like(whole, 4.0).expand(-1, self.n_out - 1, *whole.shape[2:])], 1)
+
+
+def nested_config(cases: list[dict], spatial_dims: int, in_channels: int, labels: list, **dataset) -> dict:
+    """A config of a small UNet for nested labels (`setup_label_hierarchy`) over `cases`."""
+    return {
+        "model": {
+            "name": "UNet",
+            "spatial_dims": spatial_dims,
+            "in_channels": in_channels,
+            "out_channels": len(labels),
+            "channels": [4, 8],
+            "strides": [2],
+        },
+        "optimizer": {"name": "Adam"},
+        "loss": {"name": "DiceLoss", "sigmoid": True},
+        "dataset": {
+            "labels": labels,
+            "setup_label_hierarchy": True,
+            "normalization_kwargs": {"channel_wise": True},
+            **dataset,
+        },
+        "training_filenames": cases,
+    }
+
+
+@pytest.fixture(scope="session")
+def hard_cases(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
+    """Cases unlike the easy defaults: CT-like and shifted backgrounds, oblique and thick-slice voxels."""
+    folder = tmp_path_factory.mktemp("hard")
+    entries = write_dataset(
+        folder,
+        2,
+        seed=5,
+        shape_range=(16, 20),
+        spacing=(0.8, 0.8, 5.0),
+        background_range=(-1000, 300),
+        oblique_degrees=15.0,
+    )
+    return folder, entries

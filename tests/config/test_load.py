@@ -17,6 +17,9 @@ from tests.conftest import Payload, config
 from unet3d.config.load import apply_overrides, load_config, parse_cases
 from unet3d.errors import ConfigError
 
+BRATS = [2, 1, 4]
+
+
 # --- sections ---------------------------------------------------------------------------------------------------------
 
 
@@ -78,7 +81,6 @@ def test_legacy_and_new_spelling_together_is_an_error(value):
 
 
 # --- per-split dataset blocks -----------------------------------------------------------------------------------------
-BRATS = [2, 1, 4]
 
 
 def test_validation_block(data):

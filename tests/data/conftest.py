@@ -10,13 +10,6 @@ from unet3d.config.fields import parse_section
 from unet3d.config.schema import DatasetConfig
 from unet3d.data.transforms import build_transforms
 
-
-def _chain(**dataset_keys: Any) -> Compose:
-    """The training chain (augmentations on) of a dataset section with labels [1, 2, 4] and `dataset_keys`."""
-    dataset = parse_section(DatasetConfig, {"labels": [1, 2, 4], **dataset_keys}, "dataset")
-    return build_transforms(dataset, with_label=True, softmax=False, augment=True)
-
-
 PATCHES = {
     "name": "RandCropByPosNegLabeld",
     "label_key": "label",
@@ -25,3 +18,9 @@ PATCHES = {
     "neg": 1,
     "num_samples": 2,
 }
+
+
+def _chain(**dataset_keys: Any) -> Compose:
+    """The training chain (augmentations on) of a dataset section with labels [1, 2, 4] and `dataset_keys`."""
+    dataset = parse_section(DatasetConfig, {"labels": [1, 2, 4], **dataset_keys}, "dataset")
+    return build_transforms(dataset, with_label=True, softmax=False, augment=True)

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+from monai.data import DataLoader, Dataset
+from monai.inferers import SimpleInferer
 
+from tests.conftest import Undertrained, nested_config
 from unet3d import checkpoint as ckpt
+from unet3d.config.load import parse_config
+from unet3d.data.labels import channel_groups, region_names
 from unet3d.experiment.run import run_experiment
+from unet3d.losses import build_loss
 from unet3d.training.history import LOG_FILENAME
+from unet3d.training.loop import validate
 from unet3d.training.run import RunOptions
 from unet3d.training.state import TrainingState, should_stop
+
+BRATS = channel_groups([2, 1, 4], hierarchy=True)
+CPU = torch.device("cpu")
 
 
 def weights(path):
@@ -183,3 +196,39 @@ def test_compiled_channels_last_network_trains_to_the_same_losses(experiment, tm
     assert b["val_loss"].iloc[0] == pytest.approx(a["val_loss"].iloc[0], rel=1e-3)
     state = ckpt.load_checkpoint(tmp_path / "fast/model.pth")
     assert not any(k.startswith("_orig_mod") for k in state["model"]), "checkpoints hold the bare network's names"
+
+
+def test_training_log_dice_scores_the_nested_decoding(hard_cases):
+    """validate(): an inner channel firing everywhere scores as the decoded label map does (inside the whole tumour),
+    not as the channel alone would."""
+    folder, entries = hard_cases
+    config = parse_config(nested_config(entries, 3, 4, [2, 1, 4], desired_shape=[16, 16, 16], resample=True), folder)
+    from unet3d.data.datasets import case_items
+    from unet3d.data.transforms import build_transforms
+
+    transform = build_transforms(config.dataset, with_label=True, softmax=False, augment=False)
+    dataset = Dataset(case_items(config.groups["training"], with_label=True), transform)
+    parts = SimpleNamespace(
+        network=Undertrained(),
+        val_loader=DataLoader(dataset, batch_size=2),
+        inferer=SimpleInferer(),
+        eval_loss=build_loss(config.loss),
+        activation="sigmoid",
+        groups=BRATS,
+        channel_names=region_names(BRATS),
+        amp_dtype=None,
+    )
+    row = validate(parts, CPU)
+    expected = {name: [] for name in region_names(BRATS)}
+    for item in dataset:
+        probabilities = torch.sigmoid(Undertrained()(item["image"][None]))[0]
+        truth = item["label"].bool()
+        inside = torch.ones_like(truth[0])
+        for index, name in enumerate(region_names(BRATS)):
+            inside = inside & (probabilities[index] > 0.5)
+            total = inside.sum() + truth[index].sum()
+            expected[name].append(float(2 * (inside & truth[index]).sum() / total) if total else 1.0)
+    for name, values in expected.items():
+        assert row[f"val_dice_{name}"] == pytest.approx(np.mean(values), abs=1e-5)
+    alone = torch.sigmoid(Undertrained()(dataset[0]["image"][None]))[0, 1] > 0.5
+    assert alone.all()  # the channel alone would have claimed the whole volume as tumour core
