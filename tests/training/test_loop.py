@@ -1,4 +1,6 @@
-"""Training loop behaviour: files, resume/extend, early stopping, checkpoint retention, deep supervision."""
+"""The training loop (unet3d/training/loop.py): the files of a run, exact resume and extension, loader workers,
+early stopping, monitoring without validation, deep supervision, gradient clipping, and the logged Dice of
+nested regions."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from monai.data import DataLoader, Dataset
 from monai.inferers import SimpleInferer
 
 from tests.conftest import Undertrained, nested_config
+from tests.training.conftest import weights
 from unet3d import checkpoint as ckpt
 from unet3d.config.load import parse_config
 from unet3d.data.labels import channel_groups, region_names
@@ -20,14 +23,9 @@ from unet3d.losses import build_loss
 from unet3d.training.history import LOG_FILENAME
 from unet3d.training.loop import validate
 from unet3d.training.run import RunOptions
-from unet3d.training.state import TrainingState, should_stop
 
 BRATS = channel_groups([2, 1, 4], hierarchy=True)
 CPU = torch.device("cpu")
-
-
-def weights(path):
-    return ckpt.model_state(ckpt.load_checkpoint(path))
 
 
 def test_training_writes_log_and_full_state_checkpoints(experiment, tmp_path):
@@ -92,44 +90,12 @@ def test_loader_workers_and_a_resume_do_not_change_the_augmentations(experiment,
     assert all(torch.equal(a[k], c[k]) for k in a), "2 thread workers trained differently from 0 workers"
 
 
-def test_rerunning_a_finished_run_trains_nothing(experiment, tmp_path):
-    config = experiment("finished", n_epochs=2)
-    run_experiment(config, tmp_path, RunOptions(seed=2))
-    before = (tmp_path / "finished/model.pth").stat().st_mtime_ns
-    state = run_experiment(config, tmp_path, RunOptions(seed=2)).state
-    assert state.epoch == 2
-    assert (tmp_path / "finished/model.pth").stat().st_mtime_ns == before
-
-
-def test_log_is_rebuilt_from_the_checkpoint_after_a_crash_between_writes(experiment, tmp_path):
-    config = experiment("crash", n_epochs=2)
-    run_experiment(config, tmp_path, RunOptions(seed=2))
-    log_path = tmp_path / "crash" / LOG_FILENAME
-    log_path.write_text("epoch,loss\n1,0.5\n")  # as if the process died before rewriting the log
-    run_experiment(config, tmp_path, RunOptions(seed=2), overrides={"training.n_epochs": 3})
-    assert list(pd.read_csv(log_path)["epoch"]) == [1, 2, 3]
-
-
-def test_should_stop_counts_epochs_without_improvement():
-    assert not should_stop(TrainingState(epoch=5, best_epoch=3), patience=3)
-    assert should_stop(TrainingState(epoch=6, best_epoch=3), patience=3)
-    assert not should_stop(TrainingState(epoch=100, best_epoch=1), patience=None)
-
-
 def test_early_stopping_ends_the_run_and_a_rerun_stays_stopped(experiment, tmp_path):
     # lr 0 keeps every val_loss equal to the first: no improvement after epoch 1.
     config = experiment("early", n_epochs=10, early_stopping_patience=2, mutate=lambda c: c["optimizer"].update(lr=0.0))
     state = run_experiment(config, tmp_path, RunOptions(seed=3)).state
     assert (state.epoch, state.best_epoch) == (3, 1)
     assert run_experiment(config, tmp_path, RunOptions(seed=3)).state.epoch == 3
-
-
-def test_save_every_and_last_n_keep_the_right_epoch_files(experiment, tmp_path):
-    config = experiment("retention", n_epochs=5, save_every_n_epochs=2, save_last_n_models=2)
-    run_experiment(config, tmp_path, RunOptions(seed=4))
-    kept = sorted(p.name for p in (tmp_path / "retention").glob("model_epoch*.pth"))
-    assert kept == ["model_epoch2.pth", "model_epoch4.pth", "model_epoch5.pth"]
-    assert ckpt.load_checkpoint(tmp_path / "retention/model_epoch4.pth")["epoch"] == 4
 
 
 def test_reduce_lr_on_plateau_steps_on_val_loss(experiment, tmp_path):
@@ -177,27 +143,6 @@ def test_deep_supervision_loss_weights_the_heads_halving_and_summing_to_one():
     assert deep(heads[:, 0], target) == pytest.approx(float(plain(heads[:, 0], target)))
 
 
-def test_pretrained_weights_initialise_a_new_run(experiment, tmp_path):
-    source = experiment("source", n_epochs=1)
-    run_experiment(source, tmp_path, RunOptions(seed=1))
-    target = experiment("target", n_epochs=1, mutate=lambda c: c["optimizer"].update(lr=0.0))
-    run_experiment(target, tmp_path, RunOptions(seed=9, pretrained_model_filename=tmp_path / "source/model.pth"))
-    a, b = weights(tmp_path / "source/model.pth"), weights(tmp_path / "target/model.pth")
-    assert all(torch.equal(a[k], b[k]) for k in a)
-
-
-def test_compiled_channels_last_network_trains_to_the_same_losses(experiment, tmp_path):
-    plain = experiment("plain", n_epochs=1)
-    fast = experiment("fast", n_epochs=1, compile=True, channels_last=True)
-    run_experiment(plain, tmp_path, RunOptions(seed=3))
-    run_experiment(fast, tmp_path, RunOptions(seed=3))
-    a, b = (pd.read_csv(tmp_path / name / LOG_FILENAME) for name in ("plain", "fast"))
-    assert b["loss"].iloc[0] == pytest.approx(a["loss"].iloc[0], rel=1e-3)
-    assert b["val_loss"].iloc[0] == pytest.approx(a["val_loss"].iloc[0], rel=1e-3)
-    state = ckpt.load_checkpoint(tmp_path / "fast/model.pth")
-    assert not any(k.startswith("_orig_mod") for k in state["model"]), "checkpoints hold the bare network's names"
-
-
 def test_training_log_dice_scores_the_nested_decoding(hard_cases):
     """validate(): an inner channel firing everywhere scores as the decoded label map does (inside the whole tumour),
     not as the channel alone would."""
@@ -232,3 +177,25 @@ def test_training_log_dice_scores_the_nested_decoding(hard_cases):
         assert row[f"val_dice_{name}"] == pytest.approx(np.mean(values), abs=1e-5)
     alone = torch.sigmoid(Undertrained()(dataset[0]["image"][None]))[0, 1] > 0.5
     assert alone.all()  # the channel alone would have claimed the whole volume as tumour core
+
+
+def test_gradient_clipping_bounds_every_update(experiment, tmp_path):
+    def sgd(config):
+        config["optimizer"] = {"name": "SGD", "lr": 1.0}
+        config["scheduler"] = None
+
+    config = experiment("clip", n_epochs=1, gradient_clip=1e-3, mutate=sgd, log_every_n_iterations=1)
+    run_experiment(config, tmp_path, RunOptions(seed=1, n_examples=0))
+    # The initial weights are the seeded ones: rebuild them to measure the total update of 2 iterations.
+    from unet3d.config.load import load_config
+    from unet3d.models import build_model
+
+    torch.manual_seed(1)
+    initial = build_model(load_config(config).model)
+    trained = build_model(load_config(config).model)
+    trained.load_state_dict(ckpt.model_state(ckpt.load_checkpoint(tmp_path / "clip/model.pth")))
+    # Over the parameters, not the state dict: DynUNet's state dict lists some tensors under two names.
+    pairs = zip(initial.parameters(), trained.parameters(), strict=True)
+    change = torch.sqrt(sum(((b.detach() - a.detach()).double() ** 2).sum() for a, b in pairs))
+    assert 1e-4 < float(change) <= 2 * 1e-3 * 1.01  # two iterations of at most lr * clip each
+    assert "epoch 1 iteration 2 | loss" in (tmp_path / "clip/train.log").read_text()
