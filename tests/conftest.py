@@ -17,6 +17,8 @@ import torch
 from unet3d.config.load import parse_config
 from unet3d.config.schema import Config
 from unet3d.data.synthetic import write_dataset
+from unet3d.experiment.run import run_experiment
+from unet3d.training.run import RunOptions
 
 # The grid of the cases that the data-check and preflight tests write one by one (write_case).
 SHAPE = (16, 17, 18)
@@ -96,8 +98,6 @@ def run_cli(command: str, *args: str, cwd: Path | None = None, timeout: float = 
 def trained_cv(tiny_data, tmp_path_factory):
     """A finished 2-fold run of the tiny experiment with an unlabelled extra group (trained once per session):
     (config path, CV work dir, data folder)."""
-    from unet3d.experiment.run import run_experiment
-    from unet3d.training.run import RunOptions
 
     folder, entries = tiny_data
     extra = write_dataset(folder / "extra", 2, seed=11, shape_range=(16, 20), with_labels=False, prefix="new")
@@ -208,3 +208,12 @@ def hard_cases(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dic
         oblique_degrees=15.0,
     )
     return folder, entries
+
+
+def with_cv(n_folds: int = 3, **extra: Any) -> Callable[[dict[str, Any]], None]:
+    """A `mutate` for the `experiment` fixture: add a cross_validation section."""
+
+    def mutate(config):
+        config["cross_validation"] = {"n_folds": n_folds, "random_seed": 25, **extra}
+
+    return mutate

@@ -1,4 +1,5 @@
-"""`unet3d-train` as a user runs it: a subprocess, its exit code, its messages, its files."""
+"""`unet3d-train` as a user runs it: a subprocess, its exit code, its messages, its files; cross-validation from
+the command line (failed folds, SLURM set-up), and 3DUnetCNN's own example configs."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, with_cv
 from unet3d import checkpoint as ckpt
+from unet3d.experiment.run import run_experiment
 from unet3d.training.history import LOG_FILENAME
+from unet3d.training.run import RunOptions
 
 
 def train(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -133,3 +136,72 @@ def test_kill_9_at_random_moments_then_resume_loses_and_repeats_no_epoch(experim
     assert list(pd.read_csv(work / LOG_FILENAME)["epoch"]) == list(range(1, n_epochs + 1))
     assert ckpt.load_checkpoint(work / "model.pth")["epoch"] == n_epochs
     assert not list(work.glob(".*.tmp*")), "no temporary file may survive a resume"
+
+
+def test_cli_exit_code_names_the_failed_fold(experiment, tmp_path):
+    config = experiment("cvfail", n_validation=0, n_epochs=1, mutate=with_cv(n_folds=2))
+    run_experiment(config, tmp_path, RunOptions(seed=1), folds=[1])
+    (tmp_path / "cvfail/fold1/model.pth").write_bytes(b"garbage")
+    result = train("--config_filename", str(config), "--output_dir", str(tmp_path))
+    assert result.returncode == 1
+    assert "folds [1] failed" in result.stderr
+    assert ckpt.load_checkpoint(tmp_path / "cvfail/fold2/model.pth")["epoch"] == 1
+
+
+def test_too_many_folds_is_a_config_error_before_any_work(experiment, tmp_path):
+    config = experiment("cvmany", n_validation=0, mutate=with_cv(n_folds=7))
+    result = train("--config_filename", str(config), "--output_dir", str(tmp_path))
+    assert result.returncode == 2
+    assert "error: cross_validation.n_folds: 7 folds need at least 7 cases, got 6" in result.stderr
+    assert not (tmp_path / "cvmany" / "fold1").exists()
+
+
+def test_setup_only_groups_visits_writes_scripts_and_an_array_task_trains_its_fold(experiment, tmp_path):
+    def grouped(config):
+        with_cv(n_folds=2)(config)
+        for i, case in enumerate(config["training_filenames"]):
+            case["subject"] = f"patient{i // 3}"  # two subjects with three visits each
+        config["cluster"] = {"gpus": 0, "cpus": 2, "time": "0-01:00:00", "partition": "gpu", "account": "lab"}
+
+    config = experiment("cvslurm", n_validation=0, n_epochs=1, mutate=grouped)
+    result = train("--config_filename", str(config), "--output_dir", str(tmp_path), "--setup_crossval_only")
+    assert result.returncode == 0, result.stderr
+    work = tmp_path / "cvslurm"
+    assert not list(work.glob("fold*/model.pth")), "setup only trains nothing"
+    folds = json.loads((work / "splits.json").read_text())["folds"]
+    subjects_per_fold = [{case_id_subject(work, k, c) for c in fold["validation"]} for k, fold in enumerate(folds, 1)]
+    assert subjects_per_fold[0].isdisjoint(subjects_per_fold[1])
+    sbatch = (work / "submit_folds.sbatch").read_text()
+    for line in (
+        "#SBATCH --array=1-2",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --account=lab",
+        "#SBATCH --time=0-01:00:00",
+        "#SBATCH --cpus-per-task=2",
+    ):
+        assert line in sbatch
+    assert "--gres" not in sbatch
+    for script in ("submit_folds.sbatch", "run_folds.sh"):
+        assert subprocess.run(["bash", "-n", str(work / script)]).returncode == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "SLURM_ARRAY_TASK_ID": "2", "UNET3D_PYTHON": sys.executable}
+    task = subprocess.run(
+        ["bash", str(work / "submit_folds.sbatch")], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert task.returncode == 0, task.stderr
+    assert ckpt.load_checkpoint(work / "fold2/model.pth")["epoch"] == 1 and not (work / "fold1").exists()
+    shell = subprocess.run(
+        ["bash", str(work / "run_folds.sh"), "1"],
+        env={**os.environ, "UNET3D_PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert shell.returncode == 0, shell.stderr
+    assert ckpt.load_checkpoint(work / "fold1/model.pth")["epoch"] == 1
+
+
+def case_id_subject(work: Path, fold: int, case_id: str) -> str:
+    config = json.loads((work / f"fold{fold}.json").read_text())
+    return next(c["subject"] for c in config["validation_filenames"] if c["case_id"] == case_id)

@@ -1,4 +1,5 @@
-"""Predictions after training and with unet3d-predict: geometry, label values, names, ensembles, errors."""
+"""One work dir's steps (unet3d/experiment/steps.py): each model predicts its groups in their original space, once,
+and the self-check compares the written label maps with the training log."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.experiment.conftest import fake_work_dir
 from unet3d.experiment.run import run_experiment
+from unet3d.experiment.steps import MANIFEST, DiceGap, dice_gaps
 from unet3d.training.run import RunOptions
 
 
@@ -40,3 +43,20 @@ def test_predictions_are_not_redone_when_up_to_date(trained_cv):
     result = run_experiment(config_path, work.parent, RunOptions(seed=1)).cross_validation
     assert result.skipped == [1, 2]
     assert (work / "fold1/predictions.json").stat().st_mtime_ns == stamp
+
+
+def test_a_full_volume_dice_far_below_the_log_is_named_with_both_numbers(tmp_path):
+    work = fake_work_dir(tmp_path / "fold1", full_whole=0.34)
+    assert dice_gaps(work) == [DiceGap("2+1+4", 0.91, 0.34)]  # compared at the best model's epoch (2), not the last
+    assert str(dice_gaps(work)[0]) == "2+1+4: full-volume Dice 0.340 vs 0.910 in the training log"
+
+
+@pytest.mark.parametrize("full_whole", [0.87, 0.95])
+def test_gaps_within_the_tolerance_or_in_favour_of_the_label_maps_pass(tmp_path, full_whole):
+    assert dice_gaps(fake_work_dir(tmp_path / "fold1", full_whole=full_whole)) == []
+
+
+def test_nothing_to_check_before_predictions(tmp_path):
+    work = fake_work_dir(tmp_path / "fold1", full_whole=0.1)
+    (work / MANIFEST).unlink()
+    assert dice_gaps(work) == []
