@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny synthetic experiments in the 3DUnetCNN (brats2020) config schema."""
+"""Shared fixtures: tiny synthetic experiments in the 3DUnetCNN (brats2020) config schema, the command runner,
+and the helpers that the tests of several folders use."""
 
 from __future__ import annotations
 
@@ -17,8 +18,6 @@ import torch
 from unet3d.config.load import parse_config
 from unet3d.config.schema import Config
 from unet3d.data.synthetic import write_dataset
-from unet3d.experiment.run import run_experiment
-from unet3d.training.run import RunOptions
 
 # The grid of the cases that the data-check and preflight tests write one by one (write_case).
 SHAPE = (16, 17, 18)
@@ -98,6 +97,8 @@ def run_cli(command: str, *args: str, cwd: Path | None = None, timeout: float = 
 def trained_cv(tiny_data, tmp_path_factory):
     """A finished 2-fold run of the tiny experiment with an unlabelled extra group (trained once per session):
     (config path, CV work dir, data folder)."""
+    from unet3d.experiment.run import run_experiment
+    from unet3d.training.run import RunOptions
 
     folder, entries = tiny_data
     extra = write_dataset(folder / "extra", 2, seed=11, shape_range=(16, 20), with_labels=False, prefix="new")

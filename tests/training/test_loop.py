@@ -98,17 +98,6 @@ def test_early_stopping_ends_the_run_and_a_rerun_stays_stopped(experiment, tmp_p
     assert run_experiment(config, tmp_path, RunOptions(seed=3)).state.epoch == 3
 
 
-def test_reduce_lr_on_plateau_steps_on_val_loss(experiment, tmp_path):
-    def plateau(config):
-        config["optimizer"]["lr"] = 0.0
-        config["scheduler"] = {"name": "ReduceLROnPlateau", "patience": 0, "factor": 0.5}
-
-    run_experiment(experiment("plateau", n_epochs=3, mutate=plateau), tmp_path, RunOptions(seed=1))
-    state = ckpt.load_checkpoint(tmp_path / "plateau/model.pth")
-    assert state["scheduler"]["num_bad_epochs"] == 0 and state["scheduler"]["best"] < float("inf")
-    assert state["scheduler"]["last_epoch"] == 3
-
-
 def test_without_validation_the_training_loss_is_monitored(experiment, tmp_path):
     state = run_experiment(experiment("noval", n_validation=0, n_epochs=2), tmp_path, RunOptions(seed=1)).state
     log = pd.read_csv(tmp_path / "noval" / LOG_FILENAME)
@@ -126,21 +115,6 @@ def test_dynunet_deep_supervision_trains_with_a_loss_over_all_heads(experiment, 
     assert log["loss"].notna().all() and log["val_loss"].notna().all()
     # Head weights sum to 1, so the training loss stays in the Dice-loss range like the validation loss.
     assert ((log["loss"] > 0) & (log["loss"] <= 1.0)).all()
-
-
-def test_deep_supervision_loss_weights_the_heads_halving_and_summing_to_one():
-    from unet3d.config.schema import NamedSpec
-    from unet3d.losses import build_loss, deep_supervision_weights
-
-    assert deep_supervision_weights(3) == pytest.approx([4 / 7, 2 / 7, 1 / 7])
-    spec = NamedSpec("DiceLoss", {"sigmoid": True})
-    plain, deep = build_loss(spec), build_loss(spec, deep_supervision_heads=2)
-    torch.manual_seed(0)
-    heads = torch.randn(2, 2, 3, 8, 8, 8)  # (batch, heads, channels, *spatial), as DynUNet returns while training
-    target = (torch.rand(2, 3, 8, 8, 8) > 0.5).float()
-    expected = 2 / 3 * plain(heads[:, 0], target) + 1 / 3 * plain(heads[:, 1], target)
-    assert deep(heads, target) == pytest.approx(float(expected), rel=1e-5)
-    assert deep(heads[:, 0], target) == pytest.approx(float(plain(heads[:, 0], target)))
 
 
 def test_training_log_dice_scores_the_nested_decoding(hard_cases):
