@@ -1,16 +1,27 @@
-"""Shared fixtures: tiny synthetic experiments in the 3DUnetCNN (brats2020) config schema."""
+"""Shared fixtures: tiny synthetic experiments in the 3DUnetCNN (brats2020) config schema, the command runner,
+and the helpers that the tests of several folders use."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
+import numpy as np
 import pytest
+import torch
 
+from unet3d.config.load import parse_config
+from unet3d.config.schema import Config
 from unet3d.data.synthetic import write_dataset
+
+# The grid of the cases that the data-check and preflight tests write one by one (write_case).
+SHAPE = (16, 17, 18)
+SPACING = (1.0, 1.5, 2.0)
 
 TINY_SHAPE = (16, 20)
 
@@ -100,3 +111,110 @@ def trained_cv(tiny_data, tmp_path_factory):
     result = run_experiment(path, output, RunOptions(seed=1))
     assert not result.failed
     return path, output / "predict_cv", folder
+
+
+# --- helpers shared by the tests of several folders ------------------------------------------------------------------
+
+
+def _touch(path: str) -> None:
+    Path(path).write_text("code ran")
+
+
+class Payload:
+    """Unpickling an instance calls _touch(marker): a stand-in for arbitrary code in a file list or a checkpoint."""
+
+    def __init__(self, marker: Path | str) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self) -> tuple[Callable[[str], None], tuple[str]]:
+        return _touch, (self.marker,)
+
+
+def config(directory: Path, entries: list, loss: dict | None = None, **dataset) -> Config:
+    """A parsed config whose dataset section is `dataset`, listing `entries` (relative to `directory`) for training."""
+    data = {
+        "model": {"name": "UNet", "spatial_dims": 3},
+        "optimizer": {"name": "Adam", "lr": 1e-3},
+        "loss": loss or {"name": "DiceLoss", "sigmoid": True},
+        "dataset": dataset,
+        "training_filenames": entries,
+    }
+    return parse_config(data, base=directory)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]]]:
+    """Two tiny cases, written once per test module: (folder, entries)."""
+    directory = tmp_path_factory.mktemp("transforms")
+    return directory, write_dataset(directory, 2, seed=5, shape_range=(16, 20))
+
+
+def save(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
+    """Write `data` as a NIfTI file with `affine`."""
+    nib.save(nib.Nifti1Image(data, affine), str(path))
+
+
+def affine_of(path: Path) -> np.ndarray:
+    """The affine of an image file."""
+    return nib.load(str(path)).affine
+
+
+class Undertrained(torch.nn.Module):
+    """Whole tumour where the first modality is bright; the inner channels fire everywhere."""
+
+    def __init__(self, n_out: int = 3, shift: float = 0.0) -> None:
+        super().__init__()
+        self.n_out, self.shift = n_out, shift
+        self.weight = torch.nn.Parameter(torch.ones(1))  # something to move to a device
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        whole = 6.0 * (image[:, :1] - 1.0 + self.shift)
+        return torch.cat([whole, torch.full_like(whole, 4.0).expand(-1, self.n_out - 1, *whole.shape[2:])], 1)
+
+
+def nested_config(cases: list[dict], spatial_dims: int, in_channels: int, labels: list, **dataset) -> dict:
+    """A config of a small UNet for nested labels (`setup_label_hierarchy`) over `cases`."""
+    return {
+        "model": {
+            "name": "UNet",
+            "spatial_dims": spatial_dims,
+            "in_channels": in_channels,
+            "out_channels": len(labels),
+            "channels": [4, 8],
+            "strides": [2],
+        },
+        "optimizer": {"name": "Adam"},
+        "loss": {"name": "DiceLoss", "sigmoid": True},
+        "dataset": {
+            "labels": labels,
+            "setup_label_hierarchy": True,
+            "normalization_kwargs": {"channel_wise": True},
+            **dataset,
+        },
+        "training_filenames": cases,
+    }
+
+
+@pytest.fixture(scope="session")
+def hard_cases(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
+    """Cases unlike the easy defaults: CT-like and shifted backgrounds, oblique and thick-slice voxels."""
+    folder = tmp_path_factory.mktemp("hard")
+    entries = write_dataset(
+        folder,
+        2,
+        seed=5,
+        shape_range=(16, 20),
+        spacing=(0.8, 0.8, 5.0),
+        background_range=(-1000, 300),
+        oblique_degrees=15.0,
+    )
+    return folder, entries
+
+
+def with_cv(n_folds: int = 3, **extra: Any) -> Callable[[dict[str, Any]], None]:
+    """A `mutate` for the `experiment` fixture: add a cross_validation section."""
+
+    def mutate(config):
+        config["cross_validation"] = {"n_folds": n_folds, "random_seed": 25, **extra}
+
+    return mutate

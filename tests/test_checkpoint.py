@@ -1,21 +1,13 @@
-"""Tests for checkpoints (unet3d/training/checkpoint.py) and atomic writes (unet3d/atomic.py)."""
+"""Checkpoints (unet3d/checkpoint.py): full-state round trips, safe loading, model weights, warm starts."""
 
-import json
-import os
 from pathlib import Path
 
 import pytest
 import torch
 from monai.networks.nets import UNet
 
-from unet3d.atomic import atomic_write, atomic_write_json, atomic_write_text
-from unet3d.checkpoint import (
-    load_checkpoint,
-    load_model_weights,
-    load_pretrained,
-    model_state,
-    save_checkpoint,
-)
+from tests.conftest import Payload
+from unet3d.checkpoint import load_checkpoint, load_model_weights, load_pretrained, model_state, save_checkpoint
 from unet3d.errors import CheckpointError
 
 
@@ -91,20 +83,6 @@ def test_missing_checkpoint(tmp_path):
         load_checkpoint(tmp_path / "nope.pth")
 
 
-def _touch(path):
-    Path(path).write_text("code ran")
-
-
-class Payload:
-    """Unpickling an instance calls _touch(marker): a stand-in for arbitrary code in a checkpoint."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return _touch, (self.marker,)
-
-
 class Plain:
     def __init__(self):
         self.value = 3
@@ -148,34 +126,6 @@ def test_non_dict_checkpoint_is_refused(tmp_path):
         load_checkpoint(path)
 
 
-# --- atomic writes -------------------------------------------------------------------------------------------------
-
-
-def test_failed_write_keeps_previous_content_and_leaves_no_temp_file(tmp_path):
-    path = tmp_path / "model.pth"
-    atomic_write_text(path, "old content")
-
-    def writer(handle):
-        handle.write(b"half of the new")
-        handle.flush()
-        raise RuntimeError("disk on fire")
-
-    with pytest.raises(RuntimeError, match="disk on fire"):
-        atomic_write(path, writer)
-    assert path.read_text() == "old content"
-    assert [p.name for p in tmp_path.iterdir()] == ["model.pth"]
-
-
-def test_failed_first_write_creates_nothing(tmp_path):
-    def writer(handle):
-        handle.write(b"x")
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        atomic_write(tmp_path / "new.json", writer)
-    assert list(tmp_path.iterdir()) == []
-
-
 def test_failed_checkpoint_save_keeps_previous_checkpoint(tmp_path):
     path = tmp_path / "model.pth"
     save_checkpoint(path, {"epoch": 1})
@@ -183,37 +133,6 @@ def test_failed_checkpoint_save_keeps_previous_checkpoint(tmp_path):
         save_checkpoint(path, {"epoch": 2, "bad": lambda: None})
     assert load_checkpoint(path) == {"epoch": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["model.pth"]
-
-
-@pytest.fixture
-def umask():
-    def set_mask(mask):
-        previous = os.umask(mask)
-        restore.append(previous)
-
-    restore = []
-    yield set_mask
-    for previous in reversed(restore):
-        os.umask(previous)
-
-
-@pytest.mark.parametrize(("mask", "mode"), [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])
-def test_written_files_get_normal_permissions(tmp_path, umask, mask, mode):
-    umask(mask)
-    path = tmp_path / "model.pth"
-    save_checkpoint(path, {"epoch": 1})
-    text = tmp_path / "log.json"
-    atomic_write_json(text, {"a": 1})
-    for written in (path, text):
-        assert written.stat().st_mode & 0o777 == mode
-    if mask == 0o022:
-        assert path.stat().st_mode & 0o044 != 0  # readable by group and others, not mkstemp's 0600
-
-
-def test_atomic_helpers_write_expected_content(tmp_path):
-    atomic_write_json(tmp_path / "a" / "b.json", {"x": [1, 2]})
-    assert json.loads((tmp_path / "a" / "b.json").read_text()) == {"x": [1, 2]}
-    assert (tmp_path / "a" / "b.json").read_text().endswith("\n")
 
 
 # --- model weights -------------------------------------------------------------------------------------------------
@@ -309,44 +228,3 @@ def test_load_pretrained_with_nothing_in_common(tmp_path):
     save_checkpoint(path, {"model": {"unrelated.weight": torch.zeros(3)}})
     with pytest.raises(CheckpointError, match="no layer matches"):
         load_pretrained(small_net(), path)
-
-
-def test_stale_temporaries_of_interrupted_writes_are_removed(tmp_path):
-    from unet3d.atomic import remove_stale_temporaries
-
-    (tmp_path / ".model.pth.k3j2.tmp").write_bytes(b"half")
-    (tmp_path / ".case.nii.gz.tmp.nii.gz").write_bytes(b"half")
-    (tmp_path / "model.pth").write_bytes(b"whole")
-    (tmp_path / "notes.tmp").write_bytes(b"not ours")
-    (tmp_path / ".scan.mhd.tmpq81x").mkdir()  # a MetaImage header and its data, written together
-    (tmp_path / ".scan.mhd.tmpq81x" / "scan.raw").write_bytes(b"half")
-    removed = remove_stale_temporaries(tmp_path)
-    assert sorted(p.name for p in removed) == [".case.nii.gz.tmp.nii.gz", ".model.pth.k3j2.tmp", ".scan.mhd.tmpq81x"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pth", "notes.tmp"]
-
-
-def test_duplicated_checkpoints_are_hard_links_that_survive_replacing_either(tmp_path):
-    from unet3d.atomic import atomic_duplicate, atomic_write
-
-    atomic_write(tmp_path / "model_best.pth", lambda handle: handle.write(b"epoch 3"))
-    atomic_duplicate(tmp_path / "model_best.pth", tmp_path / "model.pth")
-    assert (tmp_path / "model.pth").read_bytes() == b"epoch 3"
-    assert os.path.samefile(tmp_path / "model.pth", tmp_path / "model_best.pth")  # written once
-    atomic_write(tmp_path / "model.pth", lambda handle: handle.write(b"epoch 4"))
-    assert (tmp_path / "model_best.pth").read_bytes() == b"epoch 3"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pth", "model_best.pth"]
-
-
-def test_duplicating_copies_where_hard_links_are_refused(tmp_path, monkeypatch):
-    from unet3d.atomic import atomic_duplicate
-
-    (tmp_path / "a.pth").write_bytes(b"state" * 1000)
-
-    def refuse(*args, **kwargs):
-        raise PermissionError("no hard links on this file system")
-
-    monkeypatch.setattr(os, "link", refuse)
-    atomic_duplicate(tmp_path / "a.pth", tmp_path / "b.pth")
-    assert (tmp_path / "b.pth").read_bytes() == b"state" * 1000
-    assert not os.path.samefile(tmp_path / "a.pth", tmp_path / "b.pth")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pth", "b.pth"]

@@ -1,15 +1,23 @@
-"""Config checks of `unet3d.preflight.check_experiment` that need no data: patch sizes and loss warnings."""
+"""Every check before any compute (unet3d/preflight.py): patch sizes and loss warnings of the config, the data
+against the config (check_data), and a missing optional package."""
 
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from tests.conftest import SHAPE, SPACING, affine_of, save
 from unet3d.config.load import parse_config
-from unet3d.errors import ConfigError
-from unet3d.preflight import check_experiment
+from unet3d.data.synthetic import write_case
+from unet3d.errors import ConfigError, DataError
+from unet3d.experiment.run import run_experiment
+from unet3d.preflight import check_data, check_experiment
+from unet3d.training.run import RunOptions
+from unet3d.training.tensorboard import TENSORBOARD_DIRNAME
 
 
 def config(tmp_path: Path, loss: dict | None = None, inference: dict | None = None, augmentations=()):
@@ -57,10 +65,92 @@ def test_dice_ce_with_sigmoid_on_several_channels_is_warned_about(tmp_path: Path
     assert "DiceCELoss" not in caplog.text
 
 
-def test_a_vnet_needs_inputs_in_multiples_of_16(tmp_path: Path):
-    from unet3d.config.schema import NamedSpec
-    from unet3d.models import check_input_shape
+def config_for(directory: Path, entries: list, in_channels: int = 4, labels=(2, 1, 4), **extra):
+    data = {
+        "model": {
+            "name": "UNet",
+            "spatial_dims": 3,
+            "in_channels": in_channels,
+            "out_channels": len(labels),
+            "channels": [4, 8],
+            "strides": [2],
+        },
+        "optimizer": {"name": "Adam", "lr": 1e-3},
+        "loss": {"name": "DiceLoss", "sigmoid": True},
+        "dataset": {"labels": list(labels)},
+        "training_filenames": entries,
+        **extra,
+    }
+    return parse_config(data, base=directory)
 
-    check_input_shape(NamedSpec("VNet", {"spatial_dims": 3}), [32, 32, 48])
-    with pytest.raises(ConfigError, match=r"\[32, 32, 24\] is not divisible by .* \[16, 16, 16\] \(fixed for VNet\)"):
-        check_input_shape(NamedSpec("VNet", {"spatial_dims": 3}), [32, 32, 24])
+
+def write_entries(directory: Path, n: int, prefix: str = "case", **kwargs) -> list[dict]:
+    return [
+        write_case(directory, f"{prefix}_{i}", SHAPE, SPACING, np.random.default_rng(i), orientation="LPS", **kwargs)
+        for i in range(n)
+    ]
+
+
+def test_check_data_passes_on_good_data(tmp_path):
+    config = config_for(tmp_path, write_entries(tmp_path, 2))
+    infos = check_data(config, n_threads=2)
+    assert list(infos) == ["training"]
+    assert [info.case_id for info in infos["training"]] == ["case_0_flair", "case_1_flair"]  # from file names
+    assert all(info.n_channels == 4 and info.shape == SHAPE for info in infos["training"])
+
+
+def test_check_data_in_channels_mismatch(tmp_path):
+    config = config_for(tmp_path, write_entries(tmp_path, 2), in_channels=3)
+    with pytest.raises(ConfigError) as info:
+        check_data(config)
+    message = str(info.value)
+    assert "model.in_channels" in message
+    assert "3" in message and "4" in message
+
+
+def test_check_data_in_channels_counts_4d_images(tmp_path):
+    entries = write_entries(tmp_path, 1)
+    first = tmp_path / entries[0]["image"][0]
+    save(first, np.random.default_rng(0).random((*SHAPE, 2)).astype(np.float32), affine_of(first))
+    entries[0]["image"] = entries[0]["image"][:1]  # one file holding two channels
+    assert check_data(config_for(tmp_path, entries, in_channels=2))["training"][0].n_channels == 2
+    with pytest.raises(ConfigError, match=r"model\.in_channels"):
+        check_data(config_for(tmp_path, entries, in_channels=4))
+
+
+def test_check_data_undeclared_labels(tmp_path):
+    entries = write_entries(tmp_path, 1)
+    config = config_for(tmp_path, entries, labels=[1])
+    with pytest.raises(DataError) as info:
+        check_data(config)
+    message = str(info.value)
+    assert message.startswith("training_filenames: ")
+    assert str(tmp_path / entries[0]["label"]) in message
+    assert "[2, 4]" in message
+    assert "[0, 1]" in message
+
+
+def test_check_data_requires_labels_in_validation_but_not_test(tmp_path):
+    labelled = write_entries(tmp_path, 1)
+    unlabelled = write_entries(tmp_path, 1, prefix="other", with_label=False)
+    infos = check_data(config_for(tmp_path, labelled, test_filenames=unlabelled))
+    assert [info.n_channels for info in infos["test"]] == [4]
+    with pytest.raises(DataError) as info:
+        check_data(config_for(tmp_path, labelled, validation_filenames=unlabelled))
+    message = str(info.value)
+    assert message.startswith("validation_filenames: ")
+    assert "other_0_flair" in message
+
+
+def test_a_missing_tensorboard_package_stops_the_run_before_any_work(experiment, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # `import tensorboard` now raises ImportError
+    monkeypatch.delitem(sys.modules, "torch.utils.tensorboard", raising=False)
+    with pytest.raises(ConfigError) as error:
+        run_experiment(experiment("tb_missing", tensorboard=True), tmp_path, RunOptions(seed=3))
+    message = str(error.value)
+    assert message == "training.tensorboard: true needs the tensorboard package; pip install 'unet3d[tensorboard]'"
+    assert "\n" not in message
+    assert not (tmp_path / "tb_missing").exists()
+    # Without the key the same environment trains.
+    run_experiment(experiment("tb_off", n_epochs=1), tmp_path, RunOptions(seed=3))
+    assert not (tmp_path / "tb_off" / TENSORBOARD_DIRNAME).exists()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
@@ -27,31 +26,3 @@ def test_every_public_name_resolves_to_the_library_function():
 def test_importing_the_package_does_not_load_torch():
     code = "import sys, unet3d; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
-
-
-def test_evaluate_scores_label_maps_against_a_ground_truth_folder(tmp_path, tiny_data):
-    import shutil
-
-    folder, entries = tiny_data
-    predictions, truth = tmp_path / "predictions", tmp_path / "truth"
-    predictions.mkdir()
-    truth.mkdir()
-    for entry in entries[:2]:
-        label = folder / entry["label"]
-        shutil.copy(label, predictions / label.name.replace("_seg", ""))
-        shutil.copy(label, truth / label.name.replace("_seg", ""))
-    config = tmp_path / "labels.json"
-    config.write_text(
-        json.dumps(
-            {
-                "model": {"name": "UNet"},
-                "optimizer": {"name": "Adam"},
-                "loss": {"name": "DiceLoss", "sigmoid": True},
-                "dataset": {"labels": [2, 1, 4], "setup_label_hierarchy": True},
-            }
-        )
-    )
-    table = unet3d.evaluate(predictions, config, ground_truth=truth)
-    assert list(table["case_id"]) == ["case_000", "case_001"]
-    assert (table[["dice_2+1+4", "dice_1+4", "dice_4"]] == 1.0).all().all()
-    assert (predictions / "metrics.csv").exists()

@@ -1,4 +1,4 @@
-"""Tests for the up-front data checks: unet3d/data/checks.py and unet3d/preflight.py (check_data)."""
+"""The up-front checks of every file of every case (unet3d/data/checks.py)."""
 
 from pathlib import Path
 
@@ -6,16 +6,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from unet3d.config.load import parse_config
+from tests.conftest import SHAPE, SPACING, affine_of, save
 from unet3d.config.schema import Case
 from unet3d.data.checks import CaseInfo, check_case, check_cases
 from unet3d.data.synthetic import write_case
-from unet3d.errors import ConfigError, DataError
+from unet3d.errors import DataError
 from unet3d.formats import AFFINE_TOLERANCE
-from unet3d.preflight import check_data
 
-SHAPE = (16, 17, 18)
-SPACING = (1.0, 1.5, 2.0)
 BRATS = {0, 1, 2, 4}
 
 
@@ -24,14 +21,6 @@ def new_case(directory: Path, case_id: str = "c0", seed: int = 0, orientation: s
     entry = write_case(directory, case_id, SHAPE, SPACING, rng, orientation=orientation, **kwargs)
     label = directory / entry["label"] if "label" in entry else None
     return Case(images=[directory / p for p in entry["image"]], label=label, case_id=case_id)
-
-
-def save(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
-    nib.save(nib.Nifti1Image(data, affine), str(path))
-
-
-def affine_of(path: Path) -> np.ndarray:
-    return nib.load(str(path)).affine
 
 
 def data_error(case: Case, labels=BRATS, **kwargs) -> str:
@@ -244,83 +233,3 @@ def test_different_channel_counts_across_cases(tmp_path):
     with pytest.raises(DataError) as info:
         check_cases({"training": [four, three]}, BRATS, labelled_groups=("training",))
     assert "[3, 4]" in str(info.value)
-
-
-# --- preflight.check_data ------------------------------------------------------------------------------------------
-
-
-def config_for(directory: Path, entries: list, in_channels: int = 4, labels=(2, 1, 4), **extra):
-    data = {
-        "model": {
-            "name": "UNet",
-            "spatial_dims": 3,
-            "in_channels": in_channels,
-            "out_channels": len(labels),
-            "channels": [4, 8],
-            "strides": [2],
-        },
-        "optimizer": {"name": "Adam", "lr": 1e-3},
-        "loss": {"name": "DiceLoss", "sigmoid": True},
-        "dataset": {"labels": list(labels)},
-        "training_filenames": entries,
-        **extra,
-    }
-    return parse_config(data, base=directory)
-
-
-def write_entries(directory: Path, n: int, prefix: str = "case", **kwargs) -> list[dict]:
-    return [
-        write_case(directory, f"{prefix}_{i}", SHAPE, SPACING, np.random.default_rng(i), orientation="LPS", **kwargs)
-        for i in range(n)
-    ]
-
-
-def test_check_data_passes_on_good_data(tmp_path):
-    config = config_for(tmp_path, write_entries(tmp_path, 2))
-    infos = check_data(config, n_threads=2)
-    assert list(infos) == ["training"]
-    assert [info.case_id for info in infos["training"]] == ["case_0_flair", "case_1_flair"]  # from file names
-    assert all(info.n_channels == 4 and info.shape == SHAPE for info in infos["training"])
-
-
-def test_check_data_in_channels_mismatch(tmp_path):
-    config = config_for(tmp_path, write_entries(tmp_path, 2), in_channels=3)
-    with pytest.raises(ConfigError) as info:
-        check_data(config)
-    message = str(info.value)
-    assert "model.in_channels" in message
-    assert "3" in message and "4" in message
-
-
-def test_check_data_in_channels_counts_4d_images(tmp_path):
-    entries = write_entries(tmp_path, 1)
-    first = tmp_path / entries[0]["image"][0]
-    save(first, np.random.default_rng(0).random((*SHAPE, 2)).astype(np.float32), affine_of(first))
-    entries[0]["image"] = entries[0]["image"][:1]  # one file holding two channels
-    assert check_data(config_for(tmp_path, entries, in_channels=2))["training"][0].n_channels == 2
-    with pytest.raises(ConfigError, match=r"model\.in_channels"):
-        check_data(config_for(tmp_path, entries, in_channels=4))
-
-
-def test_check_data_undeclared_labels(tmp_path):
-    entries = write_entries(tmp_path, 1)
-    config = config_for(tmp_path, entries, labels=[1])
-    with pytest.raises(DataError) as info:
-        check_data(config)
-    message = str(info.value)
-    assert message.startswith("training_filenames: ")
-    assert str(tmp_path / entries[0]["label"]) in message
-    assert "[2, 4]" in message
-    assert "[0, 1]" in message
-
-
-def test_check_data_requires_labels_in_validation_but_not_test(tmp_path):
-    labelled = write_entries(tmp_path, 1)
-    unlabelled = write_entries(tmp_path, 1, prefix="other", with_label=False)
-    infos = check_data(config_for(tmp_path, labelled, test_filenames=unlabelled))
-    assert [info.n_channels for info in infos["test"]] == [4]
-    with pytest.raises(DataError) as info:
-        check_data(config_for(tmp_path, labelled, validation_filenames=unlabelled))
-    message = str(info.value)
-    assert message.startswith("validation_filenames: ")
-    assert "other_0_flair" in message

@@ -1,21 +1,200 @@
-"""Datasets built by `unet3d.data.datasets`: what the caches hold."""
+"""Datasets (unet3d/data/datasets.py): case items, the memory and disk caches, their fingerprint folders and the
+automatic choice between them."""
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 import torch
+from monai import transforms as mt
 
+from tests.conftest import config
+from tests.data.conftest import _chain
 from unet3d.config.fields import parse_section
 from unet3d.config.load import parse_cases
-from unet3d.config.schema import DatasetConfig
-from unet3d.data.datasets import case_items, make_dataset
-from unet3d.data.examples import write_examples
-from unet3d.data.seeding import SeededDataset, SeededSampler
+from unet3d.config.schema import Case, DatasetConfig
+from unet3d.data.datasets import (
+    MEMORY_SHARE,
+    automatic_cache,
+    case_items,
+    file_state_hash,
+    fingerprint_dir,
+    make_dataset,
+    preprocessed_bytes,
+)
 from unet3d.data.synthetic import write_dataset
-from unet3d.data.transforms import build_transforms
+from unet3d.data.transforms import build_transforms, preprocessing_fingerprint
+
+BRATS = [2, 1, 4]
+
+
+@pytest.fixture
+def cached(tmp_path):
+    """Three cases, a validation-style transform chain, and its fingerprint folder."""
+    entries = write_dataset(tmp_path / "data", 3, seed=2, shape_range=(16, 18))
+    parsed = config(tmp_path / "data", entries, labels=BRATS, desired_shape=[12, 12, 12], resample=True)
+    transform = build_transforms(parsed.dataset, with_label=True, softmax=False, augment=False)
+    folder = fingerprint_dir(tmp_path / "cache", preprocessing_fingerprint(parsed.dataset, softmax=False))
+    items = case_items(parsed.groups["training"], with_label=True)
+    return parsed, items, transform, folder
+
+
+def cache_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("**/*.pt"))
+
+
+class LoadCounter:
+    """Counts LoadImaged calls (or forbids them)."""
+
+    def __init__(self, monkeypatch, forbid=False):
+        self.calls = []
+        original = mt.LoadImaged.__call__
+        counter = self
+
+        def patched(self, data, *args, **kwargs):
+            counter.calls.append(data["image"][0])
+            if forbid:
+                raise AssertionError(f"NIfTI read for {data['image'][0]}")
+            return original(self, data, *args, **kwargs)
+
+        monkeypatch.setattr(mt.LoadImaged, "__call__", patched)
+
+
+def test_case_items(tmp_path):
+    cases = [Case(images=[tmp_path / "a1", tmp_path / "a2"], label=tmp_path / "s", case_id="a")]
+    assert case_items(cases, with_label=True) == [
+        {"image": [str(tmp_path / "a1"), str(tmp_path / "a2")], "case_id": "a", "label": str(tmp_path / "s")}
+    ]
+    assert case_items(cases, with_label=False) == [
+        {"image": [str(tmp_path / "a1"), str(tmp_path / "a2")], "case_id": "a"}
+    ]
+
+
+@pytest.mark.parametrize("cache", ["none", "memory"])
+def test_uncached_and_memory_datasets_match_the_transform(cached, cache):
+    _, items, transform, _ = cached
+    dataset = make_dataset(items, transform, cache, None)
+    assert len(dataset) == 3
+    for i, item in enumerate(items):
+        torch.testing.assert_close(dataset[i]["image"].as_tensor(), transform(dict(item))["image"].as_tensor())
+
+
+def test_disk_cache_one_file_per_case(cached):
+    _, items, transform, folder = cached
+    dataset = make_dataset(items, transform, "disk", folder)
+    assert cache_files(folder) == []
+    first = [dataset[i] for i in range(len(dataset))]
+    assert len(cache_files(folder)) == 3
+    assert (folder / "preprocessing.json").is_file()
+    for out in first:
+        assert out["image"].shape == (4, 12, 12, 12)
+        assert out["label"].shape == (3, 12, 12, 12)
+
+
+def test_disk_cache_second_pass_reads_no_nifti(cached, monkeypatch):
+    _, items, transform, folder = cached
+    first = [make_dataset(items, transform, "disk", folder)[i] for i in range(3)]
+    counter = LoadCounter(monkeypatch, forbid=True)
+    monkeypatch.setattr(nib, "load", lambda *a, **k: pytest.fail("nibabel.load called"))
+    again = make_dataset(items, build_transforms(cached[0].dataset, True, False, False), "disk", folder)
+    second = [again[i] for i in range(3)]
+    assert counter.calls == []
+    for a, b in zip(first, second, strict=True):
+        torch.testing.assert_close(torch.as_tensor(a["image"]), torch.as_tensor(b["image"]))
+        torch.testing.assert_close(torch.as_tensor(a["label"]), torch.as_tensor(b["label"]))
+        assert b["case_id"] == a["case_id"]
+    assert len(cache_files(folder)) == 3
+
+
+def test_touching_a_file_recomputes_that_case_only(cached, monkeypatch):
+    _, items, transform, folder = cached
+    dataset = make_dataset(items, transform, "disk", folder)
+    for i in range(3):
+        dataset[i]
+    before = set(cache_files(folder))
+    label = Path(items[1]["label"])
+    stat = label.stat()
+    old_keys = [file_state_hash(item) for item in items]
+    os.utime(label, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5 * 10**9))
+    new_keys = [file_state_hash(item) for item in items]
+    assert new_keys[1] != old_keys[1]
+    assert (new_keys[0], new_keys[2]) == (old_keys[0], old_keys[2])
+    counter = LoadCounter(monkeypatch)
+    for i in range(3):
+        dataset[i]
+    assert counter.calls == [items[1]["image"][0]]
+    after = set(cache_files(folder))
+    assert before < after and len(after - before) == 1
+    assert (after - before).pop().stem == file_state_hash(items[1]).decode()
+
+
+def test_disk_cache_runs_random_transforms_after_the_cache(tmp_path, monkeypatch):
+    entries = write_dataset(tmp_path / "data", 1, seed=4, shape_range=(16, 16))
+    parsed = config(tmp_path / "data", entries, labels=BRATS, desired_shape=[8, 8, 8], random_crop=True)
+    transform = build_transforms(parsed.dataset, with_label=True, softmax=False, augment=True)
+    transform.set_random_state(seed=0)
+    folder = fingerprint_dir(tmp_path / "cache", preprocessing_fingerprint(parsed.dataset, softmax=False))
+    dataset = make_dataset(case_items(parsed.groups["training"], True), transform, "disk", folder)
+    dataset[0]
+    LoadCounter(monkeypatch, forbid=True)
+    patches = [dataset[0]["image"] for _ in range(6)]
+    assert all(p.shape == (4, 8, 8, 8) for p in patches)
+    assert any(not torch.equal(torch.as_tensor(patches[0]), torch.as_tensor(p)) for p in patches[1:])
+
+
+def test_fingerprint_dir_writes_preprocessing_json(tmp_path):
+    fingerprint = preprocessing_fingerprint(DatasetConfig(labels=BRATS, desired_shape=[16, 16, 16]), softmax=True)
+    folder = fingerprint_dir(tmp_path / "cache", fingerprint)
+    assert folder.parent == tmp_path / "cache"
+    saved = json.loads((folder / "preprocessing.json").read_text())
+    assert saved == json.loads(json.dumps(fingerprint))
+    assert saved["desired_shape"] == [16, 16, 16]
+    assert saved["softmax"] is True
+    assert fingerprint_dir(tmp_path / "cache", fingerprint) == folder  # stable
+    assert [p.name for p in folder.iterdir()] == ["preprocessing.json"]
+
+
+def test_normalization_change_does_not_reuse_the_cache(tmp_path):
+    entries = write_dataset(tmp_path / "data", 1, seed=1, shape_range=(16, 16))
+    root = tmp_path / "cache"
+    outputs = []
+    for normalization in ("zero_mean", None):
+        parsed = config(tmp_path / "data", entries, labels=BRATS, normalization=normalization)
+        transform = build_transforms(parsed.dataset, with_label=True, softmax=False, augment=False)
+        folder = fingerprint_dir(root, preprocessing_fingerprint(parsed.dataset, softmax=False))
+        item = case_items(parsed.groups["training"], True)[0]
+        outputs.append((make_dataset([item], transform, "disk", folder)[0], transform(dict(item))))
+    for cached_item, fresh in outputs:
+        torch.testing.assert_close(torch.as_tensor(cached_item["image"]), fresh["image"].as_tensor())
+
+
+def test_training_and_validation_caches_do_not_mix(tmp_path):
+    entries = write_dataset(tmp_path / "data", 1, seed=1, shape_range=(16, 16))
+    flip = {"name": "RandFlipd", "prob": 0.5}
+    parsed = config(tmp_path / "data", entries, labels=BRATS, training={"spatial_augmentations": [flip]})
+    training = parsed.dataset_for("training")
+    validation = parsed.dataset_for("validation")
+    root = tmp_path / "cache"
+    item = case_items(parsed.groups["training"], True)[0]
+    train_set = make_dataset(
+        [item],
+        build_transforms(training, True, False, True),
+        "disk",
+        fingerprint_dir(root, preprocessing_fingerprint(training, False)),
+    )
+    val_transform = build_transforms(validation, True, False, False)
+    val_set = make_dataset(
+        [item], val_transform, "disk", fingerprint_dir(root, preprocessing_fingerprint(validation, False))
+    )
+    train_set[0]  # a training epoch fills the cache first (fold k trains on a case that fold k+1 validates on)
+    image = torch.as_tensor(val_set[0]["image"])
+    torch.testing.assert_close(image, val_transform(dict(item))["image"].as_tensor())
+    assert abs(float(image.mean())) < 1e-4  # normalized
 
 
 def test_a_memory_cache_filled_by_several_threads_keeps_every_modality(tmp_path: Path):
@@ -29,21 +208,6 @@ def test_a_memory_cache_filled_by_several_threads_keeps_every_modality(tmp_path:
         channels = [cached[i]["image"].shape[0] for i in range(len(cases))]
         assert channels == [4] * len(cases)
         assert [cached[i]["case_id"] for i in range(len(cases))] == [case.case_id for case in cases]
-
-
-def _chain(**dataset_keys):
-    dataset = parse_section(DatasetConfig, {"labels": [1, 2, 4], **dataset_keys}, "dataset")
-    return build_transforms(dataset, with_label=True, softmax=False, augment=True)
-
-
-PATCHES = {
-    "name": "RandCropByPosNegLabeld",
-    "label_key": "label",
-    "spatial_size": [8, 8, 8],
-    "pos": 1,
-    "neg": 1,
-    "num_samples": 2,
-}
 
 
 def test_disk_cache_hits_are_plain_tensors_equal_to_the_fresh_result(tmp_path: Path):
@@ -61,40 +225,18 @@ def test_disk_cache_hits_are_plain_tensors_equal_to_the_fresh_result(tmp_path: P
         assert hit["case_id"] == cases[i].case_id
 
 
-def test_seeded_samples_are_plain_tensors_repeatable_per_seed_and_lists_for_multi_patch_crops(tmp_path: Path):
-    entries = write_dataset(tmp_path, 1, seed=5, shape_range=(16, 16))
+def test_memory_when_the_cases_fit_in_a_quarter_of_the_available_memory():
+    assert MEMORY_SHARE == 0.25
+    assert automatic_cache(250, 1000) == "memory"
+    assert automatic_cache(251, 1000) == "disk"
+    assert automatic_cache(10, 0) == "disk", "unknown available memory: the disk is the safe choice"
+
+
+def test_size_estimate_from_the_desired_shape_or_the_image_headers(tmp_path: Path):
+    entries = write_dataset(tmp_path, 2, seed=1, shape_range=(16, 20))
     cases = parse_cases(entries, tmp_path, "training_filenames")
-    transform = _chain(spatial_augmentations=[PATCHES, {"name": "RandFlipd", "prob": 0.5, "spatial_axis": 0}])
-    seeded = SeededDataset(make_dataset(case_items(cases, True), transform, "memory", None))
-    patches = seeded[(0, 11)]
-    assert isinstance(patches, list) and len(patches) == 2
-    assert all(type(p["image"]) is torch.Tensor and p["image"].shape == (4, 8, 8, 8) for p in patches)
-    repeat, other = seeded[(0, 11)], seeded[(0, 12)]
-    assert all(torch.equal(a["image"], b["image"]) for a, b in zip(patches, repeat, strict=True))
-    assert not all(torch.equal(a["image"], b["image"]) for a, b in zip(patches, other, strict=True))
+    assert preprocessed_bytes(cases, [16, 16, 16], 3) == 2 * 16**3 * (4 + 3) * 4
+    import nibabel as nib
 
-
-def test_seeded_sampler_seeds_follow_the_epoch_seed_and_its_own_generator_shuffles():
-    sampler = SeededSampler(torch.utils.data.RandomSampler(range(6), generator=torch.Generator()))
-    sampler.set_epoch(1, seed=3, shuffle_seed=0)
-    first = list(sampler)
-    sampler.set_epoch(1, seed=3, shuffle_seed=0)
-    assert list(sampler) == first
-    assert sorted(index for index, _ in first) == list(range(6))
-    sampler.set_epoch(2, seed=4, shuffle_seed=0)
-    assert list(sampler) != first
-
-
-def test_examples_keep_the_case_geometry_with_a_filled_cache_and_take_the_first_patch(tmp_path: Path):
-    entries = write_dataset(tmp_path / "data", 1, seed=6, shape_range=(16, 16))
-    cases = parse_cases(entries, tmp_path / "data", "training_filenames")
-    transform = _chain(spatial_augmentations=[PATCHES])
-    dataset = make_dataset(case_items(cases, True), transform, "disk", tmp_path / "cache")
-    dataset[0]  # the cache now holds the case as plain tensors, without its affine
-    write_examples(dataset, tmp_path / "examples", 1)
-    image = nib.load(tmp_path / "examples" / "input_test_0.nii.gz")
-    target = nib.load(tmp_path / "examples" / "target_test_0.nii.gz")
-    assert image.shape == (8, 8, 8, 4) and target.shape == (8, 8, 8, 3)
-    original = nib.load(cases[0].images[0])
-    np.testing.assert_allclose(np.abs(np.linalg.det(image.affine[:3, :3])), np.prod(original.header.get_zooms()[:3]))
-    assert not np.allclose(image.affine, np.eye(4))
+    voxels = sum(int(np.prod(nib.load(str(case.images[0])).shape)) for case in cases)
+    assert preprocessed_bytes(cases, None, 3) == voxels * 7 * 4

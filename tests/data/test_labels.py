@@ -15,6 +15,7 @@ from unet3d.data.labels import (
     encode,
     n_target_channels,
     region_masks,
+    region_names,
 )
 from unet3d.errors import ConfigError
 
@@ -224,3 +225,8 @@ def test_activate_matches_torch():
     logits = torch.randn(2, 3, 4)
     assert torch.equal(activate(logits, "sigmoid"), torch.sigmoid(logits))
     assert torch.allclose(activate(logits, "softmax").sum(1), torch.ones(2, 4))
+
+
+def test_region_names_join_the_values_of_each_group():
+    assert region_names([(2, 1, 4), (1, 4), (4,)]) == ["2+1+4", "1+4", "4"]
+    assert region_names(BRATS) == ["2+1+4", "1+4", "4"]

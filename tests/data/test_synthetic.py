@@ -6,15 +6,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from unet3d.data.synthetic import (
-    MODALITIES,
-    ORIENTATIONS,
-    SPACINGS,
-    make_case,
-    random_affine,
-    write_case,
-    write_dataset,
-)
+from unet3d.data.synthetic import MODALITIES, ORIENTATIONS, SPACINGS, make_case, write_case, write_dataset
 
 N_CASES = 4
 
@@ -87,19 +79,6 @@ def test_write_case_requested_spacing_and_orientation(tmp_path, orientation):
         assert img.shape == (16, 18, 20)
         np.testing.assert_allclose(np.linalg.norm(img.affine[:3, :3], axis=0), spacing, atol=1e-5)
         assert "".join(nib.aff2axcodes(img.affine)) == orientation.upper()
-
-
-def test_random_affine_default_and_invalid():
-    rng = np.random.default_rng(0)
-    codes = {"".join(nib.aff2axcodes(random_affine((1.0, 1.0, 2.0), rng))) for _ in range(40)}
-    assert codes == set(ORIENTATIONS)
-    origins = {tuple(random_affine((1.0, 1.0, 1.0), rng, "RAS")[:3, 3]) for _ in range(5)}
-    assert len(origins) == 5  # random origin offset
-    for bad in ["RRS", "RA", "XYZ", "RASL"]:
-        with pytest.raises(ValueError):
-            random_affine((1.0, 1.0, 1.0), rng, bad)
-    with pytest.raises(ValueError):
-        random_affine((1.0, 0.0, 1.0), rng)
 
 
 def test_labels_present_and_valid(dataset):

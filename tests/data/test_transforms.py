@@ -1,7 +1,6 @@
-"""Tests for the transform chains (unet3d/data/transforms.py) and the datasets and disk cache (datasets.py)."""
+"""The transform chains (unet3d/data/transforms.py): shapes, label channels, orientation, normalization,
+augmentations, the per-split chains, and the preprocessing fingerprint."""
 
-import json
-import os
 from pathlib import Path
 
 import nibabel as nib
@@ -10,25 +9,14 @@ import pytest
 import torch
 from monai import transforms as mt
 
-from unet3d.config.load import parse_config
-from unet3d.config.schema import Case, DatasetConfig, NamedSpec
-from unet3d.data.datasets import case_items, file_state_hash, fingerprint_dir, make_dataset
+from tests.conftest import config
+from unet3d.config.schema import DatasetConfig, NamedSpec
+from unet3d.data.datasets import case_items, fingerprint_dir
 from unet3d.data.synthetic import write_case, write_dataset
 from unet3d.data.transforms import build_transforms, interpolates, preprocessing_fingerprint
 from unet3d.errors import ConfigError
 
 BRATS = [2, 1, 4]
-
-
-def config(directory: Path, entries: list, loss: dict | None = None, **dataset):
-    data = {
-        "model": {"name": "UNet", "spatial_dims": 3},
-        "optimizer": {"name": "Adam", "lr": 1e-3},
-        "loss": loss or {"name": "DiceLoss", "sigmoid": True},
-        "dataset": dataset,
-        "training_filenames": entries,
-    }
-    return parse_config(data, base=directory)
 
 
 def item_of(directory: Path, entry: dict) -> dict:
@@ -47,12 +35,6 @@ def transformed(directory, entry, softmax=False, augment=False, **dataset):
 
 def raw_label(directory: Path, entry: dict) -> np.ndarray:
     return np.asanyarray(nib.load(str(directory / entry["label"])).dataobj)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("transforms")
-    return directory, write_dataset(directory, 2, seed=5, shape_range=(16, 20))
 
 
 def assert_binary(tensor):
@@ -396,147 +378,6 @@ def test_split_block_overrides_for_that_split_only(data):
     assert out["image"].shape == (4, 8, 8, 8)
 
 
-def test_validation_block(data):
-    directory, entries = data
-    parsed = config(directory, entries, labels=BRATS, crop_foreground=False, validation={"crop_foreground": True})
-    assert parsed.dataset_for("validation").crop_foreground is True
-    assert parsed.dataset_for("training").crop_foreground is False
-
-
-@pytest.mark.parametrize("key", ["name", "training", "validation"])
-def test_split_block_refuses_name_and_nesting(data, key):
-    directory, entries = data
-    value = "SegmentationDatasetPersistent" if key == "name" else {"desired_shape": [8, 8, 8]}
-    with pytest.raises(ConfigError) as info:  # when the config is loaded, before anything runs
-        config(directory, entries, labels=BRATS, training={key: value})
-    assert f"dataset.training.{key}" in str(info.value)
-
-
-def test_split_block_unknown_key_names_the_path(data):
-    directory, entries = data
-    with pytest.raises(ConfigError) as info:
-        config(directory, entries, labels=BRATS, validation={"desired_shap": [8, 8, 8]})
-    assert "dataset.validation.desired_shap" in str(info.value)
-    assert "desired_shape" in str(info.value)
-
-
-# --- datasets and the disk cache -----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def cached(tmp_path):
-    """Three cases, a validation-style transform chain, and its fingerprint folder."""
-    entries = write_dataset(tmp_path / "data", 3, seed=2, shape_range=(16, 18))
-    parsed = config(tmp_path / "data", entries, labels=BRATS, desired_shape=[12, 12, 12], resample=True)
-    transform = build_transforms(parsed.dataset, with_label=True, softmax=False, augment=False)
-    folder = fingerprint_dir(tmp_path / "cache", preprocessing_fingerprint(parsed.dataset, softmax=False))
-    items = case_items(parsed.groups["training"], with_label=True)
-    return parsed, items, transform, folder
-
-
-def cache_files(folder: Path) -> list[Path]:
-    return sorted(folder.glob("**/*.pt"))
-
-
-class LoadCounter:
-    """Counts LoadImaged calls (or forbids them)."""
-
-    def __init__(self, monkeypatch, forbid=False):
-        self.calls = []
-        original = mt.LoadImaged.__call__
-        counter = self
-
-        def patched(self, data, *args, **kwargs):
-            counter.calls.append(data["image"][0])
-            if forbid:
-                raise AssertionError(f"NIfTI read for {data['image'][0]}")
-            return original(self, data, *args, **kwargs)
-
-        monkeypatch.setattr(mt.LoadImaged, "__call__", patched)
-
-
-def test_case_items(tmp_path):
-    cases = [Case(images=[tmp_path / "a1", tmp_path / "a2"], label=tmp_path / "s", case_id="a")]
-    assert case_items(cases, with_label=True) == [
-        {"image": [str(tmp_path / "a1"), str(tmp_path / "a2")], "case_id": "a", "label": str(tmp_path / "s")}
-    ]
-    assert case_items(cases, with_label=False) == [
-        {"image": [str(tmp_path / "a1"), str(tmp_path / "a2")], "case_id": "a"}
-    ]
-
-
-@pytest.mark.parametrize("cache", ["none", "memory"])
-def test_uncached_and_memory_datasets_match_the_transform(cached, cache):
-    _, items, transform, _ = cached
-    dataset = make_dataset(items, transform, cache, None)
-    assert len(dataset) == 3
-    for i, item in enumerate(items):
-        torch.testing.assert_close(dataset[i]["image"].as_tensor(), transform(dict(item))["image"].as_tensor())
-
-
-def test_disk_cache_one_file_per_case(cached):
-    _, items, transform, folder = cached
-    dataset = make_dataset(items, transform, "disk", folder)
-    assert cache_files(folder) == []
-    first = [dataset[i] for i in range(len(dataset))]
-    assert len(cache_files(folder)) == 3
-    assert (folder / "preprocessing.json").is_file()
-    for out in first:
-        assert out["image"].shape == (4, 12, 12, 12)
-        assert out["label"].shape == (3, 12, 12, 12)
-
-
-def test_disk_cache_second_pass_reads_no_nifti(cached, monkeypatch):
-    _, items, transform, folder = cached
-    first = [make_dataset(items, transform, "disk", folder)[i] for i in range(3)]
-    counter = LoadCounter(monkeypatch, forbid=True)
-    monkeypatch.setattr(nib, "load", lambda *a, **k: pytest.fail("nibabel.load called"))
-    again = make_dataset(items, build_transforms(cached[0].dataset, True, False, False), "disk", folder)
-    second = [again[i] for i in range(3)]
-    assert counter.calls == []
-    for a, b in zip(first, second, strict=True):
-        torch.testing.assert_close(torch.as_tensor(a["image"]), torch.as_tensor(b["image"]))
-        torch.testing.assert_close(torch.as_tensor(a["label"]), torch.as_tensor(b["label"]))
-        assert b["case_id"] == a["case_id"]
-    assert len(cache_files(folder)) == 3
-
-
-def test_touching_a_file_recomputes_that_case_only(cached, monkeypatch):
-    _, items, transform, folder = cached
-    dataset = make_dataset(items, transform, "disk", folder)
-    for i in range(3):
-        dataset[i]
-    before = set(cache_files(folder))
-    label = Path(items[1]["label"])
-    stat = label.stat()
-    old_keys = [file_state_hash(item) for item in items]
-    os.utime(label, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5 * 10**9))
-    new_keys = [file_state_hash(item) for item in items]
-    assert new_keys[1] != old_keys[1]
-    assert (new_keys[0], new_keys[2]) == (old_keys[0], old_keys[2])
-    counter = LoadCounter(monkeypatch)
-    for i in range(3):
-        dataset[i]
-    assert counter.calls == [items[1]["image"][0]]
-    after = set(cache_files(folder))
-    assert before < after and len(after - before) == 1
-    assert (after - before).pop().stem == file_state_hash(items[1]).decode()
-
-
-def test_disk_cache_runs_random_transforms_after_the_cache(tmp_path, monkeypatch):
-    entries = write_dataset(tmp_path / "data", 1, seed=4, shape_range=(16, 16))
-    parsed = config(tmp_path / "data", entries, labels=BRATS, desired_shape=[8, 8, 8], random_crop=True)
-    transform = build_transforms(parsed.dataset, with_label=True, softmax=False, augment=True)
-    transform.set_random_state(seed=0)
-    folder = fingerprint_dir(tmp_path / "cache", preprocessing_fingerprint(parsed.dataset, softmax=False))
-    dataset = make_dataset(case_items(parsed.groups["training"], True), transform, "disk", folder)
-    dataset[0]
-    LoadCounter(monkeypatch, forbid=True)
-    patches = [dataset[0]["image"] for _ in range(6)]
-    assert all(p.shape == (4, 8, 8, 8) for p in patches)
-    assert any(not torch.equal(torch.as_tensor(patches[0]), torch.as_tensor(p)) for p in patches[1:])
-
-
 # --- fingerprints --------------------------------------------------------------------------------------------------
 
 
@@ -572,56 +413,6 @@ def test_fingerprint_ignores_augmentations(tmp_path):
     fa, fb = preprocessing_fingerprint(a, softmax=False), preprocessing_fingerprint(b, softmax=False)
     assert fa == fb
     assert fingerprint_dir(tmp_path, fa) == fingerprint_dir(tmp_path, fb)
-
-
-def test_fingerprint_dir_writes_preprocessing_json(tmp_path):
-    fingerprint = preprocessing_fingerprint(DatasetConfig(labels=BRATS, desired_shape=[16, 16, 16]), softmax=True)
-    folder = fingerprint_dir(tmp_path / "cache", fingerprint)
-    assert folder.parent == tmp_path / "cache"
-    saved = json.loads((folder / "preprocessing.json").read_text())
-    assert saved == json.loads(json.dumps(fingerprint))
-    assert saved["desired_shape"] == [16, 16, 16]
-    assert saved["softmax"] is True
-    assert fingerprint_dir(tmp_path / "cache", fingerprint) == folder  # stable
-    assert [p.name for p in folder.iterdir()] == ["preprocessing.json"]
-
-
-def test_normalization_change_does_not_reuse_the_cache(tmp_path):
-    entries = write_dataset(tmp_path / "data", 1, seed=1, shape_range=(16, 16))
-    root = tmp_path / "cache"
-    outputs = []
-    for normalization in ("zero_mean", None):
-        parsed = config(tmp_path / "data", entries, labels=BRATS, normalization=normalization)
-        transform = build_transforms(parsed.dataset, with_label=True, softmax=False, augment=False)
-        folder = fingerprint_dir(root, preprocessing_fingerprint(parsed.dataset, softmax=False))
-        item = case_items(parsed.groups["training"], True)[0]
-        outputs.append((make_dataset([item], transform, "disk", folder)[0], transform(dict(item))))
-    for cached_item, fresh in outputs:
-        torch.testing.assert_close(torch.as_tensor(cached_item["image"]), fresh["image"].as_tensor())
-
-
-def test_training_and_validation_caches_do_not_mix(tmp_path):
-    entries = write_dataset(tmp_path / "data", 1, seed=1, shape_range=(16, 16))
-    flip = {"name": "RandFlipd", "prob": 0.5}
-    parsed = config(tmp_path / "data", entries, labels=BRATS, training={"spatial_augmentations": [flip]})
-    training = parsed.dataset_for("training")
-    validation = parsed.dataset_for("validation")
-    root = tmp_path / "cache"
-    item = case_items(parsed.groups["training"], True)[0]
-    train_set = make_dataset(
-        [item],
-        build_transforms(training, True, False, True),
-        "disk",
-        fingerprint_dir(root, preprocessing_fingerprint(training, False)),
-    )
-    val_transform = build_transforms(validation, True, False, False)
-    val_set = make_dataset(
-        [item], val_transform, "disk", fingerprint_dir(root, preprocessing_fingerprint(validation, False))
-    )
-    train_set[0]  # a training epoch fills the cache first (fold k trains on a case that fold k+1 validates on)
-    image = torch.as_tensor(val_set[0]["image"])
-    torch.testing.assert_close(image, val_transform(dict(item))["image"].as_tensor())
-    assert abs(float(image.mean())) < 1e-4  # normalized
 
 
 # --- where normalization runs ----------------------------------------------------------------------------------------

@@ -13,13 +13,7 @@ import pytest
 from unet3d.config.schema import Case
 from unet3d.data.labels import channel_groups, region_names
 from unet3d.errors import DataError
-from unet3d.evaluation.metrics import (
-    case_metrics,
-    evaluate_cases,
-    evaluate_directory,
-    summary_rows,
-    write_metrics,
-)
+from unet3d.evaluation.metrics import case_metrics, evaluate_cases, evaluate_directory, summary_rows, write_metrics
 
 ONE = [(1,)]
 BRATS = channel_groups([2, 1, 4], hierarchy=True)
@@ -32,11 +26,6 @@ def save(path: Path, array: np.ndarray, spacing=(1.0, 1.0, 1.0), shift=(0.0, 0.0
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(image, path)
     return path
-
-
-def test_region_names_join_the_values_of_each_group():
-    assert region_names([(2, 1, 4), (1, 4), (4,)]) == ["2+1+4", "1+4", "4"]
-    assert region_names(BRATS) == ["2+1+4", "1+4", "4"]
 
 
 def test_dice_of_two_overlapping_cubes():

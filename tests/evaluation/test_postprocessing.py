@@ -7,7 +7,9 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
+from unet3d.data.labels import encode
 from unet3d.errors import ConfigError
 from unet3d.evaluation.postprocessing import Decision, decide, keep_largest_component, read_decision, write_decision
 
@@ -64,3 +66,23 @@ def test_decision_record_round_trip_and_unknown_regions(tmp_path):
     assert read_decision(path, NAMES) == [1]
     with pytest.raises(ConfigError, match=r"regions \['1\+4'\] are not among"):
         read_decision(path, ["1", "2"])
+
+
+def test_postprocessing_demotes_stray_inner_voxels_to_the_enclosing_region():
+    from unet3d.evaluation.postprocessing import keep_largest_component
+
+    label_map = np.zeros((12, 12, 12), np.int16)
+    label_map[1:8, 1:8, 1:8] = 2
+    label_map[2:6, 2:6, 2:6] = 1
+    label_map[3:5, 3:5, 3:5] = 4
+    label_map[7, 7, 7] = 1  # a stray core voxel inside the whole tumour, apart from the core
+    label_map[10, 10, 10] = 4  # an island of all three regions, apart from everything
+    core_filtered = keep_largest_component(label_map, BRATS, [1])
+    assert core_filtered[7, 7, 7] == 2 and core_filtered[10, 10, 10] == 2 and core_filtered[3, 3, 3] == 4
+    enhancing_filtered = keep_largest_component(label_map, BRATS, [2])
+    assert enhancing_filtered[10, 10, 10] == 1 and enhancing_filtered[3, 3, 3] == 4
+    whole_filtered = keep_largest_component(label_map, BRATS, [0])
+    assert whole_filtered[10, 10, 10] == 0 and whole_filtered[7, 7, 7] == 1
+    for result in (core_filtered, enhancing_filtered, whole_filtered):
+        masks = encode(torch.from_numpy(result)[None], BRATS, background=False).bool()
+        assert not (masks[1] & ~masks[0]).any() and not (masks[2] & ~masks[1]).any()

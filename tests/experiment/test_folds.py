@@ -1,28 +1,20 @@
-"""Cross-validation runs: fold configs, skip/resume of folds, failures, the summary and the launch scripts."""
+"""Cross-validation as restartable steps (unet3d/experiment/folds.py): fold configs, skip/resume of folds, failures,
+the summary, an inner validation split."""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from tests.conftest import run_cli, with_cv
 from unet3d import checkpoint as ckpt
 from unet3d.experiment.run import run_experiment
 from unet3d.training.history import LOG_FILENAME
 from unet3d.training.run import RunOptions
-
-
-def with_cv(n_folds=3, **extra):
-    def mutate(config):
-        config["cross_validation"] = {"n_folds": n_folds, "random_seed": 25, **extra}
-
-    return mutate
 
 
 @pytest.fixture
@@ -108,99 +100,6 @@ def test_summary_on_demand_lists_missing_folds(experiment, tmp_path, caplog):
     assert "folds [2] are not finished and not included" in caplog.text
 
 
-def test_cli_exit_code_names_the_failed_fold(experiment, tmp_path):
-    config = experiment("cvfail", n_validation=0, n_epochs=1, mutate=with_cv(n_folds=2))
-    run_experiment(config, tmp_path, RunOptions(seed=1), folds=[1])
-    (tmp_path / "cvfail/fold1/model.pth").write_bytes(b"garbage")
-    result = subprocess.run(
-        [sys.executable, "-m", "unet3d.cli.train", "--config_filename", str(config), "--output_dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 1
-    assert "folds [1] failed" in result.stderr
-    assert ckpt.load_checkpoint(tmp_path / "cvfail/fold2/model.pth")["epoch"] == 1
-
-
-def test_too_many_folds_is_a_config_error_before_any_work(experiment, tmp_path):
-    config = experiment("cvmany", n_validation=0, mutate=with_cv(n_folds=7))
-    result = subprocess.run(
-        [sys.executable, "-m", "unet3d.cli.train", "--config_filename", str(config), "--output_dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 2
-    assert "error: cross_validation.n_folds: 7 folds need at least 7 cases, got 6" in result.stderr
-    assert not (tmp_path / "cvmany" / "fold1").exists()
-
-
-def test_setup_only_groups_visits_writes_scripts_and_an_array_task_trains_its_fold(experiment, tmp_path):
-    def grouped(config):
-        with_cv(n_folds=2)(config)
-        for i, case in enumerate(config["training_filenames"]):
-            case["subject"] = f"patient{i // 3}"  # two subjects with three visits each
-        config["cluster"] = {"gpus": 0, "cpus": 2, "time": "0-01:00:00", "partition": "gpu", "account": "lab"}
-
-    config = experiment("cvslurm", n_validation=0, n_epochs=1, mutate=grouped)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "unet3d.cli.train",
-            "--config_filename",
-            str(config),
-            "--output_dir",
-            str(tmp_path),
-            "--setup_crossval_only",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    work = tmp_path / "cvslurm"
-    assert not list(work.glob("fold*/model.pth")), "setup only trains nothing"
-    folds = json.loads((work / "splits.json").read_text())["folds"]
-    subjects_per_fold = [{case_id_subject(work, k, c) for c in fold["validation"]} for k, fold in enumerate(folds, 1)]
-    assert subjects_per_fold[0].isdisjoint(subjects_per_fold[1])
-    sbatch = (work / "submit_folds.sbatch").read_text()
-    for line in (
-        "#SBATCH --array=1-2",
-        "#SBATCH --partition=gpu",
-        "#SBATCH --account=lab",
-        "#SBATCH --time=0-01:00:00",
-        "#SBATCH --cpus-per-task=2",
-    ):
-        assert line in sbatch
-    assert "--gres" not in sbatch
-    for script in ("submit_folds.sbatch", "run_folds.sh"):
-        assert subprocess.run(["bash", "-n", str(work / script)]).returncode == 0
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    env = {**os.environ, "SLURM_ARRAY_TASK_ID": "2", "UNET3D_PYTHON": sys.executable}
-    task = subprocess.run(
-        ["bash", str(work / "submit_folds.sbatch")], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert task.returncode == 0, task.stderr
-    assert ckpt.load_checkpoint(work / "fold2/model.pth")["epoch"] == 1 and not (work / "fold1").exists()
-    shell = subprocess.run(
-        ["bash", str(work / "run_folds.sh"), "1"],
-        env={**os.environ, "UNET3D_PYTHON": sys.executable},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert shell.returncode == 0, shell.stderr
-    assert ckpt.load_checkpoint(work / "fold1/model.pth")["epoch"] == 1
-
-
-def case_id_subject(work: Path, fold: int, case_id: str) -> str:
-    config = json.loads((work / f"fold{fold}.json").read_text())
-    return next(c["subject"] for c in config["validation_filenames"] if c["case_id"] == case_id)
-
-
 def test_inner_validation_fraction_keeps_the_held_out_cases_out_of_model_selection(experiment, tmp_path):
     config = experiment("cvinner", n_validation=0, n_epochs=1, mutate=with_cv(n_folds=2, validation_fraction=0.34))
     assert not run_experiment(config, tmp_path, RunOptions(seed=1)).failed
@@ -219,10 +118,5 @@ def test_inner_validation_fraction_keeps_the_held_out_cases_out_of_model_selecti
     heldout = pd.read_csv(work / "fold1/heldout/metrics.csv").set_index("case_id")
     assert float(summary.loc[0, "dice_4"]) == pytest.approx(float(heldout.loc["mean", "dice_4"]), abs=1e-4)
     changed = experiment("cvinner", n_validation=0, n_epochs=1, mutate=with_cv(n_folds=2, validation_fraction=0.5))
-    result = subprocess.run(
-        [sys.executable, "-m", "unet3d.cli.train", "--config_filename", str(changed), "--output_dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_cli("train", "--config_filename", str(changed), "--output_dir", str(tmp_path), timeout=300)
     assert result.returncode == 2 and "was written with validation_fraction 0.34" in result.stderr

@@ -43,7 +43,7 @@ def round_trip(folder, entries, index, **dataset):
     out = transform(case_items([case], with_label=True)[0])
     groups = channel_groups([2, 1, 4], hierarchy=True)
     # The preprocessed label channels stand in for a perfect prediction in the preprocessed space; prediction inverts
-    # the same chain (built without the label key, see test_predict's end-to-end checks).
+    # the same chain (built without the label key, see the end-to-end checks in tests/experiment/test_steps.py).
     original = transform.inverse({"image": out["image"], "label": out["label"]})["label"]
     reference = nib.load(str(case.images[0]))
     return decode(torch.as_tensor(original), groups, "sigmoid").numpy(), original, reference, case

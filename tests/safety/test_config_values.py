@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import run_cli
 from unet3d.config.load import load_config, parse_assignments
 from unet3d.errors import ConfigError
 
@@ -76,12 +75,7 @@ def test_cli_refuses_an_injected_partition_before_writing_any_script(tmp_path):
     config["cross_validation"] = {"n_folds": 3}
     config["cluster"] = {"partition": "gpu\ntouch /tmp/pwned"}
     path = write(tmp_path, json.dumps(config))
-    done = subprocess.run(
-        [sys.executable, "-m", "unet3d.cli.train", "--config_filename", str(path), "--setup_crossval_only"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = run_cli("train", "--config_filename", str(path), "--setup_crossval_only")
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines() == [
         "error: cluster.partition: 'gpu\\ntouch /tmp/pwned' is refused: it goes into a shell script; expected "

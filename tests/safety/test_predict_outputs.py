@@ -6,12 +6,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import run_cli
 from unet3d.data.synthetic import write_dataset
 from unet3d.errors import ConfigError
 from unet3d.prediction import predict
@@ -45,10 +44,9 @@ def test_predicting_a_case_folder_into_itself_is_refused_and_loses_nothing(singl
     root, data = single_modality
     before = digest(data)
     folder = data / "case_000"
-    done = subprocess.run(
-        [sys.executable, "-m", "unet3d.cli.predict", "--model_filename", str(root / "model.pth"),
-         "--config_filename", str(root / "exp.json"), "--input", str(folder), "--output_directory", str(folder)],
-        capture_output=True, text=True, check=False,
+    done = run_cli(
+        "predict", "--model_filename", str(root / "model.pth"), "--config_filename", str(root / "exp.json"),
+        "--input", str(folder), "--output_directory", str(folder),
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
     lines = [line for line in done.stderr.strip().splitlines() if line.startswith("error:")]

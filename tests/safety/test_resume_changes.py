@@ -1,5 +1,6 @@
 """A resumed run takes the config changes that only extend it and refuses the ones that change what the model
-learns or sees, unless they are accepted explicitly (issue 11, item 8)."""
+learns or sees, unless they are accepted explicitly (issue 11, item 8). Which keys a resume applies, and how changes
+are listed: tests/training/test_resume.py."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import torch
 
 from unet3d.errors import ConfigError
 from unet3d.experiment.run import run_experiment
-from unet3d.training.resume import applies_on_resume, config_changes
 from unet3d.training.run import RunOptions
 
 
@@ -110,34 +110,3 @@ def test_a_finished_fold_whose_config_changed_is_not_skipped(experiment, tmp_pat
     result = run_experiment(config, tmp_path, RunOptions(seed=1)).cross_validation
     assert result.skipped == [] and sorted(result.failed) == [1, 2]
     assert "loss.name: 'DiceLoss' → 'DiceFocalLoss'" in result.failed[1]
-
-
-@pytest.mark.parametrize(
-    ("key", "applied"),
-    [
-        ("training.n_epochs", True),
-        ("training.early_stopping_patience", True),
-        ("cluster.partition", True),
-        ("inference.overlap", True),
-        ("test_filenames", True),
-        ("training.batch_size", False),
-        ("training.seed", False),
-        ("optimizer.lr", False),
-        ("scheduler.patience", False),
-        ("dataset.labels", False),
-        ("training_filenames", False),
-        ("validation_filenames", False),
-    ],
-)
-def test_which_keys_a_resume_applies(key, applied):
-    assert applies_on_resume(key) is applied
-
-
-def test_config_changes_lists_added_removed_and_nested_keys():
-    old = {"optimizer": {"name": "Adam", "lr": 0.01}, "training": {"n_epochs": 1}}
-    new = {"optimizer": {"name": "Adam", "lr": 0.01, "weight_decay": 1e-5}, "training": {}}
-    assert [str(c) for c in config_changes(old, new)] == [
-        "optimizer.weight_decay: (not set) → 1e-05",
-        "training: (not set) → {}",
-        "training.n_epochs: 1 → (not set)",
-    ]

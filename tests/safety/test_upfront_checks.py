@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import run_cli
 from unet3d.data.datasets import CheckedCacheDataset
 from unet3d.data.transforms import foreground_above_percentile
 from unet3d.errors import ConfigError, DataError
@@ -20,11 +20,7 @@ from unet3d.experiment.run import run_experiment
 
 
 def train(config: Path, output: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "unet3d.cli.train", "--config_filename", str(config), "--output_dir", str(output),
-         "--nthreads", "2"],
-        capture_output=True, text=True, check=False, timeout=600,
-    )  # fmt: skip
+    return run_cli("train", "--config_filename", str(config), "--output_dir", str(output), "--nthreads", "2")
 
 
 def rewrite(path: Path, data: np.ndarray) -> None:

@@ -1,20 +1,31 @@
-"""Training loop behaviour: files, resume/extend, early stopping, checkpoint retention, deep supervision."""
+"""The training loop (unet3d/training/loop.py): the files of a run, exact resume and extension, loader workers,
+early stopping, monitoring without validation, deep supervision, gradient clipping, and the logged Dice of
+nested regions."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+from monai.data import DataLoader, Dataset
+from monai.inferers import SimpleInferer
 
+from tests.conftest import Undertrained, nested_config
+from tests.training.conftest import weights
 from unet3d import checkpoint as ckpt
+from unet3d.config.load import parse_config
+from unet3d.data.labels import channel_groups, region_names
 from unet3d.experiment.run import run_experiment
+from unet3d.losses import build_loss
 from unet3d.training.history import LOG_FILENAME
+from unet3d.training.loop import validate
 from unet3d.training.run import RunOptions
-from unet3d.training.state import TrainingState, should_stop
 
-
-def weights(path):
-    return ckpt.model_state(ckpt.load_checkpoint(path))
+BRATS = channel_groups([2, 1, 4], hierarchy=True)
+CPU = torch.device("cpu")
 
 
 def test_training_writes_log_and_full_state_checkpoints(experiment, tmp_path):
@@ -79,55 +90,12 @@ def test_loader_workers_and_a_resume_do_not_change_the_augmentations(experiment,
     assert all(torch.equal(a[k], c[k]) for k in a), "2 thread workers trained differently from 0 workers"
 
 
-def test_rerunning_a_finished_run_trains_nothing(experiment, tmp_path):
-    config = experiment("finished", n_epochs=2)
-    run_experiment(config, tmp_path, RunOptions(seed=2))
-    before = (tmp_path / "finished/model.pth").stat().st_mtime_ns
-    state = run_experiment(config, tmp_path, RunOptions(seed=2)).state
-    assert state.epoch == 2
-    assert (tmp_path / "finished/model.pth").stat().st_mtime_ns == before
-
-
-def test_log_is_rebuilt_from_the_checkpoint_after_a_crash_between_writes(experiment, tmp_path):
-    config = experiment("crash", n_epochs=2)
-    run_experiment(config, tmp_path, RunOptions(seed=2))
-    log_path = tmp_path / "crash" / LOG_FILENAME
-    log_path.write_text("epoch,loss\n1,0.5\n")  # as if the process died before rewriting the log
-    run_experiment(config, tmp_path, RunOptions(seed=2), overrides={"training.n_epochs": 3})
-    assert list(pd.read_csv(log_path)["epoch"]) == [1, 2, 3]
-
-
-def test_should_stop_counts_epochs_without_improvement():
-    assert not should_stop(TrainingState(epoch=5, best_epoch=3), patience=3)
-    assert should_stop(TrainingState(epoch=6, best_epoch=3), patience=3)
-    assert not should_stop(TrainingState(epoch=100, best_epoch=1), patience=None)
-
-
 def test_early_stopping_ends_the_run_and_a_rerun_stays_stopped(experiment, tmp_path):
     # lr 0 keeps every val_loss equal to the first: no improvement after epoch 1.
     config = experiment("early", n_epochs=10, early_stopping_patience=2, mutate=lambda c: c["optimizer"].update(lr=0.0))
     state = run_experiment(config, tmp_path, RunOptions(seed=3)).state
     assert (state.epoch, state.best_epoch) == (3, 1)
     assert run_experiment(config, tmp_path, RunOptions(seed=3)).state.epoch == 3
-
-
-def test_save_every_and_last_n_keep_the_right_epoch_files(experiment, tmp_path):
-    config = experiment("retention", n_epochs=5, save_every_n_epochs=2, save_last_n_models=2)
-    run_experiment(config, tmp_path, RunOptions(seed=4))
-    kept = sorted(p.name for p in (tmp_path / "retention").glob("model_epoch*.pth"))
-    assert kept == ["model_epoch2.pth", "model_epoch4.pth", "model_epoch5.pth"]
-    assert ckpt.load_checkpoint(tmp_path / "retention/model_epoch4.pth")["epoch"] == 4
-
-
-def test_reduce_lr_on_plateau_steps_on_val_loss(experiment, tmp_path):
-    def plateau(config):
-        config["optimizer"]["lr"] = 0.0
-        config["scheduler"] = {"name": "ReduceLROnPlateau", "patience": 0, "factor": 0.5}
-
-    run_experiment(experiment("plateau", n_epochs=3, mutate=plateau), tmp_path, RunOptions(seed=1))
-    state = ckpt.load_checkpoint(tmp_path / "plateau/model.pth")
-    assert state["scheduler"]["num_bad_epochs"] == 0 and state["scheduler"]["best"] < float("inf")
-    assert state["scheduler"]["last_epoch"] == 3
 
 
 def test_without_validation_the_training_loss_is_monitored(experiment, tmp_path):
@@ -149,37 +117,59 @@ def test_dynunet_deep_supervision_trains_with_a_loss_over_all_heads(experiment, 
     assert ((log["loss"] > 0) & (log["loss"] <= 1.0)).all()
 
 
-def test_deep_supervision_loss_weights_the_heads_halving_and_summing_to_one():
-    from unet3d.config.schema import NamedSpec
-    from unet3d.losses import build_loss, deep_supervision_weights
+def test_training_log_dice_scores_the_nested_decoding(hard_cases):
+    """validate(): an inner channel firing everywhere scores as the decoded label map does (inside the whole tumour),
+    not as the channel alone would."""
+    folder, entries = hard_cases
+    config = parse_config(nested_config(entries, 3, 4, [2, 1, 4], desired_shape=[16, 16, 16], resample=True), folder)
+    from unet3d.data.datasets import case_items
+    from unet3d.data.transforms import build_transforms
 
-    assert deep_supervision_weights(3) == pytest.approx([4 / 7, 2 / 7, 1 / 7])
-    spec = NamedSpec("DiceLoss", {"sigmoid": True})
-    plain, deep = build_loss(spec), build_loss(spec, deep_supervision_heads=2)
-    torch.manual_seed(0)
-    heads = torch.randn(2, 2, 3, 8, 8, 8)  # (batch, heads, channels, *spatial), as DynUNet returns while training
-    target = (torch.rand(2, 3, 8, 8, 8) > 0.5).float()
-    expected = 2 / 3 * plain(heads[:, 0], target) + 1 / 3 * plain(heads[:, 1], target)
-    assert deep(heads, target) == pytest.approx(float(expected), rel=1e-5)
-    assert deep(heads[:, 0], target) == pytest.approx(float(plain(heads[:, 0], target)))
+    transform = build_transforms(config.dataset, with_label=True, softmax=False, augment=False)
+    dataset = Dataset(case_items(config.groups["training"], with_label=True), transform)
+    parts = SimpleNamespace(
+        network=Undertrained(),
+        val_loader=DataLoader(dataset, batch_size=2),
+        inferer=SimpleInferer(),
+        eval_loss=build_loss(config.loss),
+        activation="sigmoid",
+        groups=BRATS,
+        channel_names=region_names(BRATS),
+        amp_dtype=None,
+    )
+    row = validate(parts, CPU)
+    expected = {name: [] for name in region_names(BRATS)}
+    for item in dataset:
+        probabilities = torch.sigmoid(Undertrained()(item["image"][None]))[0]
+        truth = item["label"].bool()
+        inside = torch.ones_like(truth[0])
+        for index, name in enumerate(region_names(BRATS)):
+            inside = inside & (probabilities[index] > 0.5)
+            total = inside.sum() + truth[index].sum()
+            expected[name].append(float(2 * (inside & truth[index]).sum() / total) if total else 1.0)
+    for name, values in expected.items():
+        assert row[f"val_dice_{name}"] == pytest.approx(np.mean(values), abs=1e-5)
+    alone = torch.sigmoid(Undertrained()(dataset[0]["image"][None]))[0, 1] > 0.5
+    assert alone.all()  # the channel alone would have claimed the whole volume as tumour core
 
 
-def test_pretrained_weights_initialise_a_new_run(experiment, tmp_path):
-    source = experiment("source", n_epochs=1)
-    run_experiment(source, tmp_path, RunOptions(seed=1))
-    target = experiment("target", n_epochs=1, mutate=lambda c: c["optimizer"].update(lr=0.0))
-    run_experiment(target, tmp_path, RunOptions(seed=9, pretrained_model_filename=tmp_path / "source/model.pth"))
-    a, b = weights(tmp_path / "source/model.pth"), weights(tmp_path / "target/model.pth")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+def test_gradient_clipping_bounds_every_update(experiment, tmp_path):
+    def sgd(config):
+        config["optimizer"] = {"name": "SGD", "lr": 1.0}
+        config["scheduler"] = None
 
+    config = experiment("clip", n_epochs=1, gradient_clip=1e-3, mutate=sgd, log_every_n_iterations=1)
+    run_experiment(config, tmp_path, RunOptions(seed=1, n_examples=0))
+    # The initial weights are the seeded ones: rebuild them to measure the total update of 2 iterations.
+    from unet3d.config.load import load_config
+    from unet3d.models import build_model
 
-def test_compiled_channels_last_network_trains_to_the_same_losses(experiment, tmp_path):
-    plain = experiment("plain", n_epochs=1)
-    fast = experiment("fast", n_epochs=1, compile=True, channels_last=True)
-    run_experiment(plain, tmp_path, RunOptions(seed=3))
-    run_experiment(fast, tmp_path, RunOptions(seed=3))
-    a, b = (pd.read_csv(tmp_path / name / LOG_FILENAME) for name in ("plain", "fast"))
-    assert b["loss"].iloc[0] == pytest.approx(a["loss"].iloc[0], rel=1e-3)
-    assert b["val_loss"].iloc[0] == pytest.approx(a["val_loss"].iloc[0], rel=1e-3)
-    state = ckpt.load_checkpoint(tmp_path / "fast/model.pth")
-    assert not any(k.startswith("_orig_mod") for k in state["model"]), "checkpoints hold the bare network's names"
+    torch.manual_seed(1)
+    initial = build_model(load_config(config).model)
+    trained = build_model(load_config(config).model)
+    trained.load_state_dict(ckpt.model_state(ckpt.load_checkpoint(tmp_path / "clip/model.pth")))
+    # Over the parameters, not the state dict: DynUNet's state dict lists some tensors under two names.
+    pairs = zip(initial.parameters(), trained.parameters(), strict=True)
+    change = torch.sqrt(sum(((b.detach() - a.detach()).double() ** 2).sum() for a, b in pairs))
+    assert 1e-4 < float(change) <= 2 * 1e-3 * 1.01  # two iterations of at most lr * clip each
+    assert "epoch 1 iteration 2 | loss" in (tmp_path / "clip/train.log").read_text()

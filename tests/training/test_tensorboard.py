@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import sys
 
 import pandas as pd
 import pytest
 
-from unet3d.errors import ConfigError
 from unet3d.experiment.run import run_experiment
 from unet3d.training.history import LOG_FILENAME
 from unet3d.training.run import RunOptions
@@ -93,17 +91,3 @@ def test_switching_it_on_for_an_extension_replays_the_earlier_epochs(experiment,
     )
     assert [step for step, _ in read_events(tmp_path / "tb_late")["loss/train"]] == [1, 2]
     assert_mirrors_the_log(tmp_path / "tb_late")
-
-
-def test_a_missing_tensorboard_package_stops_the_run_before_any_work(experiment, tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "tensorboard", None)  # `import tensorboard` now raises ImportError
-    monkeypatch.delitem(sys.modules, "torch.utils.tensorboard", raising=False)
-    with pytest.raises(ConfigError) as error:
-        run_experiment(experiment("tb_missing", tensorboard=True), tmp_path, RunOptions(seed=3))
-    message = str(error.value)
-    assert message == "training.tensorboard: true needs the tensorboard package; pip install 'unet3d[tensorboard]'"
-    assert "\n" not in message
-    assert not (tmp_path / "tb_missing").exists()
-    # Without the key the same environment trains.
-    run_experiment(experiment("tb_off", n_epochs=1), tmp_path, RunOptions(seed=3))
-    assert not (tmp_path / "tb_off" / TENSORBOARD_DIRNAME).exists()

@@ -1,66 +1,26 @@
-"""Tests for the config schema (unet3d/config/schema.py) and the config loader (unet3d/config/load.py)."""
+"""The config loader (unet3d/config/load.py): sections, legacy keys, per-split dataset blocks, paths and file lists,
+cases, overrides, config files."""
+
+from __future__ import annotations
 
 import copy
 import json
 import os
 import pickle
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from unet3d.config.load import apply_overrides, load_config, parse_cases, parse_config
-from unet3d.config.schema import (
-    CrossValidationConfig,
-    DatasetConfig,
-    TrainingConfig,
-    reference_markdown,
-)
+from tests.config.conftest import base_config, error_of, parse
+from tests.conftest import Payload, config
+from unet3d.config.load import apply_overrides, load_config, parse_cases
 from unet3d.errors import ConfigError
 
-NPY_BUG = (
-    "BUG: unet3d/config/load.py load_npy_list calls np.lib.format._read_array_header, which does not exist in "
-    "numpy 2.4 (moved to numpy.lib._format_impl): every .npy file list raises AttributeError instead of loading"
-)
-CASE_ID_BUG = (
-    "BUG: unet3d/config/load.py _disambiguate_ids prefixes every colliding id with its folder, including ids the "
-    "user gave explicitly with 'case_id' (docstring: only derived ids get the prefix)"
-)
+BRATS = [2, 1, 4]
 
 
-def base_config(**extra):
-    return {
-        "model": {"name": "UNet", "spatial_dims": 3},
-        "optimizer": {"name": "Adam", "lr": 1e-3},
-        "loss": {"name": "DiceLoss", "sigmoid": True},
-        **extra,
-    }
-
-
-def parse(data, base=Path("/data")):
-    return parse_config(data, base=base)
-
-
-def error_of(data, base=Path("/data")):
-    with pytest.raises(ConfigError) as info:
-        parse(data, base)
-    return str(info.value)
-
-
-# --- unknown sections and keys -------------------------------------------------------------------------------------
-
-
-def test_minimal_config_gets_defaults():
-    config = parse(base_config())
-    assert config.model.name == "UNet"
-    assert config.model.kwargs == {"spatial_dims": 3}
-    assert config.optimizer.kwargs == {"lr": 1e-3}
-    assert config.training.n_epochs == 1000
-    assert config.dataset.name == "SegmentationDataset"
-    assert config.cross_validation is None
-    assert config.scheduler is None
-    assert config.groups == {}
+# --- sections ---------------------------------------------------------------------------------------------------------
 
 
 def test_unknown_section_named_with_suggestion():
@@ -76,84 +36,6 @@ def test_unknown_section_without_close_match_has_no_suggestion():
     assert "did you mean" not in message
 
 
-@pytest.mark.parametrize(
-    ("section", "key", "expected"),
-    [
-        ("training", "n_epoch", "n_epochs"),
-        ("dataset", "desired_shap", "desired_shape"),
-        ("training", "batchsize", "batch_size"),
-        ("cross_validation", "n_fold", "n_folds"),
-    ],
-)
-def test_unknown_key_in_section_suggests_closest(section, key, expected):
-    message = error_of(base_config(**{section: {key: 3}}))
-    assert message.startswith(f"{section}.{key}: unknown key")
-    assert f"did you mean '{expected}'" in message
-
-
-# --- wrong types and impossible values -----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("section", "key", "value", "prefix"),
-    [
-        ("training", "n_epochs", "10", "training.n_epochs: expected an integer"),
-        ("training", "n_epochs", 10.0, "training.n_epochs: expected an integer"),
-        ("training", "batch_size", True, "training.batch_size: expected an integer"),
-        ("dataset", "desired_shape", [32, "a"], "dataset.desired_shape: expected a list"),
-        ("dataset", "setup_label_hierarchy", "yes", "dataset.setup_label_hierarchy: expected true/false"),
-        ("dataset", "cache", "ram", "dataset.cache: expected 'auto'"),
-        ("training", "amp", "fp8", "training.amp: expected true/false or 'fp16' or 'bf16'"),
-        ("dataset", "normalization_kwargs", [1], "dataset.normalization_kwargs: expected an object"),
-    ],
-)
-def test_wrong_type_message_starts_with_json_path(section, key, value, prefix):
-    message = error_of(base_config(**{section: {key: value}}))
-    assert message.startswith(prefix), message
-    assert repr(value) in message
-
-
-def test_section_that_is_not_an_object():
-    assert error_of(base_config(training=[1])).startswith("training: expected an object")
-
-
-@pytest.mark.parametrize(
-    ("section", "key", "value", "prefix"),
-    [
-        ("training", "n_epochs", 0, "training.n_epochs: must be at least 1"),
-        ("training", "batch_size", -2, "training.batch_size: must be at least 1"),
-        ("dataset", "foreground_percentile", 1.5, "dataset.foreground_percentile: must be at most 1"),
-        ("dataset", "foreground_percentile", -0.1, "dataset.foreground_percentile: must be at least 0"),
-        ("dataset", "desired_shape", [32, 0, 32], "dataset.desired_shape: must be at least 1"),
-        ("cross_validation", "n_folds", 1, "cross_validation.n_folds: must be at least 2"),
-    ],
-)
-def test_impossible_values(section, key, value, prefix):
-    assert error_of(base_config(**{section: {key: value}})).startswith(prefix)
-
-
-def test_boundary_values_accepted():
-    config = parse(
-        base_config(
-            training={"n_epochs": 1, "test_input": 0},
-            dataset={"foreground_percentile": 1, "desired_shape": [1, 1, 1]},
-        )
-    )
-    assert config.training.n_epochs == 1
-    assert config.training.test_input == 0
-    assert config.dataset.foreground_percentile == 1
-    assert config.dataset.desired_shape == [1, 1, 1]
-
-
-def test_dataset_name_must_be_a_choice():
-    message = error_of(base_config(dataset={"name": "SegmentationDatasetPersistant"}))
-    assert message.startswith("dataset.name: must be one of")
-    assert "'SegmentationDataset'" in message
-    assert "did you mean 'SegmentationDatasetPersistent'" in message
-    config = parse(base_config(dataset={"name": "SegmentationDatasetPersistent"}))
-    assert config.dataset.name == "SegmentationDatasetPersistent"
-
-
 @pytest.mark.parametrize("section", ["model", "optimizer", "loss"])
 def test_missing_required_section(section):
     data = base_config()
@@ -163,30 +45,7 @@ def test_missing_required_section(section):
     assert "required" in message
 
 
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        ({"lr": 1}, "model: missing 'name'"),
-        ("UNet", "model: expected an object with a 'name'"),
-        ({"name": 3}, "model.name: expected a string"),
-    ],
-)
-def test_named_section_shape(value, expected):
-    data = base_config()
-    data["model"] = value
-    assert error_of(data).startswith(expected)
-
-
-def test_augmentations_become_named_specs():
-    config = parse(base_config(dataset={"spatial_augmentations": [{"name": "RandFlipd", "prob": 0.5}]}))
-    (spec,) = config.dataset.spatial_augmentations
-    assert spec.name == "RandFlipd"
-    assert spec.kwargs == {"prob": 0.5}
-    message = error_of(base_config(dataset={"spatial_augmentations": [{"prob": 0.5}]}))
-    assert message.startswith("dataset.spatial_augmentations[0]: missing 'name'")
-
-
-# --- legacy cross_validation ---------------------------------------------------------------------------------------
+# --- legacy cross_validation ------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("value", [{"folds": 3, "seed": 7}, [{"folds": 3, "seed": 7}]])
@@ -221,7 +80,34 @@ def test_legacy_and_new_spelling_together_is_an_error(value):
         parse(base_config(cross_validation=value))
 
 
-# --- paths ---------------------------------------------------------------------------------------------------------
+# --- per-split dataset blocks -----------------------------------------------------------------------------------------
+
+
+def test_validation_block(data):
+    directory, entries = data
+    parsed = config(directory, entries, labels=BRATS, crop_foreground=False, validation={"crop_foreground": True})
+    assert parsed.dataset_for("validation").crop_foreground is True
+    assert parsed.dataset_for("training").crop_foreground is False
+
+
+@pytest.mark.parametrize("key", ["name", "training", "validation"])
+def test_split_block_refuses_name_and_nesting(data, key):
+    directory, entries = data
+    value = "SegmentationDatasetPersistent" if key == "name" else {"desired_shape": [8, 8, 8]}
+    with pytest.raises(ConfigError) as info:  # when the config is loaded, before anything runs
+        config(directory, entries, labels=BRATS, training={key: value})
+    assert f"dataset.training.{key}" in str(info.value)
+
+
+def test_split_block_unknown_key_names_the_path(data):
+    directory, entries = data
+    with pytest.raises(ConfigError) as info:
+        config(directory, entries, labels=BRATS, validation={"desired_shap": [8, 8, 8]})
+    assert "dataset.validation.desired_shap" in str(info.value)
+    assert "desired_shape" in str(info.value)
+
+
+# --- paths and file lists ---------------------------------------------------------------------------------------------
 
 
 def write_config(folder, data):
@@ -291,20 +177,6 @@ def test_npy_file_list_loads(tmp_path):
     assert [first.case_id, second.case_id] == ["a_t1", "b_t1"]
 
 
-def _touch(path):
-    Path(path).write_text("code ran")
-
-
-class Payload:
-    """Unpickling an instance calls _touch(marker): a stand-in for arbitrary code."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return _touch, (self.marker,)
-
-
 def test_malicious_payload_runs_code_when_loaded_naively(tmp_path):
     # Guard for the two tests below: the payload really does execute when unpickled without restriction.
     marker = tmp_path / "marker"
@@ -367,7 +239,7 @@ def test_missing_npy_list_is_a_config_error(tmp_path):
         parse(base_config(training_filenames="missing.npy"), base=tmp_path)
 
 
-# --- cases ---------------------------------------------------------------------------------------------------------
+# --- cases ------------------------------------------------------------------------------------------------------------
 
 
 def ids(entries):
@@ -448,7 +320,7 @@ def test_malformed_cases(entry, match):
         ids([entry])
 
 
-# --- overrides, file safety, JSON errors, reference ----------------------------------------------------------------
+# --- overrides and config files ---------------------------------------------------------------------------------------
 
 
 def test_apply_overrides_sets_nested_keys_without_mutating_input():
@@ -520,52 +392,3 @@ def test_top_level_must_be_an_object(tmp_path):
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match=r"nope\.json"):
         load_config(tmp_path / "nope.json")
-
-
-@pytest.mark.parametrize(
-    ("section", "record"),
-    [("dataset", DatasetConfig), ("training", TrainingConfig), ("cross_validation", CrossValidationConfig)],
-)
-def test_reference_markdown_has_a_row_per_field(section, record):
-    rows = reference_markdown().splitlines()
-    for f in fields(record):
-        matching = [r for r in rows if r.startswith(f"| `{section}.{f.name}` |")]
-        assert len(matching) == 1, f"{section}.{f.name}"
-        assert f.metadata["doc"] in matching[0]
-
-
-def test_reference_markdown_lists_named_sections_and_required_ones():
-    rows = reference_markdown().splitlines()
-    assert "| `model` | object | required |" in "\n".join(rows)
-    assert any(r.startswith("| `scheduler` | object | none |") for r in rows)
-    assert any(r.startswith("| `training.n_epochs` | an integer | `1000` |") for r in rows)
-
-
-def test_every_problem_of_a_config_is_reported_at_once_with_its_json_path(tmp_path):
-    from unet3d.config.load import load_config as load
-    from unet3d.errors import ConfigError as Error
-
-    config = {
-        "model": {"name": "UNet"},
-        "loss": {"name": "DiceLoss"},
-        "optimizer": {"name": "Adam", "lr": float("inf")},
-        "dataset": {"desired_shape": "32", "foreground_percentile": 2.0},
-        "training": {"n_epoch": 5, "batch_size": 0},
-        "cluster": {"partition": "gpu\nid"},
-        "augmentation": {},
-    }
-    path = tmp_path / "many.json"
-    path.write_text(json.dumps(config))
-    with pytest.raises(Error) as raised:
-        load(path)
-    lines = str(raised.value).splitlines()
-    assert [line.split(":")[0] for line in lines] == [
-        "optimizer.lr",
-        "augmentation",
-        "dataset.desired_shape",
-        "dataset.foreground_percentile",
-        "training.n_epoch",
-        "training.batch_size",
-        "cluster.partition",
-    ]
-    assert "did you mean 'n_epochs'" in lines[4]

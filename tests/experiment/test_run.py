@@ -1,5 +1,5 @@
-"""2D pictures end to end with several classes: grayscale PNG images and masks of 0/1/2, a softmax UNet, and
-predictions written back as PNG masks of each picture's size with the same label values."""
+"""The library entry point behind unet3d-train (unet3d/experiment/run.py): machine configs, the options that need a
+cross-validation, and 2D pictures end to end."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
 
-from unet3d.experiment.run import run_experiment
+from unet3d.errors import ConfigError
+from unet3d.experiment.run import read_machine_config, run_experiment
 from unet3d.training.run import RunOptions
 
 
@@ -58,3 +60,31 @@ def test_multi_class_pictures_train_and_come_back_as_png_masks(tmp_path: Path):
     metrics = pd.read_csv(result.work_dir / "validation" / "metrics.csv").set_index("case_id")
     assert {"dice_1", "dice_2", "hd95_1", "hd95_2"} <= set(metrics.columns)
     assert metrics.loc["mean", ["dice_1", "dice_2"]].between(0, 1).all()
+
+
+def test_a_machine_config_is_read_with_its_keys_and_types_checked(tmp_path):
+    path = tmp_path / "machine.json"
+    good = {"n_workers": 4, "n_gpus": 0, "pin_memory": False, "use_multiprocessing": True}
+    path.write_text(json.dumps(good))
+    assert read_machine_config(path) == good
+    known = "n_workers, n_gpus, pin_memory, use_multiprocessing"
+    for data, message in [
+        ({"n_gpu": 2}, f"unknown machine config key 'n_gpu' (known: {known})"),
+        ({"n_workers": -1}, "n_workers must be a non-negative integer"),
+        ({"n_gpus": True}, "n_gpus must be a non-negative integer"),
+        ({"pin_memory": 1}, "pin_memory must be a boolean"),
+    ]:
+        path.write_text(json.dumps(data))
+        with pytest.raises(ConfigError) as raised:
+            read_machine_config(path)
+        assert str(raised.value) == f"{path}: {message}"
+
+
+@pytest.mark.parametrize("option", [{"folds": [1]}, {"setup_crossval_only": True}, {"summary_only": True}])
+def test_cross_validation_options_without_a_cross_validation_section_are_refused(experiment, tmp_path, option):
+    with pytest.raises(ConfigError) as raised:
+        run_experiment(experiment("single"), tmp_path, RunOptions(seed=1), **option)
+    assert str(raised.value) == (
+        "cross_validation: --fold, --setup_crossval_only and --summary need a cross_validation section"
+    )
+    assert not (tmp_path / "single" / "model.pth").exists()

@@ -1,0 +1,38 @@
+"""What a run is assembled from (unet3d/training/components.py): the compiled channels-last network and a fixed
+number of iterations per epoch."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from unet3d import checkpoint as ckpt
+from unet3d.experiment.run import run_experiment
+from unet3d.training.history import LOG_FILENAME
+from unet3d.training.run import RunOptions
+
+
+def test_compiled_channels_last_network_trains_to_the_same_losses(experiment, tmp_path):
+    plain = experiment("plain", n_epochs=1)
+    fast = experiment("fast", n_epochs=1, compile=True, channels_last=True)
+    run_experiment(plain, tmp_path, RunOptions(seed=3))
+    run_experiment(fast, tmp_path, RunOptions(seed=3))
+    a, b = (pd.read_csv(tmp_path / name / LOG_FILENAME) for name in ("plain", "fast"))
+    assert b["loss"].iloc[0] == pytest.approx(a["loss"].iloc[0], rel=1e-3)
+    assert b["val_loss"].iloc[0] == pytest.approx(a["val_loss"].iloc[0], rel=1e-3)
+    state = ckpt.load_checkpoint(tmp_path / "fast/model.pth")
+    assert not any(k.startswith("_orig_mod") for k in state["model"]), "checkpoints hold the bare network's names"
+
+
+def test_fixed_iterations_per_epoch(experiment, tmp_path):
+    def poly(config):
+        config["scheduler"] = {
+            "name": "LinearLR",
+            "start_factor": 1.0,
+            "end_factor": 0.5,
+            "total_iters": 100,
+            "step": "iteration",
+        }
+
+    run_experiment(experiment("iters", n_epochs=2, iterations_per_epoch=3, mutate=poly), tmp_path, RunOptions(seed=1))
+    assert ckpt.load_checkpoint(tmp_path / "iters/model.pth")["scheduler"]["last_epoch"] == 6
