@@ -79,7 +79,7 @@ def build_model(spec: NamedSpec) -> torch.nn.Module:
     cls = lookup("model", spec.name, "model.name")
     try:
         return cls(**spec.kwargs)
-    except (TypeError, ValueError, AssertionError) as error:
+    except (TypeError, ValueError, AssertionError, NotImplementedError) as error:
         raise ConfigError(f"model: {spec.name}: {error}") from None
 
 

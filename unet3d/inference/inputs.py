@@ -17,7 +17,8 @@ log = logging.getLogger("unet3d")
 
 def modality_suffixes(config: Config) -> list[str]:
     """How the config's cases name their modalities: the end of each image file name after the case's common
-    prefix, e.g. ['_flair.nii.gz', '_t1.nii.gz', ...] for BraTS, ['_0000.nii.gz', ...] for nnU-Net-style names."""
+    prefix (cut back to its last separator, which stays in the prefix), e.g. ['flair.nii.gz', 't1.nii.gz', ...] for
+    BraTS, ['0000.nii.gz', ...] for nnU-Net-style names."""
     for group in ("training", "validation", *sorted(config.groups)):
         for case in config.groups.get(group, []):
             names = [p.name for p in case.images]
