@@ -22,6 +22,10 @@ class CheckpointError(UserError):
     """A checkpoint is missing, unreadable, or does not fit the model that the config builds."""
 
 
+class DeviceUnavailable(UserError):
+    """A device was asked for (--device, training.device) that torch does not see on this machine."""
+
+
 class TrainingDiverged(UserError):
     """The loss or the weights became NaN or infinite; the last finite checkpoint is kept as the resume point."""
 

@@ -97,8 +97,15 @@ class TrainingConfig:
         1,
         minimum=1,
     )
+    device: Literal["auto", "cpu", "cuda", "npu", "xpu", "mps"] = doc(
+        "Where unet3d-train trains and predicts the held-out cases: 'auto' takes torch's accelerator (CUDA, Ascend "
+        "NPU, Intel XPU, Apple MPS) when it has a device, else the CPU (logged); a named device that is absent is an "
+        "error. --device overrides it.",
+        "auto",
+    )
     amp: bool | Literal["fp16", "bf16"] = doc(
-        "Mixed precision on CUDA: true/'fp16' (with a gradient scaler) or 'bf16'; ignored with a warning on CPU.",
+        "Mixed precision on an accelerator: true/'fp16' (with a gradient scaler) or 'bf16'; ignored with a warning on "
+        "the CPU.",
         False,
     )
     early_stopping_patience: int | None = doc(
@@ -171,7 +178,10 @@ class ClusterConfig:
     """The `cluster` section: resources of the SLURM array job written by --setup_crossval_only."""
 
     gpus: int = doc(
-        "GPUs per node of a fold task (--gres=gpu:N); over 1, the fold trains under torchrun (DDP).", 1, minimum=0
+        "Devices (GPUs, NPUs) per node of a fold task: --gres=gpu:N, or npu:N with training.device 'npu'; over 1, "
+        "the fold trains under torchrun (DDP).",
+        1,
+        minimum=0,
     )
     nodes: int = doc(
         "Nodes per fold task; over 1, `srun torchrun` with a c10d rendezvous on the first node.", 1, minimum=1

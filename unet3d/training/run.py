@@ -29,7 +29,8 @@ log = logging.getLogger("unet3d")
 class RunOptions:
     """Settings of a run that are not part of the experiment (where and how it executes)."""
 
-    n_gpus: int | None = None
+    n_devices: int | None = None  # devices of the config's training.device kind (None: all; 0: the CPU)
+    dist_backend: str | None = None  # torch.distributed backend under torchrun (None: by device)
     n_workers: int = 0
     thread_workers: bool = False
     pin_memory: bool = False
@@ -105,7 +106,14 @@ def train_model(
     """Train (or resume, or extend) the model of `config` in `work_dir`. The config must have passed preflight.
     `full_validation` scores whole validation volumes during training (see `fit`)."""
     work_dir.mkdir(parents=True, exist_ok=True)
-    runtime = resolve_runtime(options.n_gpus, options.n_workers, options.pin_memory, options.thread_workers)
+    runtime = resolve_runtime(
+        options.n_devices,
+        options.n_workers,
+        options.pin_memory,
+        options.thread_workers,
+        config.training.device,
+        options.dist_backend,
+    )
     with file_log(work_dir / "train.log") if runtime.is_main else quiet_log():
         seed = broadcast_from_main(choose_seed(config, options, work_dir), runtime)
         use_deterministic_algorithms(config.training.deterministic)
