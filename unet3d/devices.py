@@ -48,8 +48,8 @@ KINDS: dict[str, DeviceKind] = {
     ),
     "npu": DeviceKind(
         "hccl",
-        "the torch_npu package (pip install torch-npu, the version made for this torch) with Huawei's CANN toolkit on "
-        "an Ascend machine",
+        "the torch_npu package (pip install torch-npu, the version made for this torch; torch loads it by itself "
+        "unless TORCH_DEVICE_BACKEND_AUTOLOAD=0) with Huawei's CANN toolkit on an Ascend machine",
         HALF,
         True,
         "npu",
