@@ -40,8 +40,8 @@ class Busy(Exception):
 
 
 def out_of_memory(error: BaseException) -> bool:
-    """Whether an exception means the process ran out of memory (CPU: MemoryError or torch's allocator; GPU:
-    torch.OutOfMemoryError, a RuntimeError)."""
+    """Whether an exception means the process ran out of memory (CPU: MemoryError or torch's allocator; CUDA:
+    torch.OutOfMemoryError, a RuntimeError; other accelerators: a RuntimeError saying 'out of memory')."""
     if isinstance(error, MemoryError):
         return True
     message = str(error).lower()

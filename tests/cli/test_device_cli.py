@@ -55,18 +55,8 @@ def test_setup_only_writes_scripts_for_a_device_that_the_cluster_has(experiment,
 
 def test_predict_refuses_an_absent_device(trained_cv, tmp_path):
     _, work, folder = trained_cv
-    result = run_cli(
-        "predict",
-        "--model_dirs",
-        str(work),
-        "--input",
-        str(folder / "extra"),
-        "--output_directory",
-        str(tmp_path / "out"),
-        "--device",
-        ABSENT,
-    )
-    assert_refused(result)
+    cases = ["--model_dirs", str(work), "--input", str(folder / "extra"), "--output_directory", str(tmp_path / "out")]
+    assert_refused(run_cli("predict", *cases, "--device", ABSENT))
     assert not (tmp_path / "out").exists()
 
 

@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the --nthreads loader workers as threads of the training process instead of processes (no copy "
         "of the in-memory cache per worker)",
     )
-    parser.add_argument("--pin_memory", action="store_true", help="pin loader memory for faster GPU transfers")
+    parser.add_argument("--pin_memory", action="store_true", help="pin loader memory for faster copies to the device")
     parser.add_argument(
         "--machine_config_filename",
         type=Path,

@@ -98,15 +98,12 @@ class TrainingConfig:
         minimum=1,
     )
     device: Literal["auto", "cpu", "cuda", "npu", "xpu", "mps"] = doc(
-        "Where unet3d-train trains and predicts the held-out cases: 'auto' takes torch's accelerator (CUDA, Ascend "
-        "NPU, Intel XPU, Apple MPS) when it has a device, else the CPU (logged); a named device that is absent is an "
-        "error. --device overrides it.",
+        "Where unet3d-train runs: 'auto' takes torch's accelerator (CUDA, Ascend NPU, Intel XPU, Apple MPS) when it "
+        "has a device, else the CPU (logged); an absent named device is an error. --device overrides it.",
         "auto",
     )
     amp: bool | Literal["fp16", "bf16"] = doc(
-        "Mixed precision on an accelerator: true/'fp16' (with a gradient scaler) or 'bf16'; ignored with a warning on "
-        "the CPU.",
-        False,
+        "Mixed precision on an accelerator: true/'fp16' (with a gradient scaler) or 'bf16'; ignored on the CPU.", False
     )
     early_stopping_patience: int | None = doc(
         "Stop after this many epochs without a new best val_loss (null: never).", None, minimum=1
@@ -178,8 +175,7 @@ class ClusterConfig:
     """The `cluster` section: resources of the SLURM array job written by --setup_crossval_only."""
 
     gpus: int = doc(
-        "Devices (GPUs, NPUs) per node of a fold task: --gres=gpu:N, or npu:N with training.device 'npu'; over 1, "
-        "the fold trains under torchrun (DDP).",
+        "Devices per node of a fold task (--gres=gpu:N; npu:N for training.device 'npu'); over 1, torchrun (DDP).",
         1,
         minimum=0,
     )
