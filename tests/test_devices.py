@@ -1,10 +1,21 @@
 """Device choice through torch.accelerator, with the accelerator API stubbed: NPU, XPU, MPS and CUDA as torch would
-report them on such machines (this machine has none), and the CPU as it is."""
+report them on such machines (this machine has none), and the CPU as it is.
+
+`npu` is no device name torch knows until torch_npu renames its privateuse1 backend, which cannot be undone in a
+process (torch would then take itself for an NPU build): the NPU runtime is checked in a child process
+(`npu_scenario`); in this process an NPU accelerator is a stand-in with only its type.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import subprocess
+import sys
 import typing
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -30,9 +41,7 @@ def accelerator(monkeypatch):
     chosen: list[torch.device] = []
 
     def install(kind: str | None, count: int = 1) -> list[torch.device]:
-        if kind == "npu" and torch._C._get_privateuse1_backend_name() == "privateuseone":
-            torch.utils.rename_privateuse1_backend("npu")  # what torch_npu does when torch loads it
-        built = None if kind is None else torch.device(kind)
+        built = None if kind is None else torch.device(kind) if kind != "npu" else SimpleNamespace(type="npu")
 
         def current(check_available: bool = False) -> torch.device | None:
             return None if built is None or (check_available and count == 0) else built
@@ -62,7 +71,7 @@ def torchrun(monkeypatch):
     return set_world
 
 
-@pytest.mark.parametrize("kind", ["cuda", "npu", "xpu", "mps"])
+@pytest.mark.parametrize("kind", ["cuda", "xpu", "mps"])  # npu: npu_scenario
 def test_auto_takes_the_current_accelerator_and_a_named_one_is_itself(accelerator, kind):
     accelerator(kind, count=8 if kind != "mps" else 1)
     assert device_type("auto") == kind
@@ -121,14 +130,61 @@ def test_the_process_group_backend_follows_the_device_and_can_be_overridden(kind
 
 
 def test_under_torchrun_each_rank_takes_its_device_and_joins_with_the_device_backend(accelerator, torchrun):
-    chosen = accelerator("npu", 8)
-    joined = torchrun(rank=3, world_size=8)
-    runtime = resolve_runtime(8, 0, pin_memory=True, device="npu")
-    assert runtime.device == torch.device("npu", 3) and chosen == [torch.device("npu", 3)]
-    assert runtime.distributed and runtime.rank == 3 and runtime.backend == "hccl"
-    assert joined == [{"backend": "hccl"}]
-    assert resolve_runtime(8, 0, pin_memory=False, device="npu", dist_backend="gloo").backend == "gloo"
+    chosen = accelerator("cuda", 4)
+    joined = torchrun(rank=3, world_size=4)
+    runtime = resolve_runtime(4, 0, pin_memory=True, device="cuda")
+    assert runtime.device == torch.device("cuda", 3) and chosen == [torch.device("cuda", 3)]
+    assert runtime.distributed and runtime.rank == 3 and runtime.backend == "nccl"
+    assert joined == [{"backend": "nccl"}]
+    assert resolve_runtime(4, 0, pin_memory=False, device="cuda", dist_backend="gloo").backend == "gloo"
     assert joined[-1] == {"backend": "gloo"}
+
+
+def npu_scenario() -> None:
+    """In a child process: torch as torch_npu leaves it on an eight-card Ascend machine (privateuse1 renamed 'npu',
+    torch.accelerator reporting 8 devices), this process torchrun's rank 3 of 8 with AMP. Prints what unet3d chose."""
+    torch.utils.rename_privateuse1_backend("npu")
+    npu = torch.device("npu")
+    chosen, joined = [], []
+    torch.accelerator.current_accelerator = lambda check_available=False: npu
+    torch.accelerator.is_available = lambda: True
+    torch.accelerator.device_count = lambda: 8
+    torch.accelerator.set_device_index = lambda device: chosen.append(str(device))
+    torch.distributed.is_initialized = lambda: False
+    torch.distributed.init_process_group = lambda **kwargs: joined.append(kwargs)
+    os.environ.update(RANK="3", LOCAL_RANK="3", WORLD_SIZE="8")
+    runtime = resolve_runtime(8, 0, pin_memory=True)
+    dtypes = [amp_dtype(amp, runtime.device) for amp in (True, "fp16", "bf16")]
+    seen = {
+        "auto": device_type("auto"),
+        "named": device_type("npu"),
+        "device": str(runtime.device),
+        "chosen": chosen,
+        "backend": runtime.backend,
+        "joined": joined,
+        "pin_memory": runtime.pin_memory,
+        "amp": [str(dtype) for dtype in dtypes],
+        "scaler": [grad_scaler(dtype, runtime.device).is_enabled() for dtype in dtypes],
+    }
+    print(json.dumps(seen))
+
+
+def test_on_eight_npus_rank_3_takes_npu_3_joins_over_hccl_and_scales_fp16_only():
+    root = Path(__file__).resolve().parents[1]
+    code = "from tests.test_devices import npu_scenario; npu_scenario()"
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1]) == {
+        "auto": "npu",
+        "named": "npu",
+        "device": "npu:3",
+        "chosen": ["npu:3"],
+        "backend": "hccl",
+        "joined": [{"backend": "hccl"}],
+        "pin_memory": True,
+        "amp": ["torch.float16", "torch.float16", "torch.bfloat16"],
+        "scaler": [True, True, False],
+    }
 
 
 def test_under_torchrun_more_ranks_than_devices_is_refused(accelerator, torchrun):
@@ -145,7 +201,7 @@ def test_under_torchrun_on_the_cpu_the_backend_is_gloo(accelerator, torchrun):
     assert runtime.device == torch.device("cpu") and runtime.backend == "gloo" and joined == [{"backend": "gloo"}]
 
 
-@pytest.mark.parametrize("kind", ["cuda", "npu", "xpu", "mps"])
+@pytest.mark.parametrize("kind", ["cuda", "xpu", "mps"])  # npu: npu_scenario
 def test_amp_dtype_and_gradient_scaler_per_device(accelerator, monkeypatch, kind):
     accelerator(kind, 1)
     device = torch.device(kind, 0)
@@ -182,7 +238,7 @@ def test_bf16_on_a_device_without_it_is_a_config_error(accelerator, monkeypatch)
     assert amp_dtype("fp16", torch.device("xpu", 0)) is torch.float16
 
 
-@pytest.mark.parametrize("kind", ["npu", "mps"])
+@pytest.mark.parametrize("kind", ["xpu", "mps"])
 def test_prediction_out_of_device_memory_finishes_the_case_on_the_cpu(accelerator, monkeypatch, caplog, kind):
     accelerator(kind, 1)
     emptied = []
