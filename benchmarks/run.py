@@ -16,7 +16,8 @@ sliding window <= 1.2x forward) and writes everything, with the machine's facts,
     python benchmarks/run.py --config_filename examples/brats_like/brats_like_config.json --nthreads 0
 
 `--brats_scale` instead benchmarks the brats2020 network (DynUNet 64-384, 6 levels) on synthetic 128^3 cases, with
-batch sizes 1 and 2 and AMP on and off; it needs a CUDA device (or --force). See benchmarks/README.md.
+batch sizes 1 and 2 and AMP on and off; it needs an accelerator (or --force). `--device` picks it as for
+unet3d-train; the throughput rows name the device they ran on. See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ from perf.window import sliding_window
 
 from unet3d.cli.common import EXIT_USER_ERROR, add_overrides_argument, run_command, setup_logging
 from unet3d.config.load import load_config, parse_assignments
+from unet3d.devices import DEVICE_CHOICES, empty_cache
 from unet3d.preflight import check_data, check_experiment
 from unet3d.runtime import (
     resolve_runtime,
@@ -78,13 +80,13 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
 def _benchmark(args: argparse.Namespace, stack: contextlib.ExitStack) -> dict[str, Any]:
     notes: list[str] = []
-    runtime = resolve_runtime(args.ngpus, args.nthreads, args.pin_memory, args.thread_workers)
+    runtime = resolve_runtime(args.n_devices, args.nthreads, args.pin_memory, args.thread_workers, args.device)
     device = runtime.device
     if args.brats_scale:
-        if device.type != "cuda" and not args.force:
+        if device.type == "cpu" and not args.force:
             raise SystemExit(
                 "--brats_scale trains the brats2020 network (DynUNet 64-384) on 128^3 volumes: minutes per step on a "
-                "CPU. It needs a CUDA device; add --force to run it here anyway."
+                "CPU. It needs an accelerator (CUDA, NPU, XPU, MPS); add --force to run it here anyway."
             )
         if args.data_dir is None:
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="unet3d_brats_scale_")))
@@ -113,7 +115,8 @@ def _benchmark(args: argparse.Namespace, stack: contextlib.ExitStack) -> dict[st
         "repeats": args.repeats,
         "nthreads": runtime.n_workers,
         "thread_workers": runtime.thread_workers,
-        "ngpus": runtime.n_gpus,
+        "device": str(device),
+        "n_devices": runtime.n_devices,
         "pin_memory": runtime.pin_memory,
         "batch_sizes": batch_sizes,
         "amp": [amp_label(a, device) for a in amps],
@@ -165,8 +168,7 @@ def _benchmark(args: argparse.Namespace, stack: contextlib.ExitStack) -> dict[st
                 results["variants"].append(variant)
                 del parts
                 gc.collect()
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
+                empty_cache(device)
     facts["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     if any(row.failed for row in rows):
         notes.append("some measurements failed: the error is in the table and under 'error' in the JSON")
@@ -213,7 +215,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--thread_workers", action="store_true", help="the --nthreads workers as threads (as unet3d-train)"
     )
-    parser.add_argument("--ngpus", type=int, default=None, help="GPUs to use (default: all; 0: the CPU)")
+    parser.add_argument(
+        "--device", choices=DEVICE_CHOICES, default="auto", help="where to measure, as unet3d-train --device"
+    )
+    parser.add_argument(
+        "--n_devices", "--ngpus", dest="n_devices", type=int, default=None, help="0: the CPU (default: the device)"
+    )
     parser.add_argument("--pin_memory", action="store_true", help="pinned loader memory (as unet3d-train)")
     parser.add_argument("--amp", choices=("on", "off", "both"), help="mixed precision (default: the config's)")
     parser.add_argument("--batch_size", type=int, nargs="+", help="one or more batch sizes (default: the config's)")

@@ -17,11 +17,12 @@ RANK = {
     # foundations: no unet3d imports, or only errors
     "errors": 0,
     "formats": 0,
-    "runtime": 0,
     "normalization": 0,  # unet3d's own intensity transforms, which the registry offers beside MONAI's
     "atomic": 1,
     "locking": 1,
     "registry": 1,
+    "devices": 1,  # the kinds of device, through torch.accelerator
+    "runtime": 2,  # this process's device, process group, seeds
     # config → data → building blocks
     "config": 2,
     "checkpoint": 2,

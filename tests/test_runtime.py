@@ -4,7 +4,6 @@ DistributedDataParallel under torchrun on the CPU (gloo, 2 processes)."""
 from __future__ import annotations
 
 import json
-import logging
 import random
 import subprocess
 import sys
@@ -19,8 +18,6 @@ from unet3d import checkpoint as ckpt
 from unet3d.runtime import (
     Runtime,
     all_reduce_mean,
-    amp_dtype,
-    autocast,
     banner,
     broadcast_from_main,
     is_main_process,
@@ -97,26 +94,10 @@ def test_torchrun_s_environment_gives_the_rank_and_the_world(monkeypatch):
 def test_outside_torchrun_a_run_without_gpus_is_one_cpu_process(monkeypatch):
     for name in TORCHRUN_VARIABLES:
         monkeypatch.delenv(name, raising=False)
-    runtime = resolve_runtime(n_gpus=0, n_workers=-2, pin_memory=True, thread_workers=True)
-    assert runtime == Runtime(torch.device("cpu"), n_gpus=0, n_workers=0, pin_memory=False, thread_workers=True)
+    runtime = resolve_runtime(n_devices=0, n_workers=-2, pin_memory=True, thread_workers=True)
+    assert runtime == Runtime(torch.device("cpu"), n_devices=0, n_workers=0, pin_memory=False, thread_workers=True)
     assert not runtime.distributed and runtime.is_main
     assert all_reduce_mean(0.25, runtime) == 0.25 and broadcast_from_main(7, runtime) == 7
-
-
-def test_mixed_precision_is_cuda_only_and_bf16_when_asked(caplog):
-    cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    assert amp_dtype("bf16", cuda) is torch.bfloat16
-    assert amp_dtype("fp16", cuda) is torch.float16 and amp_dtype(True, cuda) is torch.float16
-    assert amp_dtype(False, cuda) is None
-    caplog.set_level(logging.WARNING, logger="unet3d")
-    assert amp_dtype(True, cpu) is None
-    assert "training.amp is ignored on the CPU" in caplog.text
-    caplog.clear()
-    assert amp_dtype("bf16", cpu, warn=False) is None and caplog.text == ""
-    with autocast(None, cpu):
-        assert torch.ones(2, 2).matmul(torch.ones(2, 2)).dtype == torch.float32
-    with autocast(torch.bfloat16, cpu):
-        assert torch.ones(2, 2).matmul(torch.ones(2, 2)).dtype == torch.bfloat16
 
 
 def test_seeding_repeats_the_draws_of_python_numpy_and_torch():
@@ -136,5 +117,7 @@ def test_the_banner_names_the_versions_the_device_the_workers_and_the_seed():
     assert f"| torch {torch.__version__} | monai {monai.__version__} |" in line
     assert "| device CPU (" in line and "threads) x2 processes (DistributedDataParallel) |" in line
     assert line.endswith("| loader workers 2 (threads) | seed 7")
+    gloo = banner(Runtime(torch.device("cpu"), 0, 2, False, rank=0, world_size=2, backend="gloo"), seed=7)
+    assert "x2 processes (DistributedDataParallel) over gloo |" in gloo
     alone = banner(Runtime(torch.device("cpu"), 0, 0, False, thread_workers=True), seed=7)
     assert alone.endswith("| loader workers 0 | seed 7") and "processes" not in alone

@@ -22,6 +22,10 @@ class CheckpointError(UserError):
     """A checkpoint is missing, unreadable, or does not fit the model that the config builds."""
 
 
+class DeviceUnavailable(UserError):
+    """A device was asked for (--device, training.device) that torch does not see on this machine."""
+
+
 class TrainingDiverged(UserError):
     """The loss or the weights became NaN or infinite; the last finite checkpoint is kept as the resume point."""
 
@@ -36,8 +40,8 @@ class Busy(Exception):
 
 
 def out_of_memory(error: BaseException) -> bool:
-    """Whether an exception means the process ran out of memory (CPU: MemoryError or torch's allocator; GPU:
-    torch.OutOfMemoryError, a RuntimeError)."""
+    """Whether an exception means the process ran out of memory (CPU: MemoryError or torch's allocator; CUDA:
+    torch.OutOfMemoryError, a RuntimeError; other accelerators: a RuntimeError saying 'out of memory')."""
     if isinstance(error, MemoryError):
         return True
     message = str(error).lower()

@@ -19,6 +19,7 @@ from unet3d.config.load import load_config, parse_config
 from unet3d.config.schema import Case, Config, TrainingConfig
 from unet3d.data.checks import check_cases
 from unet3d.data.labels import channel_groups, declared_values, region_names
+from unet3d.devices import device_type
 from unet3d.errors import CheckpointError, ConfigError
 from unet3d.evaluation.metrics import METRICS_FILENAME, evaluate_directory
 from unet3d.evaluation.postprocessing import POSTPROCESSING_FILENAME, keep_largest_component, read_decision
@@ -138,7 +139,7 @@ def predict(
     activation: str | None = None,
     threshold: float = 0.5,
     tta: bool = False,
-    n_gpus: int | None = 1,
+    n_devices: int | None = 1,
     n_workers: int = 0,
     sw_batch_size: int | None = None,
     stitch_on_cpu: bool = False,
@@ -146,11 +147,17 @@ def predict(
     postprocessing: Path | None = None,
     use_postprocessing: bool = True,
     allow_partial: bool = False,
+    device: str = "auto",
+    n_gpus: int | None = None,
 ) -> PredictionResult:
     """Check the inputs, predict every case (averaging the models' probabilities), write label maps and metrics.
 
     Postprocessing: the `postprocessing.json` given, else the one a model folder (CV work dir) holds, unless
-    `use_postprocessing` is False. Folds of `model_dirs` must be finished unless `allow_partial`."""
+    `use_postprocessing` is False. Folds of `model_dirs` must be finished unless `allow_partial`. `device` as
+    `unet3d.devices.device_type` reads it (not the models' training.device: they may have been trained elsewhere).
+    `n_gpus` is the earlier name of `n_devices`, still accepted."""
+    n_devices = n_gpus if n_gpus is not None else n_devices
+    device_type(device)  # an absent device is refused before any work
     models = [*map(Path, model_filenames), *ensemble_members(model_dirs, allow_partial)]
     if not models:
         raise ConfigError("give --model_filename or --model_dirs")
@@ -174,7 +181,7 @@ def predict(
         n_threads=max(2, n_workers),
     )
     check_model_spec(config.model, in_channels=infos["input"][0].n_channels, out_channels=None)
-    runtime = resolve_runtime(n_gpus, n_workers, pin_memory=False)
+    runtime = resolve_runtime(n_devices, n_workers, pin_memory=False, device=device)
     predictor = make_predictor(
         config,
         models,

@@ -7,13 +7,12 @@ from __future__ import annotations
 import logging
 import math
 
-import torch
-
 from unet3d.config.schema import SPLIT_BLOCKS, Config, TrainingConfig
 from unet3d.data.checks import CaseInfo, check_cases
 from unet3d.data.datasets import available_memory
 from unet3d.data.labels import channel_groups, check_label_spec, declared_values, n_target_channels, region_names
 from unet3d.data.transforms import build_transforms
+from unet3d.devices import accelerator_type, total_memory
 from unet3d.errors import ConfigError, DataError
 from unet3d.losses import activation_from_loss, check_loss_spec
 from unet3d.models import check_input_shape, check_model_spec, spatial_dims
@@ -99,7 +98,7 @@ FIRST_WIDTH_KEYS = ("filters", "channels", "init_filters", "feature_size")  # th
 
 def check_memory(config: Config) -> None:
     """Refuse a training input that cannot fit: one batch of inputs, targets and the first layer's activations (a
-    lower bound of what a step needs) against the memory of the GPU, or the RAM available now."""
+    lower bound of what a step needs) against the memory of the accelerator, or the RAM available now."""
     shape = config.dataset.desired_shape
     if not shape:
         return
@@ -108,9 +107,11 @@ def check_memory(config: Config) -> None:
     width = width[0] if isinstance(width, list) and width else width
     channels = int(kwargs.get("in_channels", 1)) + int(kwargs.get("out_channels", 1)) + 2 * int(width or 0)
     needed = config.training.batch_size * channels * math.prod(shape) * 4
-    if torch.cuda.is_available():
-        where, available = "of GPU memory", torch.cuda.get_device_properties(0).total_memory
-    else:
+    present = accelerator_type()
+    device_memory = total_memory(present) if present and config.training.device in ("auto", present) else None
+    if device_memory:
+        where, available = f"of {present} device memory", device_memory
+    else:  # the CPU, or MPS (which shares the RAM)
         where, available = "of memory available", available_memory()
     if available and needed > available:
         raise ConfigError(

@@ -1,7 +1,8 @@
 """Where and how a run executes: device, distributed process group, threads, seeds, and the environment banner.
 
-Under `torchrun` (WORLD_SIZE > 1) each process trains on its own device (`cuda:LOCAL_RANK`, or the CPU with the
-gloo backend) as one DistributedDataParallel replica; rank 0 alone writes logs, checkpoints and predictions.
+Under `torchrun` (WORLD_SIZE > 1) each process trains on its own device (`cuda:LOCAL_RANK`, `npu:LOCAL_RANK`, ..., or
+the CPU with the gloo backend) as one DistributedDataParallel replica; rank 0 alone writes logs, checkpoints and
+predictions. Which device, and everything that depends on its kind, comes from `unet3d.devices`.
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ import logging
 import os
 import platform
 import random
-from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
+
+from unet3d.devices import KINDS, device_count, device_name, device_type, process_group_backend, torch_sees
+from unet3d.errors import ConfigError
 
 log = logging.getLogger("unet3d")
 
@@ -25,12 +27,13 @@ class Runtime:
     """The resolved execution settings of a run (of this process, under torchrun)."""
 
     device: torch.device
-    n_gpus: int
+    n_devices: int  # accelerators this process uses: 1, or 0 on the CPU
     n_workers: int
     pin_memory: bool
     rank: int = 0
     world_size: int = 1
     thread_workers: bool = False  # loader workers as threads of this process instead of processes
+    backend: str | None = None  # the process group's torch.distributed backend under torchrun
 
     @property
     def distributed(self) -> bool:
@@ -52,39 +55,54 @@ def is_main_process() -> bool:
     return torchrun_world()[0] == 0
 
 
-def resolve_runtime(n_gpus: int | None, n_workers: int, pin_memory: bool, thread_workers: bool = False) -> Runtime:
-    """CUDA when available and not disabled with n_gpus=0; CPU otherwise (never a crash for lack of a GPU).
-    Under torchrun, joins the process group (nccl on GPUs, gloo on the CPU) and takes the local rank's GPU."""
+def resolve_runtime(
+    n_devices: int | None,
+    n_workers: int,
+    pin_memory: bool,
+    thread_workers: bool = False,
+    device: str = "auto",
+    dist_backend: str | None = None,
+) -> Runtime:
+    """The device of this process: `device` ('auto', 'cpu', 'cuda', 'npu', 'xpu', 'mps'; see `unet3d.devices`), the
+    CPU when `n_devices` is 0. Under torchrun, takes the local rank's device of that kind and joins the process group
+    (nccl, hccl, xccl or gloo by device; `dist_backend` overrides). A named device that is absent is an error."""
     rank, local_rank, world_size = torchrun_world()
-    available = torch.cuda.device_count()
-    wanted = available if n_gpus is None else n_gpus
-    if wanted > 0 and available == 0 and rank == 0:
-        log.info("no CUDA device is available; running on the CPU")
+    if n_devices == 0:
+        if device not in ("auto", "cpu"):
+            raise ConfigError(f"--n_devices (--ngpus) 0 means the CPU, but the device asked for is {device!r}")
+        kind = "cpu"
+    else:
+        kind = device_type(device)
+        if device == "auto" and kind == "cpu" and rank == 0:
+            log.info("device auto: %s; running on the CPU", torch_sees())
+    workers = max(0, n_workers)
+    pin = pin_memory and KINDS[kind].pin_memory
+    if pin_memory and kind != "cpu" and not pin:
+        log.warning("--pin_memory: torch cannot pin memory for %s devices; loader memory is not pinned", kind)
     if world_size > 1:
-        use_cuda = wanted > 0 and available > local_rank
-        device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
-        if use_cuda:
-            torch.cuda.set_device(device)
+        where = torch.device("cpu")
+        if kind != "cpu":
+            if local_rank >= device_count(kind):
+                raise ConfigError(
+                    f"torchrun started local rank {local_rank}, but {torch_sees()}: start at most "
+                    f"{device_count(kind)} processes per node (--nproc_per_node)"
+                )
+            where = torch.device(kind, local_rank)
+            torch.accelerator.set_device_index(where)
+        backend = process_group_backend(kind, dist_backend)
         if not torch.distributed.is_initialized():
-            torch.distributed.init_process_group(backend="nccl" if use_cuda else "gloo")
-        workers = max(0, n_workers)
-        return Runtime(device, int(use_cuda), workers, pin_memory and use_cuda, rank, world_size, thread_workers)
-    used = min(wanted, available, 1)
+            torch.distributed.init_process_group(backend=backend)
+        return Runtime(where, int(kind != "cpu"), workers, pin, rank, world_size, thread_workers, backend)
+    wanted = device_count(kind) if n_devices is None else n_devices
     if wanted > 1:
         log.warning(
-            "--ngpus %d outside torchrun trains on one GPU; run it under torchrun for %d (the command does "
-            "that itself when the GPUs exist)",
+            "--n_devices %d outside torchrun trains on one device; run it under torchrun for %d (the command does "
+            "that itself when the devices exist)",
             wanted,
             wanted,
         )
-    device = torch.device("cuda", 0) if used > 0 else torch.device("cpu")
-    return Runtime(
-        device=device,
-        n_gpus=used,
-        n_workers=max(0, n_workers),
-        pin_memory=pin_memory and used > 0,
-        thread_workers=thread_workers,
-    )
+    where = torch.device("cpu") if kind == "cpu" else torch.device(kind, 0)
+    return Runtime(where, int(kind != "cpu"), workers, pin, thread_workers=thread_workers)
 
 
 def all_reduce_mean(value: float, runtime: Runtime) -> float:
@@ -118,7 +136,8 @@ def barrier(runtime: Runtime) -> None:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices) and MONAI's transforms' default random states."""
+    """Seed Python, NumPy and torch (`torch.manual_seed` seeds every device: CUDA, XPU, MPS and plugin devices such
+    as NPUs) and MONAI's transforms' default random states."""
     from monai.utils import set_determinism
 
     random.seed(seed)
@@ -140,32 +159,12 @@ def banner(runtime: Runtime, seed: int) -> str:
 
     import unet3d
 
-    if runtime.device.type == "cuda":
-        hardware = f"{torch.cuda.get_device_name(runtime.device)}"
-    else:
-        hardware = f"CPU ({torch.get_num_threads()} threads)"
+    hardware = device_name(runtime.device)
     if runtime.distributed:
         hardware += f" x{runtime.world_size} processes (DistributedDataParallel)"
+        hardware += f" over {runtime.backend}" if runtime.backend else ""
     return (
         f"unet3d {unet3d.__version__} | torch {torch.__version__} | monai {monai.__version__} | "
         f"python {platform.python_version()} | device {hardware} | loader workers {runtime.n_workers}"
         f"{' (threads)' if runtime.thread_workers and runtime.n_workers else ''} | seed {seed}"
     )
-
-
-def amp_dtype(amp: bool | str, device: torch.device, warn: bool = True) -> torch.dtype | None:
-    """The autocast dtype for `training.amp` (true/'fp16': float16, 'bf16': bfloat16), or None; AMP is CUDA-only
-    here and is ignored on the CPU."""
-    if not amp:
-        return None
-    if device.type != "cuda":
-        if warn:
-            log.warning("training.amp is ignored on the CPU (full precision)")
-        return None
-    return torch.bfloat16 if amp == "bf16" else torch.float16
-
-
-def autocast(dtype: torch.dtype | None, device: torch.device) -> Any:
-    """Mixed precision in `dtype` on `device` for the block, or nothing when dtype is None: the one place training,
-    validation and prediction choose their precision."""
-    return nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)

@@ -15,6 +15,7 @@ import torch
 from perf.settings import EXAMPLE_CONFIG, EXAMPLE_MAKE_DATA, REPO
 from unet3d.config.schema import Config
 from unet3d.data.synthetic import write_dataset
+from unet3d.devices import amp_dtype
 from unet3d.errors import ConfigError
 
 log = logging.getLogger("unet3d")
@@ -57,9 +58,8 @@ def variant_config(config: Config, overrides: dict[str, Any]) -> Config:
 
 
 def amp_label(amp: bool | str, device: torch.device) -> str:
-    if not amp or device.type != "cuda":
-        return "fp32"
-    return "AMP bf16" if amp == "bf16" else "AMP fp16"
+    dtype = amp_dtype(amp, device, warn=False)
+    return "fp32" if dtype is None else "AMP bf16" if dtype == torch.bfloat16 else "AMP fp16"
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -116,12 +116,12 @@ def brats_scale_config(folder: Path, n_cases: int, shape: int, n_validation: int
 
 
 def amp_settings(choice: str | None, config: Config, device: torch.device, notes: list[str]) -> list[bool | str]:
-    """`training.amp` values to benchmark. AMP is CUDA-only in unet3d: on a CPU only full precision is measured."""
+    """`training.amp` values to benchmark. unet3d ignores AMP on the CPU: there only full precision is measured."""
     configured = config.training.amp or True  # "on" keeps a configured 'bf16'/'fp16', else fp16 with a scaler
     if choice is None:
         choice = "on" if config.training.amp else "off"
     wanted: list[bool | str] = {"on": [configured], "off": [False], "both": [False, configured]}[choice]
-    if device.type != "cuda" and any(wanted):
-        notes.append(f"--amp {choice}: AMP is CUDA-only in unet3d (ignored on the CPU); measured in full precision")
+    if amp_dtype(configured, device, warn=False) is None and any(wanted):
+        notes.append(f"--amp {choice}: AMP is ignored on the {device.type} in unet3d; measured in full precision")
         return [False]
     return wanted

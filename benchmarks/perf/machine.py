@@ -1,4 +1,5 @@
-"""Facts about the machine a result was measured on, and peak memory probes (RSS of the process tree, CUDA)."""
+"""Facts about the machine a result was measured on, and peak memory probes (RSS of the process tree, the
+accelerator's allocator)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,8 @@ import torch
 
 import unet3d
 from perf.settings import MIB
-from unet3d.runtime import (
-    Runtime,
-)
+from unet3d.devices import device_name, synchronize, torch_sees
+from unet3d.runtime import Runtime
 
 log = logging.getLogger("unet3d")
 
@@ -63,10 +63,12 @@ def machine_facts(runtime: Runtime) -> dict[str, Any]:
         "unet3d": unet3d.__version__,
         "numpy": numpy.__version__,
         "nibabel": nibabel.__version__,
+        "accelerator": torch_sees(),
         "cuda_available": torch.cuda.is_available(),
         "torch_cuda": torch.version.cuda,
         "device": str(runtime.device),
-        "n_gpus_used": runtime.n_gpus,
+        "device_name": device_name(runtime.device),
+        "n_devices_used": runtime.n_devices,
         "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
     if torch.cuda.is_available():
@@ -109,17 +111,19 @@ def _reset_peak_rss(pid: int | str) -> bool:
 
 
 class PeakMemory:
-    """Peak memory over a block of work: CUDA's allocator peak on a GPU, else the peak resident set size."""
+    """Peak memory over a block of work: the allocator's peak on an accelerator (torch.accelerator's memory
+    statistics), else (the CPU, and MPS, which shares the RAM) the peak resident set size."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
+        self.on_accelerator = device.type not in ("cpu", "mps")
         self.reset_ok = False
         self.lifetime_before = 0
 
     def start(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
+        if self.on_accelerator:
+            synchronize(self.device)
+            torch.accelerator.reset_peak_memory_stats(self.device)
             return
         self.lifetime_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         self.reset_ok = _reset_peak_rss("self")
@@ -127,13 +131,13 @@ class PeakMemory:
             _reset_peak_rss(pid)
 
     def stop(self) -> dict[str, Any]:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        if self.on_accelerator:
+            synchronize(self.device)
             return {
-                "kind": "cuda",
-                "label": "torch.cuda.max_memory_allocated",
-                "max_allocated_mib": torch.cuda.max_memory_allocated(self.device) / MIB,
-                "max_reserved_mib": torch.cuda.max_memory_reserved(self.device) / MIB,
+                "kind": "accelerator",
+                "label": "torch.accelerator.max_memory_allocated",
+                "max_allocated_mib": torch.accelerator.max_memory_allocated(self.device) / MIB,
+                "max_reserved_mib": torch.accelerator.max_memory_reserved(self.device) / MIB,
             }
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
         workers = [kib for pid in _children() if (kib := _status_kib(pid, "VmHWM")) is not None]

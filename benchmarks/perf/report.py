@@ -135,12 +135,14 @@ def variant_rows(label: str, blocks: dict[str, Any]) -> list[Row]:
             f"<= {TARGET_LOADER_OVERHEAD:g} %",
             overhead <= TARGET_LOADER_OVERHEAD,
         ),
-        Row(f"[{label}] throughput, real train loader", blocks["throughput_samples_per_s"], "samples/s"),
+        Row(
+            f"[{label}] throughput on {blocks.get('device', 'the device')}, real train loader",
+            blocks["throughput_samples_per_s"],
+            "samples/s",
+        ),
     ]
-    if peak.get("kind") == "cuda":
-        rows.append(
-            Row(f"[{label}] peak GPU memory (torch.cuda.max_memory_allocated)", peak["max_allocated_mib"], "MiB")
-        )
+    if peak.get("kind") in ("cuda", "accelerator"):  # 'cuda': results written before other accelerators
+        rows.append(Row(f"[{label}] peak device memory ({peak['label']})", peak["max_allocated_mib"], "MiB"))
     elif peak:
         what = "peak RSS during loader-fed steps" if "clear_refs" in peak["label"] else "process lifetime peak RSS"
         rows.append(Row(f"[{label}] {what} (ru_maxrss, main process)", peak["peak_rss_mib"], "MiB"))
@@ -222,10 +224,10 @@ def profile_text(profile: dict[str, Any]) -> str:
 
 def header(report: dict[str, Any]) -> str:
     machine, settings = report["machine"], report["settings"]
-    if machine.get("cuda_devices") and machine["device"].startswith("cuda"):
-        hardware = f"{machine['cuda_devices'][0]['name']} x{settings['ngpus']}, CPU {machine['cpu_model']}"
+    if not machine["device"].startswith("cpu"):
+        hardware = f"{machine['device_name']} x{settings['n_devices']}, CPU {machine['cpu_model']}"
     else:
-        hardware = f"CPU {machine['cpu_model']} ({machine['cpu_cores_usable']} cores, no GPU used)"
+        hardware = f"CPU {machine['cpu_model']} ({machine['cpu_cores_usable']} cores, no accelerator used)"
     return (
         f"unet3d benchmark {machine['date']} | {hardware} | torch {machine['torch']} | monai {machine['monai']} | "
         f"torch threads {machine['torch_threads']} | loader workers {settings['nthreads']}\n"

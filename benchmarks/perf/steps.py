@@ -71,6 +71,7 @@ def step_blocks(parts: Components, device: torch.device, total: int, clip: float
     ]
     samples_per_step = samples["loader"] / (steps * rounds)
     return {
+        "device": str(device),
         "steps_per_block": steps,
         "rounds": rounds,
         "batches_per_epoch": per_epoch,

@@ -14,21 +14,17 @@ from typing import Any
 import torch
 
 from perf.machine import _children
+from unet3d.devices import synchronize
 
 log = logging.getLogger("unet3d")
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def timed(device: torch.device, work: Callable[[], Any]) -> float:
-    """Wall time of `work()`, with CUDA synchronized before and after."""
-    sync(device)
+    """Wall time of `work()`, with the device synchronized before and after."""
+    synchronize(device)
     start = time.perf_counter()
     work()
-    sync(device)
+    synchronize(device)
     return time.perf_counter() - start
 
 

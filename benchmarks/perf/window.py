@@ -14,13 +14,10 @@ from perf.timing import median_time
 from unet3d.config.schema import Config
 from unet3d.data.datasets import case_items
 from unet3d.data.transforms import build_transforms
+from unet3d.devices import amp_dtype, autocast
 from unet3d.inference.predictor import Predictor
 from unet3d.inferers import build_inferer
 from unet3d.losses import activation_from_loss
-from unet3d.runtime import (
-    amp_dtype,
-    autocast,
-)
 from unet3d.training.components import Components
 
 log = logging.getLogger("unet3d")

@@ -51,7 +51,10 @@ def test_three_fold_run_writes_splits_fold_configs_folders_and_summary(cv_run):
     fold_dice = summary["val_dice"][:3].astype(float)
     assert float(summary["val_dice"][3]) == pytest.approx(fold_dice.mean(), abs=1e-4)
     assert float(summary["val_dice"][4]) == pytest.approx(fold_dice.std(ddof=1), abs=1e-4)
-    assert {"best_epoch", "val_loss", "val_dice_2+1+4", "training_time_s"} <= set(summary.columns)
+    assert {"best_epoch", "val_loss", "val_dice_2+1+4", "training_time_s", "samples_per_s"} <= set(summary.columns)
+    for k in (1, 2, 3):  # a fold's throughput: the median over its epochs (the first pays for filling the cache)
+        median = pd.read_csv(work / f"fold{k}" / LOG_FILENAME)["samples_per_s"].median()
+        assert float(summary["samples_per_s"][k - 1]) == pytest.approx(median, abs=1e-4) and median > 0
 
 
 def test_rerun_after_finishing_only_prints_the_summary(cv_run, tmp_path, caplog):

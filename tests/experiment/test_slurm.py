@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from unet3d.config.schema import ClusterConfig
 from unet3d.experiment.slurm import render_sbatch, render_shell
 
@@ -19,7 +21,7 @@ def test_single_gpu_task_runs_the_fold_config_of_its_array_index(tmp_path):
     text = render_sbatch(Path("/work/exp"), 5, ClusterConfig(), "exp")
     check_syntax(tmp_path, text)
     assert "#SBATCH --array=1-5" in text and "#SBATCH --gres=gpu:1" in text
-    assert "-m unet3d.cli.train --config_filename /work/exp/fold${fold}.json --nthreads 7 --ngpus 1" in text
+    assert "-m unet3d.cli.train --config_filename /work/exp/fold${fold}.json --nthreads 7 --n_devices 1" in text
     assert "torch.distributed.run" not in text
     assert 'scontrol requeue "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"' in text
 
@@ -31,7 +33,7 @@ def test_several_gpus_train_each_fold_under_torchrun(tmp_path):
     assert "exec ${UNET3D_PYTHON:-" in text
     assert (
         "-m torch.distributed.run --standalone --nproc_per_node 4 -m unet3d.cli.train --config_filename "
-        "/w/fold${fold}.json --nthreads 7 --ngpus 4" in text
+        "/w/fold${fold}.json --nthreads 7 --n_devices 4" in text
     )
 
 
@@ -65,3 +67,26 @@ def test_a_work_dir_that_cannot_be_quoted_in_a_script_is_refused():
 
     with pytest.raises(ConfigError, match="cannot quote safely"):
         render_sbatch(Path("/w/exp\ntouch /tmp/pwned"), 2, ClusterConfig(), "exp")
+
+
+@pytest.mark.parametrize(
+    ("device", "gres", "visible"),
+    [
+        ("auto", "gpu", "CUDA_VISIBLE_DEVICES"),
+        ("cuda", "gpu", "CUDA_VISIBLE_DEVICES"),
+        ("npu", "npu", "ASCEND_RT_VISIBLE_DEVICES"),
+        ("xpu", "gpu", "ZE_AFFINITY_MASK"),
+        ("cpu", None, None),
+    ],
+)
+def test_the_scripts_ask_for_the_devices_of_training_device(tmp_path, device, gres, visible):
+    text = render_sbatch(Path("/w"), 2, ClusterConfig(gpus=8, cpus=72), "exp", device)
+    check_syntax(tmp_path, text)
+    assert (f"#SBATCH --gres={gres}:8" in text) if gres else ("--gres" not in text)
+    assert (
+        "--nproc_per_node 8 -m unet3d.cli.train --config_filename /w/fold${fold}.json --nthreads 8 --n_devices 8"
+        in text
+    )
+    shell = render_shell(Path("/w"), 2, device)
+    check_syntax(tmp_path, shell)
+    assert (f"{visible}=1 bash run_folds.sh 2 4" in shell) if visible else ("Parallel" not in shell)

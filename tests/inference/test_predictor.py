@@ -40,7 +40,7 @@ def test_prediction_autocasts_in_the_precision_the_model_was_trained_in(monkeypa
     from monai.inferers import SimpleInferer
 
     import unet3d.inference.predictor as predict_module
-    from unet3d.runtime import amp_dtype
+    from unet3d.devices import amp_dtype
 
     chosen = []
 

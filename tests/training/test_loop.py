@@ -38,6 +38,10 @@ def test_training_writes_log_and_full_state_checkpoints(experiment, tmp_path):
     for column in ("loss", "lr", "val_loss", "val_dice", "epoch_time", "val_dice_2+1+4", "val_dice_1+4", "val_dice_4"):
         assert log[column].notna().all(), column
     assert log["lr"].iloc[0] == pytest.approx(0.01)
+    # Throughput as published runs count it: training samples (4 cases, one pass) per second of the training phase.
+    assert (log["samples_per_s"] > 0).all() and (log["train_time"] < log["epoch_time"]).all()
+    assert list(log["samples_per_s"] * log["train_time"]) == pytest.approx([4, 4, 4], rel=1e-4)
+    assert f"{log['samples_per_s'].iloc[-1]:.1f} samples/s" in (work / "train.log").read_text()
     assert ((log["val_dice"] >= 0) & (log["val_dice"] <= 1)).all()
     state = ckpt.load_checkpoint(work / ckpt.LAST)
     assert state["epoch"] == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from tests.training.conftest import weights
@@ -25,3 +26,12 @@ def test_pretrained_weights_initialise_a_new_run(experiment, tmp_path):
     run_experiment(target, tmp_path, RunOptions(seed=9, pretrained_model_filename=tmp_path / "source/model.pth"))
     a, b = weights(tmp_path / "source/model.pth"), weights(tmp_path / "target/model.pth")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_run_options_still_take_the_earlier_name_n_gpus():
+    from unet3d.errors import ConfigError
+
+    assert RunOptions(n_gpus=0).n_devices == 0
+    assert RunOptions(n_gpus=2, n_devices=2).n_devices == 2
+    with pytest.raises(ConfigError, match="n_gpus=1 and n_devices=2 disagree"):
+        RunOptions(n_gpus=1, n_devices=2)

@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from unet3d.devices import DEVICE_CHOICES
 from unet3d.errors import Busy, MachineError, UserError, out_of_memory
 
 EXIT_OK, EXIT_FAILURE, EXIT_USER_ERROR = 0, 1, 2
@@ -41,6 +42,16 @@ def add_overrides_argument(parser: argparse.ArgumentParser, example: str = "trai
         default=[],
         metavar="KEY.PATH=VALUE",
         help=f"override a config value, JSON-typed (e.g. --set {example}); repeatable",
+    )
+
+
+def add_device_arguments(parser: argparse.ArgumentParser, default: str = "training.device") -> None:
+    """`--device auto|cpu|cuda|npu|xpu|mps` (None when not given: `default` decides)."""
+    parser.add_argument(
+        "--device",
+        choices=DEVICE_CHOICES,
+        help=f"where to run (default: {default}); auto takes torch's accelerator when it has a device, else the CPU; a "
+        "named device that is absent is an error",
     )
 
 

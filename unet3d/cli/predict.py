@@ -11,7 +11,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from unet3d.cli.common import EXIT_OK, run_command, setup_logging
+from unet3d.cli.common import EXIT_OK, add_device_arguments, run_command, setup_logging
 from unet3d.prediction import predict
 
 log = logging.getLogger("unet3d")
@@ -71,9 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--stitch_on_cpu",
         action="store_true",
-        help="assemble sliding-window outputs in CPU memory (volumes too large for the GPU)",
+        help="assemble sliding-window outputs in CPU memory (volumes too large for the device)",
     )
-    parser.add_argument("--ngpus", type=int, default=1, help="0 forces the CPU (default: 1 GPU when available)")
+    add_device_arguments(parser, default="auto")
+    parser.add_argument(
+        "--n_devices", "--ngpus", dest="n_devices", type=int, default=1, help="0 forces the CPU (default 1)"
+    )
     parser.add_argument("--nthreads", type=int, default=0, help="threads for checking the input files")
     parser.add_argument("--debug", action="store_true", help="verbose log")
     return parser
@@ -96,7 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             activation=args.activation,
             threshold=args.threshold,
             tta=args.tta,
-            n_gpus=args.ngpus,
+            n_devices=args.n_devices,
+            device=args.device or "auto",
             n_workers=args.nthreads,
             sw_batch_size=args.sw_batch_size,
             stitch_on_cpu=args.stitch_on_cpu,

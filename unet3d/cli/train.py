@@ -13,11 +13,17 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
-from unet3d.cli.common import EXIT_FAILURE, EXIT_OK, add_overrides_argument, run_command, setup_logging
-from unet3d.config.load import parse_assignments
-from unet3d.errors import ConfigError
+from unet3d.cli.common import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    add_device_arguments,
+    add_overrides_argument,
+    run_command,
+    setup_logging,
+)
+from unet3d.config.load import load_config, parse_assignments
+from unet3d.devices import device_count, device_type, torch_sees
+from unet3d.errors import ConfigError, UserError
 from unet3d.experiment.run import read_machine_config, run_experiment
 from unet3d.runtime import is_main_process, shutdown_distributed
 from unet3d.training.run import RunOptions
@@ -69,12 +75,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--nthreads", type=int, default=0, help="data loader worker processes (default 0: load in the training process)"
     )
+    add_device_arguments(parser)
     parser.add_argument(
+        "--n_devices",
         "--ngpus",
+        dest="n_devices",
         type=int,
         default=1,
-        help="GPUs to use (default 1; 0 forces the CPU; the CPU is used when no GPU exists; over 1, the command "
-        "relaunches itself under torchrun with one process per GPU)",
+        help="devices of the --device kind to train on (default 1; 0 forces the CPU; over 1, the command relaunches "
+        "itself under torchrun with one process per device); --ngpus is the same flag",
+    )
+    parser.add_argument(
+        "--dist_backend",
+        help="torch.distributed backend over several devices (default by device: nccl for cuda, hccl for npu, xccl "
+        "for xpu, gloo for the CPU)",
     )
     parser.add_argument(
         "--thread_workers",
@@ -82,11 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the --nthreads loader workers as threads of the training process instead of processes (no copy "
         "of the in-memory cache per worker)",
     )
-    parser.add_argument("--pin_memory", action="store_true", help="pin loader memory for faster GPU transfers")
+    parser.add_argument("--pin_memory", action="store_true", help="pin loader memory for faster copies to the device")
     parser.add_argument(
         "--machine_config_filename",
         type=Path,
-        help="JSON with n_workers, n_gpus, pin_memory (replaces --nthreads/--ngpus/--pin_memory)",
+        help="JSON with n_workers, n_gpus, pin_memory (replaces --nthreads/--n_devices/--pin_memory)",
     )
     parser.add_argument(
         "--n_examples",
@@ -96,11 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_overrides(items: Sequence[str], batch_size: int | None) -> dict[str, object]:
-    """`--set` assignments, plus `--batch_size` as training.batch_size."""
+def parse_overrides(items: Sequence[str], batch_size: int | None, device: str | None = None) -> dict[str, object]:
+    """`--set` assignments, plus `--batch_size` as training.batch_size and `--device` as training.device."""
     overrides = parse_assignments(list(items))
     if batch_size is not None:
         overrides["training.batch_size"] = batch_size
+    if device is not None:
+        overrides["training.device"] = device
     return overrides
 
 
@@ -114,20 +130,44 @@ def parse_folds(values: Sequence[str] | None) -> list[int] | None:
         raise ConfigError(f"--fold: expected fold numbers such as 1 or 1,3, got {values}") from None
 
 
-def relaunch_under_torchrun(n_gpus: int, argv: Sequence[str]) -> None:
+def wanted_device(args: argparse.Namespace) -> str:
+    """The device the run asks for: --device, else the config's training.device ('auto' when the config cannot be
+    read: the run itself reports why)."""
+    if args.device is not None:
+        return args.device
+    try:
+        return load_config(args.config_filename, parse_overrides(args.overrides, args.batch_size)).training.device
+    except UserError:
+        return "auto"
+
+
+def launch_processes(args: argparse.Namespace, argv: Sequence[str], n_devices: int) -> None:
+    """With more than one device wanted, outside torchrun: relaunch under torchrun when torch sees that many devices of
+    the wanted kind; refuse when a named device has fewer ('auto' trains on one, with a warning)."""
+    if n_devices <= 1 or "WORLD_SIZE" in os.environ or args.setup_crossval_only or args.summary:
+        return
+    name = wanted_device(args)
+    kind = device_type(name)
+    if kind != "cpu" and device_count(kind) >= n_devices:
+        relaunch_under_torchrun(n_devices, argv)  # replaces this process
+    elif name not in ("auto", "cpu"):
+        raise ConfigError(f"--n_devices {n_devices}: {n_devices} {kind} devices asked for, but {torch_sees()}")
+
+
+def relaunch_under_torchrun(n_devices: int, argv: Sequence[str]) -> None:
     """Replace this process by `torchrun --standalone --nproc_per_node N -m unet3d.cli.train ARGS`, one process per
-    GPU."""
+    device."""
     command = [
         sys.executable,
         "-m",
         "torch.distributed.run",
         "--standalone",
-        f"--nproc_per_node={n_gpus}",
+        f"--nproc_per_node={n_devices}",
         "-m",
         "unet3d.cli.train",
         *argv,
     ]
-    log.info("launching %d processes: %s", n_gpus, " ".join(command[1:]))
+    log.info("launching %d processes: %s", n_devices, " ".join(command[1:]))
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, command)
@@ -138,30 +178,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     setup_logging(args.debug)
-    wanted_gpus = args.ngpus
-    if args.machine_config_filename is not None and args.machine_config_filename.exists():
-        try:
-            wanted_gpus = read_machine_config(args.machine_config_filename).get("n_gpus", wanted_gpus)
-        except ConfigError:
-            pass  # reported by the run below
-    if (
-        wanted_gpus > 1
-        and "WORLD_SIZE" not in os.environ
-        and torch.cuda.device_count() >= wanted_gpus
-        and not args.setup_crossval_only
-        and not args.summary
-    ):
-        relaunch_under_torchrun(wanted_gpus, argv)
 
     def body() -> int:
-        n_workers, n_gpus, pin_memory = args.nthreads, args.ngpus, args.pin_memory
+        n_workers, n_devices, pin_memory = args.nthreads, args.n_devices, args.pin_memory
         if args.machine_config_filename is not None:
             machine = read_machine_config(args.machine_config_filename)
             n_workers = machine.get("n_workers", n_workers)
-            n_gpus = machine.get("n_gpus", n_gpus)
+            n_devices = machine.get("n_gpus", n_devices)
             pin_memory = machine.get("pin_memory", pin_memory)
+        launch_processes(args, argv, n_devices)
         options = RunOptions(
-            n_gpus=n_gpus,
+            n_devices=n_devices,
+            dist_backend=args.dist_backend,
             n_workers=n_workers,
             thread_workers=args.thread_workers,
             pin_memory=pin_memory,
@@ -174,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.config_filename,
             args.output_dir,
             options,
-            overrides=parse_overrides(args.overrides, args.batch_size),
+            overrides=parse_overrides(args.overrides, args.batch_size, args.device),
             folds=parse_folds(args.fold),
             setup_crossval_only=args.setup_crossval_only,
             summary_only=args.summary,

@@ -97,9 +97,13 @@ class TrainingConfig:
         1,
         minimum=1,
     )
+    device: Literal["auto", "cpu", "cuda", "npu", "xpu", "mps"] = doc(
+        "Where unet3d-train runs: 'auto' takes torch's accelerator (CUDA, Ascend NPU, Intel XPU, Apple MPS) when it "
+        "has a device, else the CPU (logged); an absent named device is an error. --device overrides it.",
+        "auto",
+    )
     amp: bool | Literal["fp16", "bf16"] = doc(
-        "Mixed precision on CUDA: true/'fp16' (with a gradient scaler) or 'bf16'; ignored with a warning on CPU.",
-        False,
+        "Mixed precision on an accelerator: true/'fp16' (with a gradient scaler) or 'bf16'; ignored on the CPU.", False
     )
     early_stopping_patience: int | None = doc(
         "Stop after this many epochs without a new best val_loss (null: never).", None, minimum=1
@@ -171,7 +175,9 @@ class ClusterConfig:
     """The `cluster` section: resources of the SLURM array job written by --setup_crossval_only."""
 
     gpus: int = doc(
-        "GPUs per node of a fold task (--gres=gpu:N); over 1, the fold trains under torchrun (DDP).", 1, minimum=0
+        "Devices per node of a fold task (--gres=gpu:N; npu:N for training.device 'npu'); over 1, torchrun (DDP).",
+        1,
+        minimum=0,
     )
     nodes: int = doc(
         "Nodes per fold task; over 1, `srun torchrun` with a c10d rendezvous on the first node.", 1, minimum=1

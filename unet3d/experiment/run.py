@@ -12,6 +12,7 @@ from typing import Any
 
 from unet3d.atomic import check_writable
 from unet3d.config.load import load_config, read_json
+from unet3d.devices import device_type
 from unet3d.errors import ConfigError
 from unet3d.experiment.folds import CrossValidationResult, run_cross_validation, summarize_only, write_fold_configs
 from unet3d.experiment.report import refresh_report
@@ -69,6 +70,8 @@ def run_experiment(
     options = options or RunOptions()
     config = load_config(config_filename, overrides)
     check_experiment(config)
+    if not (setup_crossval_only or summary_only):
+        device_type(config.training.device)  # an absent device is refused before the data are read
     check_data(config, n_threads=max(2, options.n_workers))
     work_dir = work_dir_for(Path(config_filename), Path(output_dir) if output_dir else None)
     if is_main_process() and not summary_only:
@@ -85,7 +88,9 @@ def run_experiment(
     if setup_crossval_only:
         with work_dir_lock(work_dir, "cross-validation work dir"):
             paths = write_fold_configs(config, work_dir)
-            sbatch, shell = write_launch_scripts(work_dir, len(paths), config.cluster, work_dir.name)
+            sbatch, shell = write_launch_scripts(
+                work_dir, len(paths), config.cluster, work_dir.name, config.training.device
+            )
         log.info(
             "wrote %d fold configs to %s\n  on SLURM:  sbatch %s\n  elsewhere: bash %s [FOLD ...]\n"
             "  one fold:  unet3d-train --config_filename %s",

@@ -14,26 +14,27 @@ from pathlib import Path
 
 from unet3d.atomic import atomic_write_text
 from unet3d.config.schema import ClusterConfig
+from unet3d.devices import KINDS
 from unet3d.errors import ConfigError
 
 SBATCH_FILENAME = "submit_folds.sbatch"
 SHELL_FILENAME = "run_folds.sh"
 
 
-def _train_command(work_dir: Path, fold: str, n_workers: int, n_gpus: int, nodes: int = 1) -> str:
-    """The command of one fold: plain on one GPU; torchrun (one process per GPU) on several GPUs; `srun torchrun` with
-    a c10d rendezvous on the first node across several nodes."""
+def _train_command(work_dir: Path, fold: str, n_workers: int, n_devices: int, nodes: int = 1) -> str:
+    """The command of one fold: plain on one device; torchrun (one process per device) on several; `srun torchrun`
+    with a c10d rendezvous on the first node across several nodes. The fold config says which device."""
     python = f"${{UNET3D_PYTHON:-{shlex.quote(sys.executable)}}}"
     arguments = (
-        f"--config_filename {shlex.quote(str(work_dir))}/fold{fold}.json --nthreads {n_workers} --ngpus {n_gpus}"
+        f"--config_filename {shlex.quote(str(work_dir))}/fold{fold}.json --nthreads {n_workers} --n_devices {n_devices}"
     )
-    if n_gpus <= 1 and nodes <= 1:
+    if n_devices <= 1 and nodes <= 1:
         return f"{python} -m unet3d.cli.train {arguments}"
     if nodes <= 1:
-        torchrun = f"{python} -m torch.distributed.run --standalone --nproc_per_node {n_gpus}"
+        torchrun = f"{python} -m torch.distributed.run --standalone --nproc_per_node {n_devices}"
         return f"{torchrun} -m unet3d.cli.train {arguments}"
     rendezvous = (
-        f'--nnodes {nodes} --nproc_per_node {max(n_gpus, 1)} --rdzv_id "${{SLURM_JOB_ID}}" --rdzv_backend c10d '
+        f'--nnodes {nodes} --nproc_per_node {max(n_devices, 1)} --rdzv_id "${{SLURM_JOB_ID}}" --rdzv_backend c10d '
         '--rdzv_endpoint "$(scontrol show hostnames "${SLURM_JOB_NODELIST}" | head -n 1):29500"'
     )
     return f"srun {python} -m torch.distributed.run {rendezvous} -m unet3d.cli.train {arguments}"
@@ -55,9 +56,15 @@ def _script_path(path: Path) -> str:
     return f'"{text}"'
 
 
-def render_sbatch(work_dir: Path, n_folds: int, cluster: ClusterConfig, job_name: str) -> str:
-    """The text of a SLURM array script whose task k trains `<work_dir>/fold{k}.json`. Every value from the config
-    was checked against a strict pattern when it was loaded (see `ClusterConfig`); paths are quoted."""
+def gres_name(device: str) -> str | None:
+    """The SLURM generic resource of `training.device`: gpu (CUDA, XPU, and 'auto'), npu (Ascend), none (CPU, MPS)."""
+    return "gpu" if device == "auto" else KINDS[device].slurm_gres
+
+
+def render_sbatch(work_dir: Path, n_folds: int, cluster: ClusterConfig, job_name: str, device: str = "auto") -> str:
+    """The text of a SLURM array script whose task k trains `<work_dir>/fold{k}.json` on `cluster.gpus` devices of
+    the `device` kind. Every value from the config was checked against a strict pattern when it was loaded (see
+    `ClusterConfig`); paths are quoted."""
     logs = work_dir / "slurm_logs"
     lines = [
         "#!/bin/bash",
@@ -68,8 +75,8 @@ def render_sbatch(work_dir: Path, n_folds: int, cluster: ClusterConfig, job_name
         f"#SBATCH --time={cluster.time}",
         f"#SBATCH --output={_script_path(logs / 'fold%a_%A.out')}",
     ]
-    if cluster.gpus:
-        lines.append(f"#SBATCH --gres=gpu:{cluster.gpus}")
+    if cluster.gpus and gres_name(device):
+        lines.append(f"#SBATCH --gres={gres_name(device)}:{cluster.gpus}")
     if cluster.nodes > 1:
         lines += [f"#SBATCH --nodes={cluster.nodes}", "#SBATCH --ntasks-per-node=1"]
     if cluster.partition:
@@ -112,17 +119,27 @@ def render_sbatch(work_dir: Path, n_folds: int, cluster: ClusterConfig, job_name
     return "\n".join(lines) + "\n"
 
 
-def render_shell(work_dir: Path, n_folds: int) -> str:
+def render_shell(work_dir: Path, n_folds: int, device: str = "auto") -> str:
     """A plain bash script that trains the given folds (default: all) one after another, for machines without
-    a scheduler; several copies with different CUDA_VISIBLE_DEVICES run folds in parallel."""
+    a scheduler; several copies that see different devices (CUDA_VISIBLE_DEVICES, ASCEND_RT_VISIBLE_DEVICES, ...)
+    run folds in parallel."""
     command = _train_command(work_dir, "${fold}", 0, 1)
+    visible = KINDS["cuda" if device == "auto" else device].visible_devices
+    parallel = (
+        [
+            "# Parallel on two devices:",
+            f"#   {visible}=0 bash run_folds.sh 1 3 5 &  {visible}=1 bash run_folds.sh 2 4",
+        ]
+        if visible
+        else []
+    )
     return (
         "\n".join(
             [
                 "#!/bin/bash",
                 "# Written by unet3d-train --setup_crossval_only.",
-                "# Usage: bash run_folds.sh [FOLD ...]  (default: all folds, one after another). Parallel on two GPUs:",
-                "#   CUDA_VISIBLE_DEVICES=0 bash run_folds.sh 1 3 5 &  CUDA_VISIBLE_DEVICES=1 bash run_folds.sh 2 4",
+                "# Usage: bash run_folds.sh [FOLD ...]  (default: all folds, one after another).",
+                *parallel,
                 "set -uo pipefail",
                 f'folds=("$@"); [ ${{#folds[@]}} -gt 0 ] || folds=($(seq 1 {n_folds}))',
                 "failed=()",
@@ -136,12 +153,14 @@ def render_shell(work_dir: Path, n_folds: int) -> str:
     )
 
 
-def write_launch_scripts(work_dir: Path, n_folds: int, cluster: ClusterConfig, job_name: str) -> list[Path]:
-    """Write `submit_folds.sbatch` and `run_folds.sh` into the CV work dir (executable)."""
+def write_launch_scripts(
+    work_dir: Path, n_folds: int, cluster: ClusterConfig, job_name: str, device: str = "auto"
+) -> list[Path]:
+    """Write `submit_folds.sbatch` and `run_folds.sh` into the CV work dir (executable), for `training.device`."""
     paths = []
     for name, text in (
-        (SBATCH_FILENAME, render_sbatch(work_dir, n_folds, cluster, job_name)),
-        (SHELL_FILENAME, render_shell(work_dir, n_folds)),
+        (SBATCH_FILENAME, render_sbatch(work_dir, n_folds, cluster, job_name, device)),
+        (SHELL_FILENAME, render_shell(work_dir, n_folds, device)),
     ):
         path = work_dir / name
         atomic_write_text(path, text)

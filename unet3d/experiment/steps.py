@@ -128,7 +128,9 @@ def predict_and_evaluate(
     if not groups:
         return result
     model = best_model_path(work_dir)
-    runtime = resolve_runtime(options.n_gpus, options.n_workers, options.pin_memory, options.thread_workers)
+    runtime = resolve_runtime(
+        options.n_devices, options.n_workers, options.pin_memory, options.thread_workers, config.training.device
+    )
     predictor = make_predictor(config, [model], runtime.device, tta=tta)
     regions = channel_groups(config.labels, config.dataset.setup_label_hierarchy)
     for group in groups:

@@ -1,9 +1,11 @@
 """The cross-validation summary: one row per fold, then the mean and standard deviation.
 
-Per fold: the best epoch and its validation loss and Dice in the preprocessed space (from the training log), and,
-once the fold's held-out cases are predicted and scored, the mean full-volume Dice and HD95 per region in each
-case's original space (`dice_*`, `hd95_*`, `mean_dice`): the numbers to report. `self_check` names the regions
-whose full-volume Dice on the validation cases is more than 0.05 below the log's (see `experiment.steps.dice_gaps`).
+Per fold: the best epoch and its validation loss and Dice in the preprocessed space (from the training log), the
+training time and throughput (`samples_per_s`, the median over the fold's epochs: training samples per second, as
+published images-per-second figures count them), and, once the fold's held-out cases are predicted and scored, the
+mean full-volume Dice and HD95 per region in each case's original space (`dice_*`, `hd95_*`, `mean_dice`): the
+numbers to report. `self_check` names the regions whose full-volume Dice on the validation cases is more than 0.05
+below the log's (see `experiment.steps.dice_gaps`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ def fold_row(fold: int, fold_dir: Path) -> dict[str, float | int | str] | None:
             if column == "val_loss" or column.startswith("val_dice"):
                 row[column] = float(best[column])
     row["training_time_s"] = float(log["epoch_time"].sum())
+    if "samples_per_s" in log and log["samples_per_s"].notna().any():  # logs written before unet3d 15 lack it
+        row["samples_per_s"] = float(log["samples_per_s"].median())
     scored = next((fold_dir / p for p in HELD_OUT_METRICS if (fold_dir / p).exists()), None)
     if scored is not None:
         row.update(full_volume_means(scored))

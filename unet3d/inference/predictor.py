@@ -1,5 +1,5 @@
 """Probabilities for a volume from one model or an ensemble: sliding-window inference, optional mirror
-test-time augmentation, AMP on CUDA, and a CPU fallback when the GPU runs out of memory.
+test-time augmentation, AMP on accelerators, and a CPU fallback when the accelerator runs out of memory.
 
 Probabilities are in the preprocessed space of the case (after reorientation, cropping and resizing); `export`
 brings them back to the case's original space.
@@ -20,11 +20,11 @@ from monai.inferers import Inferer
 from unet3d.checkpoint import load_checkpoint, load_model_weights, model_state
 from unet3d.config.schema import Config
 from unet3d.data.labels import activate
-from unet3d.errors import CheckpointError
+from unet3d.devices import amp_dtype, autocast, empty_cache
+from unet3d.errors import CheckpointError, out_of_memory
 from unet3d.inferers import build_inferer
 from unet3d.losses import activation_from_loss
 from unet3d.models import build_model
-from unet3d.runtime import amp_dtype, autocast
 
 log = logging.getLogger("unet3d")
 
@@ -38,17 +38,21 @@ class Predictor:
     activation: str
     device: torch.device
     tta: bool = False
-    amp: bool | str = False  # training.amp: true/'fp16' or 'bf16' (CUDA only), as the model was trained
+    amp: bool | str = False  # training.amp: true/'fp16' or 'bf16' (on accelerators), as the model was trained
 
     def probabilities(self, image: torch.Tensor) -> torch.Tensor:
         """(1, C_in, *spatial) → (1, C_out, *spatial) probabilities averaged over models (and mirrorings)."""
         try:
             return self._average(image, self.device)
-        except torch.OutOfMemoryError:
-            if self.device.type != "cuda":
+        except RuntimeError as error:  # torch.OutOfMemoryError on CUDA; a RuntimeError saying so on other devices
+            if self.device.type == "cpu" or not out_of_memory(error):
                 raise
-            log.warning("out of GPU memory for a %s volume; finishing this case on the CPU", tuple(image.shape[2:]))
-            torch.cuda.empty_cache()
+            log.warning(
+                "out of %s memory for a %s volume; finishing this case on the CPU",
+                self.device.type,
+                tuple(image.shape[2:]),
+            )
+            empty_cache(self.device)
             return self._average(image, torch.device("cpu"))
 
     def _average(self, image: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -26,11 +26,12 @@ from unet3d.data.datasets import (
 from unet3d.data.labels import channel_groups, n_target_channels, region_names
 from unet3d.data.seeding import SeededDataset, SeededSampler
 from unet3d.data.transforms import build_transforms, preprocessing_fingerprint
+from unet3d.devices import amp_dtype, grad_scaler
 from unet3d.inferers import build_inferer
 from unet3d.losses import activation_from_loss, build_loss
 from unet3d.models import build_model, deep_supervision_heads, spatial_dims
 from unet3d.optim import Scheduler, build_optimizer, build_scheduler, scheduler_monitor, scheduler_step_mode
-from unet3d.runtime import Runtime, amp_dtype
+from unet3d.runtime import Runtime
 
 log = logging.getLogger("unet3d")
 
@@ -153,7 +154,7 @@ def build_components(config: Config, work_dir: Path, runtime: Runtime) -> Compon
         model = model.to(memory_format=memory_format)
     network = model
     if runtime.distributed:
-        device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+        device_ids = [runtime.device.index] if runtime.device.type != "cpu" else None
         network = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     if config.training.compile:
         mode = None if config.training.compile is True else config.training.compile
@@ -166,7 +167,7 @@ def build_components(config: Config, work_dir: Path, runtime: Runtime) -> Compon
         eval_loss=build_loss(config.loss),
         optimizer=(optimizer := build_optimizer(config.optimizer, model.parameters())),
         scheduler=build_scheduler(config.scheduler, optimizer),
-        scaler=torch.amp.GradScaler("cuda", enabled=dtype == torch.float16),
+        scaler=grad_scaler(dtype, runtime.device),
         amp_dtype=dtype,
         activation=activation,
         groups=groups,

@@ -14,7 +14,7 @@ import pandas as pd
 from unet3d.atomic import atomic_write_text
 
 LOG_FILENAME = "training_log.csv"
-COLUMNS = ("epoch", "loss", "lr", "val_loss", "val_dice", "epoch_time")
+COLUMNS = ("epoch", "loss", "lr", "val_loss", "val_dice", "epoch_time", "train_time", "samples_per_s")
 
 
 def write_log(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -12,7 +12,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from monai.data import MetaTensor
@@ -23,9 +23,10 @@ from unet3d import checkpoint as ckpt
 from unet3d.atomic import atomic_write_json
 from unet3d.config.schema import Config, TrainingConfig
 from unet3d.data.labels import activate, region_masks
+from unet3d.devices import autocast, synchronize
 from unet3d.errors import TrainingDiverged
 from unet3d.optim import current_lr, step_scheduler
-from unet3d.runtime import Runtime, all_reduce_mean, autocast, seed_everything
+from unet3d.runtime import Runtime, all_reduce_mean, seed_everything
 from unet3d.training.components import Components
 from unet3d.training.history import LOG_FILENAME, write_log
 from unet3d.training.resume import Change
@@ -80,9 +81,18 @@ def train_step(parts: Components, batch: dict[str, Any], device: torch.device, c
     return value, int(images.shape[0])
 
 
-def train_one_epoch(parts: Components, device: torch.device, epoch: int, training: TrainingConfig) -> float:
+class EpochTraining(NamedTuple):
+    """What one epoch's training phase did: its mean loss per sample, the samples (patches) it trained on and the
+    seconds it took (loading included, validation not)."""
+
+    loss: float
+    samples: int
+    seconds: float
+
+
+def train_one_epoch(parts: Components, device: torch.device, epoch: int, training: TrainingConfig) -> EpochTraining:
     """One epoch of optimisation (`training_iterations_per_epoch` passes over the loader); returns the mean training
-    loss per sample. Per-iteration schedulers step after every batch."""
+    loss per sample, the sample count and the time. Per-iteration schedulers step after every batch."""
     parts.network.train()
     total, count, iteration = 0.0, 0, 0
     start = time.perf_counter()
@@ -118,7 +128,8 @@ def train_one_epoch(parts: Components, device: torch.device, epoch: int, trainin
     bar.close()
     if count == 0:
         raise RuntimeError("the training loader yielded no batch")
-    return total / count
+    synchronize(device)
+    return EpochTraining(total / count, count, time.perf_counter() - start)
 
 
 def decoded_regions(logits: torch.Tensor, groups: Sequence[tuple[int, ...]], activation: str) -> torch.Tensor:
@@ -213,8 +224,9 @@ def fit(
             started = time.perf_counter()
             row: dict[str, Any] = {"epoch": epoch, "lr": current_lr(parts.optimizer)}
             try:
-                loss = train_one_epoch(parts, device, epoch, training)
-                row["loss"] = all_reduce_mean(loss, runtime)
+                trained = train_one_epoch(parts, device, epoch, training)
+                row["loss"] = all_reduce_mean(trained.loss, runtime)
+                row.update(throughput(trained, runtime))
                 if parts.val_loader is not None:
                     row.update(validate(parts, device))
                 check_finite(row, parts.model, epoch)
@@ -232,10 +244,10 @@ def fit(
                 and runtime.is_main
                 and full_validation_due(epoch, training.n_epochs, interval)
             ):
-                trained = time.perf_counter() - started
+                before = time.perf_counter() - started
                 row.update(full_validation(parts.model))
                 if training.validation_interval is None:
-                    interval = adapted_interval(time.perf_counter() - started - trained, trained)
+                    interval = adapted_interval(time.perf_counter() - started - before, before)
             row["epoch_time"] = time.perf_counter() - started
             improved = row[monitor] < state.best_metric
             if improved:
@@ -256,11 +268,20 @@ def fit(
     return state
 
 
+def throughput(trained: EpochTraining, runtime: Runtime) -> dict[str, float]:
+    """The log's `train_time` (seconds of the training phase; the mean over processes under torchrun) and
+    `samples_per_s`: training samples of all processes per second of it, the images-per-second figure that
+    published runs report."""
+    seconds = all_reduce_mean(trained.seconds, runtime)
+    samples = all_reduce_mean(float(trained.samples), runtime) * runtime.world_size
+    return {"train_time": seconds, "samples_per_s": samples / max(seconds, 1e-9)}
+
+
 def _summary(row: dict[str, Any], improved: bool) -> str:
     parts = [f"epoch {row['epoch']}", f"loss {row['loss']:.4f}"]
     if "val_loss" in row:
         parts += [f"val_loss {row['val_loss']:.4f}", f"val_dice {row['val_dice']:.3f}"]
     if "full_dice" in row:
         parts.append(f"full_dice {row['full_dice']:.3f}")
-    parts += [f"lr {row['lr']:.3g}", f"{row['epoch_time']:.1f}s"]
+    parts += [f"lr {row['lr']:.3g}", f"{row['epoch_time']:.1f}s", f"{row['samples_per_s']:.1f} samples/s"]
     return " | ".join(parts) + (" | best" if improved else "")

@@ -38,6 +38,7 @@ APPLIED_KEYS = {
     "training.compile",
     "training.channels_last",
     "training.deterministic",
+    "training.device",
     "dataset.cache",
     "dataset.cache_dir",
     "dataset.name",

@@ -6,7 +6,7 @@ import logging
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 from pathlib import Path
 
 import torch
@@ -16,6 +16,7 @@ from unet3d.atomic import remove_stale_temporaries
 from unet3d.config.schema import Config
 from unet3d.data.datasets import stop_workers
 from unet3d.data.examples import write_examples
+from unet3d.errors import ConfigError
 from unet3d.runtime import banner, broadcast_from_main, resolve_runtime, use_deterministic_algorithms
 from unet3d.training.components import build_components
 from unet3d.training.loop import FullValidation, fit
@@ -29,7 +30,8 @@ log = logging.getLogger("unet3d")
 class RunOptions:
     """Settings of a run that are not part of the experiment (where and how it executes)."""
 
-    n_gpus: int | None = None
+    n_devices: int | None = None  # devices of the config's training.device kind (None: all; 0: the CPU)
+    dist_backend: str | None = None  # torch.distributed backend under torchrun (None: by device)
     n_workers: int = 0
     thread_workers: bool = False
     pin_memory: bool = False
@@ -37,6 +39,13 @@ class RunOptions:
     pretrained_model_filename: Path | None = None
     n_examples: int | None = None
     accept_config_changes: bool = False  # resume with changed model, data or optimizer keys (see training.resume)
+    n_gpus: InitVar[int | None] = None  # the name of n_devices before accelerators other than CUDA were supported
+
+    def __post_init__(self, n_gpus: int | None) -> None:
+        if n_gpus is not None:
+            if self.n_devices is not None and self.n_devices != n_gpus:
+                raise ConfigError(f"RunOptions: n_gpus={n_gpus} and n_devices={self.n_devices} disagree")
+            self.n_devices = n_gpus
 
 
 def work_dir_for(config_path: Path, output_dir: Path | None) -> Path:
@@ -105,7 +114,14 @@ def train_model(
     """Train (or resume, or extend) the model of `config` in `work_dir`. The config must have passed preflight.
     `full_validation` scores whole validation volumes during training (see `fit`)."""
     work_dir.mkdir(parents=True, exist_ok=True)
-    runtime = resolve_runtime(options.n_gpus, options.n_workers, options.pin_memory, options.thread_workers)
+    runtime = resolve_runtime(
+        options.n_devices,
+        options.n_workers,
+        options.pin_memory,
+        options.thread_workers,
+        config.training.device,
+        options.dist_backend,
+    )
     with file_log(work_dir / "train.log") if runtime.is_main else quiet_log():
         seed = broadcast_from_main(choose_seed(config, options, work_dir), runtime)
         use_deterministic_algorithms(config.training.deterministic)

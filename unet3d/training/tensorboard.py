@@ -1,10 +1,11 @@
 """The training log mirrored to TensorBoard (`training.tensorboard: true`; needs `unet3d[tensorboard]`).
 
 Event files go to `<work dir>/tensorboard/`: one scalar per numeric column of each log row, at step = epoch, tagged
-`loss/train`, `loss/val`, `dice/val`, `dice/val_<region>`, `dice/full`, `dice/full_<region>`, `lr` and
-`time/epoch_s`; any other numeric column keeps its name. Like the CSV, the mirror is rebuilt from the checkpoint's rows
-whenever training starts (`purge_step=1` hides what earlier processes wrote), so TensorBoard shows every checkpointed
-epoch exactly once: none repeated after a resume, none lost to a crash between a checkpoint and its events.
+`loss/train`, `loss/val`, `dice/val`, `dice/val_<region>`, `dice/full`, `dice/full_<region>`, `lr`, `time/epoch_s`,
+`time/train_s` and `time/samples_per_s`; any other numeric column keeps its name. Like the CSV, the mirror is rebuilt
+from the checkpoint's rows whenever training starts (`purge_step=1` hides what earlier processes wrote), so
+TensorBoard shows every checkpointed epoch exactly once: none repeated after a resume, none lost to a crash between a
+checkpoint and its events.
 """
 
 from __future__ import annotations
@@ -17,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 TENSORBOARD_DIRNAME = "tensorboard"
-TAGS = {"loss": "loss/train", "val_loss": "loss/val", "lr": "lr", "epoch_time": "time/epoch_s"}
+TAGS = {
+    "loss": "loss/train",
+    "val_loss": "loss/val",
+    "lr": "lr",
+    "epoch_time": "time/epoch_s",
+    "train_time": "time/train_s",
+    "samples_per_s": "time/samples_per_s",
+}
 PREFIXES = {"val_dice": "dice/val", "full_dice": "dice/full"}
 Row = dict[str, Any]
 
