@@ -12,6 +12,7 @@ requirements = [
 ]
 
 ONNX = ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"]
+TRACKERS = {"mlflow": ["mlflow-skinny>=2.10"], "wandb": ["wandb>=0.19"]}
 
 setup(
     name="unet3d",
@@ -23,11 +24,13 @@ setup(
     python_requires=">=3.10",
     install_requires=requirements,
     extras_require={
-        "test": ["pytest>=7", "ruff==0.17.6", "matplotlib>=3.5", "tensorboard>=2.10", "itk-io>=5.3", *ONNX],
+        "test": ["pytest>=7", "ruff==0.17.6", "matplotlib>=3.5", "tensorboard>=2.10", "itk-io>=5.3", *ONNX,
+                 *TRACKERS["mlflow"], *TRACKERS["wandb"]],
         "plots": ["matplotlib>=3.5"],
         "itk": ["itk-io>=5.3"],  # MetaImage (.mhd/.mha) and NRRD through MONAI's ITKReader
         "tensorboard": ["tensorboard>=2.10"],
         "onnx": ONNX,  # unet3d-export --format onnx: the exporter and a runtime to check the export
+        **TRACKERS,  # training.tracker: "mlflow" or "wandb"
     },
     entry_points={
         "console_scripts": [

@@ -4,6 +4,7 @@ counts against the data, and every file of every case. Each stage contributes it
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 
@@ -93,6 +94,25 @@ def check_tensorboard(training: TrainingConfig) -> None:
         ) from None
 
 
+def check_tracker(training: TrainingConfig) -> None:
+    """`training.tracker` needs its package, and only its own keys: a ConfigError before any compute otherwise."""
+    if training.tracker is None:
+        return
+    if importlib.util.find_spec(training.tracker) is None:
+        raise ConfigError(
+            f"training.tracker: {training.tracker!r} needs the {training.tracker} package; "
+            f"pip install 'unet3d[{training.tracker}]'"
+        )
+    known = TRACKER_KEYS[training.tracker]
+    unknown = sorted(set(training.tracker_kwargs) - set(known))
+    if unknown:
+        raise ConfigError(f"training.tracker_kwargs: {unknown} are not {training.tracker} settings (known: {known})")
+
+
+TRACKER_KEYS = {
+    "mlflow": ["experiment_name", "tracking_uri"],
+    "wandb": ["dir", "entity", "group", "mode", "project"],
+}
 FIRST_WIDTH_KEYS = ("filters", "channels", "init_filters", "feature_size")  # the first layer's width, by network
 
 
@@ -154,6 +174,7 @@ def check_experiment(config: Config, train: bool = True) -> None:
         raise ConfigError("training_filenames: required (a list of cases or a path to a .npy/.json list)")
     if train:
         check_tensorboard(config.training)
+        check_tracker(config.training)
         check_memory(config)
 
 

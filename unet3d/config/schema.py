@@ -127,6 +127,14 @@ class TrainingConfig:
         "Mirror the training log to TensorBoard event files in <work dir>/tensorboard/; needs unet3d[tensorboard].",
         False,
     )
+    tracker: str | None = doc(
+        "Mirror the log, the config and the final metrics to 'mlflow' or 'wandb' (needs unet3d[mlflow] / [wandb]).",
+        None,
+        choices=(None, "mlflow", "wandb"),
+    )
+    tracker_kwargs: dict[str, Any] = doc(
+        "MLflow: tracking_uri, experiment_name; W&B: project, entity, group, mode ('offline'), dir.", {}
+    )
     log_every_n_iterations: int | None = doc("Log the running loss and learning rate every N batches.", None, minimum=1)
     training_iterations_per_epoch: int = doc("Passes over the training loader per epoch (3DUnetCNN key).", 1, minimum=1)
     prefetch_factor: int | None = doc(

@@ -31,6 +31,7 @@ from unet3d.evaluation.metrics import (
     format_summary,
     read_labels,
 )
+from unet3d.experiment.splits import HELD_OUT_GROUP
 from unet3d.inference.predictor import Predictor, make_predictor
 from unet3d.inference.writing import iter_predictions, predict_cases
 from unet3d.inferers import build_inferer
@@ -41,6 +42,7 @@ from unet3d.training.history import LOG_FILENAME, read_log
 from unet3d.training.loop import FullValidation
 from unet3d.training.run import RunOptions, train_model
 from unet3d.training.state import TrainingState
+from unet3d.training.trackers import log_final_metrics
 
 log = logging.getLogger("unet3d")
 MANIFEST = "predictions.json"
@@ -202,6 +204,17 @@ def full_volume_validation(config: Config) -> FullValidation | None:
     return score
 
 
+def track_final_metrics(config: Config, work_dir: Path, metrics: dict[str, Path]) -> None:
+    """Send the held-out cases' mean Dice and HD95 per region to the run's tracker (`training.tracker`), if any."""
+    path = metrics.get(HELD_OUT_GROUP) or metrics.get("validation")
+    if config.training.tracker is None or path is None:
+        return
+    table = pd.read_csv(path, dtype={"case_id": str})
+    mean = table[table["case_id"] == "mean"]
+    values = {c: float(mean[c].iloc[0]) for c in table.columns if c.startswith(("dice_", "hd95_")) and not mean.empty}
+    log_final_metrics(work_dir, config.training.tracker, config.training.tracker_kwargs, values)
+
+
 def run_model(config: Config, work_dir: Path, options: RunOptions) -> ModelResult:
     """Steps 1-4 for one work dir, skipping the steps already done; the work dir is locked while they run (`Busy`
     when another run has it)."""
@@ -219,6 +232,7 @@ def _run_steps(config: Config, work_dir: Path, options: RunOptions) -> ModelResu
         return result
     predicted = predict_and_evaluate(config, work_dir, options)
     result.predicted, result.metrics = predicted.predicted, predicted.metrics
+    track_final_metrics(config, work_dir, result.metrics)
     for gap in dice_gaps(work_dir):
         log.warning(
             "self-check: %s; the written label maps score lower than the network (look at the inversion of the "

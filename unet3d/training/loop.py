@@ -31,7 +31,7 @@ from unet3d.training.components import Components
 from unet3d.training.history import LOG_FILENAME, write_log
 from unet3d.training.resume import Change
 from unet3d.training.state import TrainingState, restore, save_epoch, should_stop
-from unet3d.training.tensorboard import tensorboard_mirror
+from unet3d.training.trackers import log_mirrors
 
 log = logging.getLogger("unet3d")
 CONFIG_FILENAME = "config.json"  # the exact config of the run, written once a (resumed) run has accepted it
@@ -215,7 +215,7 @@ def fit(
     if parts.val_loader is None:
         log.warning("no validation_filenames: the best model and the scheduler follow the training loss")
     interval = training.validation_interval or 1
-    with tensorboard_mirror(work_dir, state.rows, training.tensorboard and runtime.is_main) as mirror:
+    with log_mirrors(work_dir, state.rows, training, config.raw, runtime.is_main) as mirror:
         while state.epoch < training.n_epochs and not should_stop(state, training.early_stopping_patience):
             epoch = state.epoch + 1
             # Each process draws its own augmentations; a DistributedSampler shuffles the same way on all of them.

@@ -30,6 +30,8 @@ APPLIED_KEYS = {
     "training.save_last_n_models",
     "training.progress_plot",
     "training.tensorboard",
+    "training.tracker",
+    "training.tracker_kwargs",
     "training.log_every_n_iterations",
     "training.prefetch_factor",
     "training.test_input",
