@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from unet3d.config.schema import reference_markdown
+from unet3d.config.reference import reference_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,12 +7,11 @@ records (`reference_markdown`).
 
 from __future__ import annotations
 
-import typing
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from unet3d.config.fields import NamedSpec, doc, type_name
+from unet3d.config.fields import NamedSpec, doc
 
 
 @dataclass
@@ -300,24 +299,3 @@ class Config:
         """The dataset settings of one split ('training' or 'validation', which prediction uses too): the top-level
         keys with the split's block on top, or the dataset section itself when the split has no block."""
         return self.splits.get(split, self.dataset)
-
-
-def reference_markdown() -> str:
-    """The config reference table for the README, generated from the records above."""
-    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
-    for section, text in NAMED_SECTIONS.items():
-        lines.append(f"| `{section}` | object | {'required' if section in REQUIRED_SECTIONS else 'none'} | {text} |")
-    for section, text in NOTE_SECTIONS.items():
-        lines.append(f"| `{section}` | object | none | {text} |")
-    for section, record in SECTION_RECORDS.items():
-        hints = typing.get_type_hints(record)
-        for f in fields(record):
-            default = f.default if f.default is not MISSING else f.default_factory()
-            type_text = type_name(hints[f.name]).replace("|", "/")
-            lines.append(f"| `{section}.{f.name}` | {type_text} | `{default!r}` | {f.metadata['doc']} |")
-    lines.append(
-        '| `<group>_filenames` | list or path | | Cases: `{"image": path or [paths], "label": path}`; '
-        "or a `.npy`/`.json` file holding such a list; or an MSD / nnU-Net v2 data set (its folder or `dataset.json`): "
-        "`training_filenames` takes its training cases, other groups its test cases. |"
-    )
-    return "\n".join(lines)
