@@ -48,4 +48,13 @@ def test_the_log_is_rewritten_from_the_rows_never_appended_to(tmp_path):
 
 def test_a_missing_log_reads_as_an_empty_table_with_the_standard_columns(tmp_path):
     log = read_log(tmp_path / "training_log.csv")
-    assert log.empty and list(log.columns) == ["epoch", "loss", "lr", "val_loss", "val_dice", "epoch_time"]
+    assert log.empty and list(log.columns) == [
+        "epoch",
+        "loss",
+        "lr",
+        "val_loss",
+        "val_dice",
+        "epoch_time",
+        "train_time",
+        "samples_per_s",
+    ]
