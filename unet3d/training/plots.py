@@ -72,11 +72,12 @@ def fold_curves_figure(logs: dict[str, Any]) -> Any:
     for axis, (title, names) in zip(axes.flat, panels, strict=False):
         for index, (fold, log) in enumerate(logs.items()):
             for name, style in zip(names, ("solid", "dashed"), strict=False):
-                if name in log and log[name].notna().any():
+                points = log[["epoch", name]].dropna() if name in log else None  # NaN: not measured that epoch
+                if points is not None and len(points):
                     label = fold if name == names[0] else None
-                    axis.plot(
-                        log["epoch"], log[name], color=colours[index % len(colours)], linestyle=style, label=label
-                    )
+                    marker = "." if len(points) < len(log) else None
+                    colour = colours[index % len(colours)]
+                    axis.plot(points["epoch"], points[name], color=colour, linestyle=style, marker=marker, label=label)
         axis.set_title(title + (" (validation dashed)" if len(names) > 1 else ""), fontsize=9)
         axis.grid(alpha=0.3)
         if title == "learning rate" and axis.lines and all((line.get_ydata() > 0).all() for line in axis.lines):
