@@ -1,6 +1,6 @@
 """Smoke test of the real-data recipe (examples/real_ct_organs): real CT scans from the package registry, one of them a
 DICOM series whose label map stores its grid in another axis order, planned by unet3d-plan and trained for an
-epoch; the label maps come back on each scan's own grid."""
+epoch (the fold that holds the series out); its label map comes back on the series' own grid."""
 
 from __future__ import annotations
 
@@ -75,18 +75,17 @@ def test_real_ct_recipe_plans_trains_and_writes_label_maps_on_each_scans_grid(re
         "training.iterations_per_epoch=2",
         "--set",
         "inference.sw_batch_size=4",
+        "--fold",
+        "1",  # the fold that holds out the DICOM series (the planner's split seed is fixed)
         cwd=real_data,
     )
     work_dir = real_data / "plan" / "ct"
     series = read_header(real_data / "raw" / "example_ct_dicom")
-    written = next(work_dir.glob("fold*/validation/dicom_ct.nii.gz"))
+    assert json.loads((work_dir / "splits.json").read_text())["folds"][0]["validation"] == ["dicom_ct"]
+    written = work_dir / "fold1" / "validation" / "dicom_ct.nii.gz"
     label_map = nib.load(str(written))
     assert label_map.shape == series.shape[:3] == (512, 512, 20)
     np.testing.assert_allclose(label_map.affine, series.affine, atol=1e-3)  # the series' grid, not the mask's order
-    abdomen = nib.load(str(next(work_dir.glob("fold*/validation/abdomen_ct.nii.gz"))))
-    reference = nib.load(str(real_data / "raw" / "example_ct.nii.gz"))
-    assert abdomen.shape == reference.shape
-    np.testing.assert_allclose(abdomen.affine, reference.affine, atol=1e-3)
     with open(written.parent / "metrics.csv") as handle:
         rows = {row["case_id"]: row for row in csv.DictReader(handle)}
     assert 0.0 <= float(rows["dicom_ct"]["dice_2"]) <= 1.0  # scored against the mask in its other axis order
