@@ -74,3 +74,60 @@ def test_spatial_dims_and_deep_supervision_heads_come_from_the_arguments():
     assert deep_supervision_heads(NamedSpec("DynUNet", {})) == 1
     assert deep_supervision_heads(NamedSpec("DynUNet", {"deep_supervision": True})) == 2
     assert deep_supervision_heads(NamedSpec("DynUNet", {"deep_supervision": True, "deep_supr_num": 3})) == 4
+
+
+def _dynunet(deep_supervision: bool) -> torch.nn.Module:
+    spec = NamedSpec(
+        "DynUNet",
+        {
+            "spatial_dims": 3,
+            "in_channels": 2,
+            "out_channels": 3,
+            "kernel_size": [3, 3, 3],
+            "strides": [1, 2, 2],
+            "upsample_kernel_size": [2, 2],
+            "filters": [4, 8, 16],
+            "deep_supervision": deep_supervision,
+            "deep_supr_num": 1,
+        },
+    )
+    return build_model(spec)
+
+
+def test_output_bias_prior_starts_every_sigmoid_region_and_every_head_at_the_prior():
+    from unet3d.models import initialize_output_bias, output_layers
+
+    model = _dynunet(deep_supervision=True)
+    assert initialize_output_bias(model, 3, 0.01) == 2  # the output block and the deep-supervision head
+    model.train()
+    with torch.no_grad():  # with the heads' weights zeroed the outputs are their biases alone
+        for layer in output_layers(model, 3):
+            layer.weight.zero_()
+    heads = torch.sigmoid(model(torch.randn(1, 2, 16, 16, 16)))
+    assert heads.shape == (1, 2, 3, 16, 16, 16)
+    assert torch.allclose(heads, torch.full_like(heads, 0.01), atol=1e-6)
+
+
+def test_output_bias_prior_under_softmax_leaves_the_rest_to_the_background():
+    from unet3d.models import initialize_output_bias
+
+    model = _dynunet(deep_supervision=False).eval()
+    initialize_output_bias(model, 3, 0.05, activation="softmax")
+    with torch.no_grad():
+        model.output_block.conv.conv.weight.zero_()
+    probabilities = torch.softmax(model(torch.randn(1, 2, 16, 16, 16)), dim=1)[0, :, 3, 4, 5]
+    assert probabilities.tolist() == pytest.approx([0.9, 0.05, 0.05], abs=1e-6)
+    with pytest.raises(ConfigError, match=r"2 classes at 0\.5 each leave no probability for the background"):
+        initialize_output_bias(model, 3, 0.5, activation="softmax")
+
+
+def test_output_bias_prior_takes_the_last_convolution_of_networks_without_1x1_heads():
+    from unet3d.models import initialize_output_bias, output_layers
+
+    model = build_model(NamedSpec("UNet", UNET))
+    (layer,) = output_layers(model, 3)
+    assert layer is [m for m in model.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)][-1]
+    initialize_output_bias(model, 3, 0.2)
+    assert torch.allclose(layer.bias, torch.full((3,), float(torch.logit(torch.tensor(0.2)))))
+    with pytest.raises(ConfigError, match=r"output_bias_prior: UNet has no convolution with 5 output channels"):
+        initialize_output_bias(model, 5, 0.2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 
 import torch
 
@@ -88,3 +89,45 @@ def deep_supervision_heads(spec: NamedSpec) -> int:
     if not spec.kwargs.get("deep_supervision", False):
         return 1
     return 1 + int(spec.kwargs.get("deep_supr_num", 1))
+
+
+def output_layers(model: torch.nn.Module, n_outputs: int) -> list[torch.nn.Module]:
+    """The layers that produce the network's outputs: its 1x1 convolutions with `n_outputs` channels (DynUNet's
+    output block and deep-supervision heads, SegResNet's, SwinUNETR's), else the last convolution with that many."""
+    convolutions = [
+        m
+        for m in model.modules()
+        if isinstance(m, torch.nn.modules.conv._ConvNd) and m.out_channels == n_outputs and m.bias is not None
+    ]
+    heads = [m for m in convolutions if all(k == 1 for k in m.kernel_size)]
+    return heads or convolutions[-1:]
+
+
+def initialize_output_bias(model: torch.nn.Module, n_outputs: int, prior: float, activation: str = "sigmoid") -> int:
+    """Set the output layers' biases so that every region or class starts at probability `prior` (the prior
+    initialization of RetinaNet's focal loss paper): sigmoid channels at `prior` each, softmax classes at `prior`
+    each with the background (channel 0) taking the rest. Returns how many layers were set.
+
+    Why: at the usual zero bias every voxel starts at probability 0.5 (sigmoid), and the cross-entropy's first steps
+    drive the bias of a small region's channel far negative; with SGD and momentum 0.99 such a channel can stay off for
+    the whole of a short schedule (measured in benchmarks/nnunet_parity.py)."""
+    if activation == "softmax":
+        if (n_outputs - 1) * prior >= 1:
+            raise ConfigError(
+                f"training.output_bias_prior: {n_outputs - 1} classes at {prior} each leave no probability for the "
+                "background; use a smaller prior"
+            )
+        bias = torch.full((n_outputs,), math.log(prior))
+        bias[0] = math.log(1 - (n_outputs - 1) * prior)
+    else:
+        bias = torch.full((n_outputs,), math.log(prior / (1 - prior)))
+    layers = output_layers(model, n_outputs)
+    if not layers:
+        raise ConfigError(
+            f"training.output_bias_prior: {type(model).__name__} has no convolution with {n_outputs} output channels "
+            "and a bias to set"
+        )
+    with torch.no_grad():
+        for layer in layers:
+            layer.bias.copy_(bias.to(layer.bias))
+    return len(layers)

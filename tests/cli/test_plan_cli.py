@@ -46,6 +46,7 @@ def test_msd_4d_multimodal_exclusive_labels(tmp_path):
     assert config["training_filenames"] == config["test_filenames"] == "../Task01_Synthetic"
     assert config["model"]["in_channels"] == 4 and config["model"]["out_channels"] == 4  # background + 3 classes
     assert config["loss"]["name"] == "DiceCELoss" and config["loss"]["softmax"] is True
+    assert "output_bias_prior" not in config["training"]  # measured for sigmoid regions only
     assert config["dataset"]["labels"] == [1, 2, 3] and config["dataset"]["setup_label_hierarchy"] is False
     cases = {p.name.removesuffix(".nii.gz"): p for p in (dataset / "imagesTr").glob("*.nii.gz")}
     assert_label_maps_on_the_cases_grids(work_dir, cases, {0, 1, 2, 3})
@@ -60,6 +61,7 @@ def test_nnunet_per_channel_files_with_regions(tmp_path):
     config, work_dir = plan_and_train(tmp_path, dataset)
     assert config["dataset"]["labels"] == [1, 2, 3] and config["dataset"]["setup_label_hierarchy"] is True
     assert config["loss"]["sigmoid"] is True and config["model"]["out_channels"] == 3
+    assert config["training"]["output_bias_prior"] == 0.01  # small regions start on (benchmarks/nnunet_parity.py)
     cases = {p.name.removesuffix("_0000.nii.gz"): p for p in (dataset / "imagesTr").glob("*_0000.nii.gz")}
     assert_label_maps_on_the_cases_grids(work_dir, cases, {0, 1, 2, 3})
     summary = (work_dir / "cv_summary.csv").read_text()

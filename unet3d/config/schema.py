@@ -119,6 +119,14 @@ class TrainingConfig:
     gradient_clip: float | None = doc(
         "Clip the gradients' global norm to this value (null: no clipping).", None, minimum=0.0
     )
+    output_bias_prior: float | None = doc(
+        "Start every region (sigmoid) or class (softmax; the background takes the rest) at this probability, e.g. "
+        "0.01, by setting the output layers' biases; keeps small regions from being switched off by the first steps "
+        "of short schedules (null: the network's own initialization, a sigmoid starts at 0.5).",
+        None,
+        minimum=1e-6,
+        maximum=0.5,
+    )
     progress_plot: bool = doc(
         "Redraw progress.png (losses, Dice, lr, epoch time) after every epoch; needs matplotlib.", True
     )

@@ -45,6 +45,9 @@ class Plan:
     config_path: Path
 
 
+OUTPUT_BIAS_PRIOR = 0.01  # sigmoid regions; see unet3d.models.initialize_output_bias and benchmarks/nnunet_parity.py
+
+
 def _label_spec(layout: Layout | None, cases: Sequence[CaseFingerprint]) -> tuple[list[Any], bool, str]:
     if layout is not None:
         kind = "regions nested in a chain" if layout.hierarchy else "exclusive classes"
@@ -198,6 +201,7 @@ def build_config(
             "batch_size": profile.batch_size,
             "iterations_per_epoch": profile.iterations_per_epoch,
             "gradient_clip": 12.0,
+            **({"output_bias_prior": OUTPUT_BIAS_PRIOR} if hierarchy else {}),
             "amp": profile.device == "gpu",
             "save_best": True,
         },
@@ -206,6 +210,12 @@ def build_config(
         f"{profile.n_epochs} epochs x {profile.iterations_per_epoch} batches of {profile.batch_size}, SGD 0.01 "
         "(Nesterov 0.99) with polynomial decay per epoch, gradients clipped at 12"
         + (", mixed precision" if profile.device == "gpu" else "")
+        + (
+            f"; every region starts at probability {OUTPUT_BIAS_PRIOR} (output_bias_prior), so that small regions "
+            "are not switched off by the first steps"
+            if hierarchy
+            else ""
+        )
     )
     reasons["cross_validation"] = f"{n_folds} folds"
     return config, reasons, ct_channels

@@ -29,7 +29,7 @@ from unet3d.data.transforms import build_transforms, preprocessing_fingerprint
 from unet3d.devices import amp_dtype, grad_scaler
 from unet3d.inferers import build_inferer
 from unet3d.losses import activation_from_loss, build_loss
-from unet3d.models import build_model, deep_supervision_heads, spatial_dims
+from unet3d.models import build_model, deep_supervision_heads, initialize_output_bias, spatial_dims
 from unet3d.optim import Scheduler, build_optimizer, build_scheduler, scheduler_monitor, scheduler_step_mode
 from unet3d.runtime import Runtime
 
@@ -118,6 +118,13 @@ def training_sampler(dataset: Dataset, samples_per_epoch: int | None, runtime: R
     return torch.utils.data.RandomSampler(dataset, generator=torch.Generator())
 
 
+def n_outputs(config: Config, activation: str) -> int:
+    """The network's output channels: from the labels, else the model's `out_channels`."""
+    if config.labels:
+        return n_target_channels(config.labels, activation)
+    return int(config.model.kwargs.get("out_channels", 1))
+
+
 def build_components(config: Config, work_dir: Path, runtime: Runtime) -> Components:
     """Everything `fit` needs, on `runtime.device`."""
     activation = activation_from_loss(config.loss)
@@ -148,7 +155,12 @@ def build_components(config: Config, work_dir: Path, runtime: Runtime) -> Compon
             variable_shapes=config.dataset.random_crop or not config.dataset.desired_shape,
             thread_workers=runtime.thread_workers,
         )
-    model = build_model(config.model).to(runtime.device)
+    model = build_model(config.model)
+    prior = config.training.output_bias_prior
+    if prior is not None:
+        n_layers = initialize_output_bias(model, n_outputs(config, activation), prior, activation)
+        log.info("output biases of %d layer(s) set: every region starts at probability %g", n_layers, prior)
+    model = model.to(runtime.device)
     memory_format = channels_last_format(config) if config.training.channels_last else None
     if memory_format is not None:
         model = model.to(memory_format=memory_format)
