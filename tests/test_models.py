@@ -122,11 +122,11 @@ def test_output_bias_prior_under_softmax_leaves_the_rest_to_the_background():
 
 
 def test_output_bias_prior_takes_the_last_convolution_of_networks_without_1x1_heads():
-    from unet3d.models import initialize_output_bias, output_layers
+    from unet3d.models import CONVOLUTIONS, initialize_output_bias, output_layers
 
     model = build_model(NamedSpec("UNet", UNET))
     (layer,) = output_layers(model, 3)
-    assert layer is [m for m in model.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)][-1]
+    assert layer is [m for m in model.modules() if isinstance(m, CONVOLUTIONS)][-1]
     initialize_output_bias(model, 3, 0.2)
     assert torch.allclose(layer.bias, torch.full((3,), float(torch.logit(torch.tensor(0.2)))))
     with pytest.raises(ConfigError, match=r"output_bias_prior: UNet has no convolution with 5 output channels"):

@@ -91,13 +91,21 @@ def deep_supervision_heads(spec: NamedSpec) -> int:
     return 1 + int(spec.kwargs.get("deep_supr_num", 1))
 
 
+CONVOLUTIONS = (
+    torch.nn.Conv1d,
+    torch.nn.Conv2d,
+    torch.nn.Conv3d,
+    torch.nn.ConvTranspose1d,
+    torch.nn.ConvTranspose2d,
+    torch.nn.ConvTranspose3d,
+)
+
+
 def output_layers(model: torch.nn.Module, n_outputs: int) -> list[torch.nn.Module]:
     """The layers that produce the network's outputs: its 1x1 convolutions with `n_outputs` channels (DynUNet's
     output block and deep-supervision heads, SegResNet's, SwinUNETR's), else the last convolution with that many."""
     convolutions = [
-        m
-        for m in model.modules()
-        if isinstance(m, torch.nn.modules.conv._ConvNd) and m.out_channels == n_outputs and m.bias is not None
+        m for m in model.modules() if isinstance(m, CONVOLUTIONS) and m.out_channels == n_outputs and m.bias is not None
     ]
     heads = [m for m in convolutions if all(k == 1 for k in m.kernel_size)]
     return heads or convolutions[-1:]

@@ -44,6 +44,7 @@ def test_output_bias_prior_is_applied_to_a_new_run_and_logged(experiment, tmp_pa
     import torch
 
     from unet3d.config.load import load_config
+    from unet3d.models import CONVOLUTIONS
     from unet3d.runtime import Runtime
     from unet3d.training.components import build_components
 
@@ -51,7 +52,7 @@ def test_output_bias_prior_is_applied_to_a_new_run_and_logged(experiment, tmp_pa
     with caplog.at_level("INFO", logger="unet3d"):
         runtime = Runtime(torch.device("cpu"), n_devices=0, n_workers=0, pin_memory=False)
         parts = build_components(config, tmp_path / "prior", runtime)
-    last = [m for m in parts.model.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)][-1]
+    last = [m for m in parts.model.modules() if isinstance(m, CONVOLUTIONS)][-1]
     expected = math.log(0.01 / 0.99) if parts.activation == "sigmoid" else math.log(0.01)
     assert last.bias[-1].item() == pytest.approx(expected, rel=1e-6)
     assert "every region starts at probability 0.01" in caplog.text
