@@ -65,6 +65,19 @@ def test_dice_ce_with_sigmoid_on_several_channels_is_warned_about(tmp_path: Path
     assert "DiceCELoss" not in caplog.text
 
 
+def test_a_softmax_output_bias_prior_must_leave_probability_to_the_background(tmp_path: Path):
+    softmax = config(tmp_path, loss={"name": "DiceCELoss", "softmax": True})  # 2 classes + background: 3 outputs
+    softmax.model.kwargs["out_channels"] = 3
+    softmax.training.output_bias_prior = 0.5
+    with pytest.raises(ConfigError, match=r"^training\.output_bias_prior: 2 classes at 0\.5 each leave no probability"):
+        check_experiment(softmax)
+    softmax.training.output_bias_prior = 0.3
+    check_experiment(softmax)
+    sigmoid = config(tmp_path)  # independent regions: any prior up to 0.5 is fine
+    sigmoid.training.output_bias_prior = 0.5
+    check_experiment(sigmoid)
+
+
 def config_for(directory: Path, entries: list, in_channels: int = 4, labels=(2, 1, 4), **extra):
     data = {
         "model": {

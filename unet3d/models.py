@@ -111,6 +111,15 @@ def output_layers(model: torch.nn.Module, n_outputs: int) -> list[torch.nn.Modul
     return heads or convolutions[-1:]
 
 
+def check_output_bias_prior(n_classes: int, prior: float, activation: str) -> None:
+    """Under softmax the classes' priors must leave some probability to the background."""
+    if activation == "softmax" and n_classes * prior >= 1:
+        raise ConfigError(
+            f"training.output_bias_prior: {n_classes} classes at {prior} each leave no probability for the "
+            "background; use a smaller prior"
+        )
+
+
 def initialize_output_bias(model: torch.nn.Module, n_outputs: int, prior: float, activation: str = "sigmoid") -> int:
     """Set the output layers' biases so that every region or class starts at probability `prior` (the prior
     initialization of RetinaNet's focal loss paper): sigmoid channels at `prior` each, softmax classes at `prior`
@@ -120,11 +129,7 @@ def initialize_output_bias(model: torch.nn.Module, n_outputs: int, prior: float,
     drive the bias of a small region's channel far negative; with SGD and momentum 0.99 such a channel can stay off for
     the whole of a short schedule (measured in benchmarks/nnunet_parity.py)."""
     if activation == "softmax":
-        if (n_outputs - 1) * prior >= 1:
-            raise ConfigError(
-                f"training.output_bias_prior: {n_outputs - 1} classes at {prior} each leave no probability for the "
-                "background; use a smaller prior"
-            )
+        check_output_bias_prior(n_outputs - 1, prior, activation)
         bias = torch.full((n_outputs,), math.log(prior))
         bias[0] = math.log(1 - (n_outputs - 1) * prior)
     else:

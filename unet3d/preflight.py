@@ -16,7 +16,7 @@ from unet3d.data.transforms import build_transforms
 from unet3d.devices import accelerator_type, total_memory
 from unet3d.errors import ConfigError, DataError
 from unet3d.losses import activation_from_loss, check_loss_spec
-from unet3d.models import check_input_shape, check_model_spec, spatial_dims
+from unet3d.models import check_input_shape, check_model_spec, check_output_bias_prior, spatial_dims
 from unet3d.optim import check_optim_specs
 from unet3d.registry import check_kwargs, lookup, suggest
 
@@ -170,6 +170,8 @@ def check_experiment(config: Config, train: bool = True) -> None:
         split_config = config.dataset_for(split)
         build_transforms(split_config, with_label=True, softmax=softmax, augment=True, where=f"dataset.{split}")
     check_model_spec(config.model, in_channels=None, out_channels=n_target_channels(config.labels, activation))
+    if config.training.output_bias_prior is not None:
+        check_output_bias_prior(len(config.labels), config.training.output_bias_prior, activation)
     if train and not config.groups.get("training"):
         raise ConfigError("training_filenames: required (a list of cases or a path to a .npy/.json list)")
     if train:
