@@ -38,9 +38,12 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import pandas as pd
+import torch
 from sklearn.model_selection import KFold
 
+from unet3d.atomic import atomic_write_json
 from unet3d.data.synthetic_layouts import write_nnunet_dataset
+from unet3d.experiment.splits import SPLITS_FILENAME, splits_document
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "examples" / "nnunet_style" / "nnunet_style_config.json"
@@ -176,16 +179,8 @@ def run_unet3d(
     work_dir = folder / "parity"
     work_dir.mkdir(exist_ok=True)
     everyone = [c for fold in held_out for c in fold]
-    splits = {
-        "n_folds": len(held_out),
-        "random_seed": args.seed,
-        "stratify": None,
-        "folds": [
-            {"fold": k, "training": [c for c in everyone if c not in held], "validation": held}
-            for k, held in enumerate(held_out, start=1)
-        ],
-    }
-    (work_dir / "splits.json").write_text(json.dumps(splits, indent=2))
+    document = splits_document(held_out, everyone, len(held_out), args.seed, stratify=None)
+    atomic_write_json(work_dir / SPLITS_FILENAME, document)  # unet3d-train reuses an existing split
     command = [sys.executable, "-m", "unet3d.cli.train", "--config_filename", str(config_path), "--nthreads", "0"]
     for item in args.set:
         command += ["--set", item]
@@ -193,8 +188,6 @@ def run_unet3d(
     epoch_s = 0.0
     for k in range(1, len(held_out) + 1):
         epoch_s += float(pd.read_csv(work_dir / f"fold{k}" / "training_log.csv")["epoch_time"].sum())
-    import torch
-
     state = torch.load(work_dir / "fold1" / "model.pth", map_location="cpu", weights_only=True)["model"]
     filters = config["model"]["filters"]
     return {

@@ -118,13 +118,6 @@ def training_sampler(dataset: Dataset, samples_per_epoch: int | None, runtime: R
     return torch.utils.data.RandomSampler(dataset, generator=torch.Generator())
 
 
-def n_outputs(config: Config, activation: str) -> int:
-    """The network's output channels: from the labels, else the model's `out_channels`."""
-    if config.labels:
-        return n_target_channels(config.labels, activation)
-    return int(config.model.kwargs.get("out_channels", 1))
-
-
 def build_components(config: Config, work_dir: Path, runtime: Runtime) -> Components:
     """Everything `fit` needs, on `runtime.device`."""
     activation = activation_from_loss(config.loss)
@@ -158,7 +151,7 @@ def build_components(config: Config, work_dir: Path, runtime: Runtime) -> Compon
     model = build_model(config.model)
     prior = config.training.output_bias_prior
     if prior is not None:
-        n_layers = initialize_output_bias(model, n_outputs(config, activation), prior, activation)
+        n_layers = initialize_output_bias(model, n_target_channels(config.labels, activation), prior, activation)
         log.info("output biases of %d layer(s) set: every region starts at probability %g", n_layers, prior)
     model = model.to(runtime.device)
     memory_format = channels_last_format(config) if config.training.channels_last else None
