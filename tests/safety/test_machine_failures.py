@@ -153,6 +153,7 @@ def test_sigterm_exits_143_and_the_run_resumes(experiment, tmp_path):
     _, stderr = run.communicate(timeout=120)
     assert run.returncode == 143, stderr
     assert "terminated (SIGTERM); rerun the same command to resume" in stderr and "Traceback" not in stderr
+    assert "terminated (SIGTERM) during training; the run resumes" in (tmp_path / "term" / "train.log").read_text()
     resumed = train_cli(config, "--set", "training.n_epochs=2", output=tmp_path)
     _, stderr = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, stderr

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from unet3d.devices import DEVICE_CHOICES
-from unet3d.errors import Busy, MachineError, UserError, out_of_memory
+from unet3d.errors import Busy, MachineError, Terminated, UserError, out_of_memory
 
 EXIT_OK, EXIT_FAILURE, EXIT_USER_ERROR = 0, 1, 2
 EXIT_MACHINE = 74  # the machine stopped the run: disk full, read-only folder, no permission, out of memory (EX_IOERR)
@@ -25,11 +25,8 @@ OUT_OF_MEMORY = (
 )
 
 
-class Terminated(BaseException):
-    """Raised in the main thread when SIGTERM arrives, so the run unwinds like after Ctrl-C."""
-
-
 def _terminate(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: a second SIGTERM (bash forwarding it) must not cut the unwind
     raise Terminated
 
 

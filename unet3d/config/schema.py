@@ -190,7 +190,8 @@ class ClusterConfig:
     """The `cluster` section: resources of the SLURM array job written by --setup_crossval_only."""
 
     gpus: int = doc(
-        "Devices per node of a fold task (--gres=gpu:N; npu:N for training.device 'npu'); over 1, torchrun (DDP).",
+        "Devices per node of a fold task (--gres=gpu:N; npu:N for training.device 'npu'; with 'auto', only when "
+        "sinfo lists GPUs); over 1, torchrun (DDP).",
         1,
         minimum=0,
     )
@@ -204,9 +205,10 @@ class ClusterConfig:
         pattern=r"[0-9]+[KMGTkmgt]?",
         expect="a whole number with an optional unit K, M, G or T",
     )
-    time: str = doc(
-        "Time limit per fold task (D-HH:MM:SS); a cut-off fold resumes when rerun.",
+    time: str | int = doc(
+        "Time limit per fold task: minutes (a number), or D-HH:MM:SS; a cut-off fold resumes when rerun.",
         "2-00:00:00",
+        minimum=1,
         pattern=r"([0-9]+-)?[0-9]+(:[0-9]+){0,2}|UNLIMITED|unlimited|INFINITE|infinite",
         expect="minutes, [D-]HH:MM:SS or another SLURM time format",
     )

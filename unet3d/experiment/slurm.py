@@ -7,8 +7,11 @@ shortly before its time limit.
 
 from __future__ import annotations
 
+import logging
 import re
 import shlex
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -17,8 +20,12 @@ from unet3d.config.schema import ClusterConfig
 from unet3d.devices import KINDS
 from unet3d.errors import ConfigError
 
+log = logging.getLogger("unet3d")
+
 SBATCH_FILENAME = "submit_folds.sbatch"
 SHELL_FILENAME = "run_folds.sh"
+LOGS_FOLDER = "slurm_logs"
+RENDEZVOUS_PORTS = (20000, 30000)  # a multi-node fold's c10d port: 20000 + job id modulo 10000
 
 
 def _train_command(work_dir: Path, fold: str, n_workers: int, n_devices: int, nodes: int = 1) -> str:
@@ -33,9 +40,11 @@ def _train_command(work_dir: Path, fold: str, n_workers: int, n_devices: int, no
     if nodes <= 1:
         torchrun = f"{python} -m torch.distributed.run --standalone --nproc_per_node {n_devices}"
         return f"{torchrun} -m unet3d.cli.train {arguments}"
+    # The port comes from the job id, so two fold tasks whose first node is the same do not share one TCPStore.
     rendezvous = (
         f'--nnodes {nodes} --nproc_per_node {max(n_devices, 1)} --rdzv_id "${{SLURM_JOB_ID}}" --rdzv_backend c10d '
-        '--rdzv_endpoint "$(scontrol show hostnames "${SLURM_JOB_NODELIST}" | head -n 1):29500"'
+        '--rdzv_endpoint "$(scontrol show hostnames "${SLURM_JOB_NODELIST}" | head -n 1):'
+        f'$(({RENDEZVOUS_PORTS[0]} + SLURM_JOB_ID % {RENDEZVOUS_PORTS[1] - RENDEZVOUS_PORTS[0]}))"'
     )
     return f"srun {python} -m torch.distributed.run {rendezvous} -m unet3d.cli.train {arguments}"
 
@@ -56,16 +65,44 @@ def _script_path(path: Path) -> str:
     return f'"{text}"'
 
 
-def gres_name(device: str) -> str | None:
-    """The SLURM generic resource of `training.device`: gpu (CUDA, XPU, and 'auto'), npu (Ascend), none (CPU, MPS)."""
-    return "gpu" if device == "auto" else KINDS[device].slurm_gres
+def cluster_lists_gpus() -> bool | None:
+    """Whether SLURM's nodes offer a GPU generic resource (`sinfo -o %G`); None where sinfo cannot say (no SLURM on
+    this machine, or it fails)."""
+    sinfo = shutil.which("sinfo")
+    if sinfo is None:
+        return None
+    try:
+        listed = subprocess.run([sinfo, "-h", "-o", "%G"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if listed.returncode != 0:
+        return None
+    return any(re.match(r"gpu(:|$|\()", gres) for line in listed.stdout.split() for gres in line.split(","))
 
 
-def render_sbatch(work_dir: Path, n_folds: int, cluster: ClusterConfig, job_name: str, device: str = "auto") -> str:
+def gres_name(device: str, gpus_listed: bool | None = None) -> str | None:
+    """The SLURM generic resource of `training.device`: gpu (CUDA, XPU), npu (Ascend), none (CPU, MPS); for 'auto',
+    gpu unless SLURM says its nodes have none (`gpus_listed` False: a CPU cluster refuses a gpu request)."""
+    if device == "auto":
+        return None if gpus_listed is False else "gpu"
+    return KINDS[device].slurm_gres
+
+
+def render_sbatch(
+    work_dir: Path,
+    n_folds: int,
+    cluster: ClusterConfig,
+    job_name: str,
+    device: str = "auto",
+    gpus_listed: bool | None = None,
+) -> str:
     """The text of a SLURM array script whose task k trains `<work_dir>/fold{k}.json` on `cluster.gpus` devices of
-    the `device` kind. Every value from the config was checked against a strict pattern when it was loaded (see
-    `ClusterConfig`); paths are quoted."""
-    logs = work_dir / "slurm_logs"
+    the `device` kind (see `gres_name` for 'auto'). Every value from the config was checked against a strict pattern
+    when it was loaded (see `ClusterConfig`); paths are quoted. SLURM opens the output file before the script runs,
+    so `write_launch_scripts` creates its folder; a requeued task appends to it."""
+    logs = work_dir / LOGS_FOLDER
+    gres = gres_name(device, gpus_listed) if cluster.gpus else None
+    n_devices = cluster.gpus if gres or device != "auto" else 0
     lines = [
         "#!/bin/bash",
         f"#SBATCH --job-name={job_name_for(job_name)}",
@@ -74,9 +111,10 @@ def render_sbatch(work_dir: Path, n_folds: int, cluster: ClusterConfig, job_name
         f"#SBATCH --mem={cluster.mem}",
         f"#SBATCH --time={cluster.time}",
         f"#SBATCH --output={_script_path(logs / 'fold%a_%A.out')}",
+        "#SBATCH --open-mode=append",
     ]
-    if cluster.gpus and gres_name(device):
-        lines.append(f"#SBATCH --gres={gres_name(device)}:{cluster.gpus}")
+    if gres:
+        lines.append(f"#SBATCH --gres={gres}:{cluster.gpus}")
     if cluster.nodes > 1:
         lines += [f"#SBATCH --nodes={cluster.nodes}", "#SBATCH --ntasks-per-node=1"]
     if cluster.partition:
@@ -98,8 +136,9 @@ def render_sbatch(work_dir: Path, n_folds: int, cluster: ClusterConfig, job_name
         'fold="${SLURM_ARRAY_TASK_ID:?set SLURM_ARRAY_TASK_ID to the fold number}"',
     ]
     command = _train_command(
-        work_dir, "${fold}", max(cluster.cpus // max(cluster.gpus, 1) - 1, 0), cluster.gpus, cluster.nodes
+        work_dir, "${fold}", max(cluster.cpus // max(n_devices, 1) - 1, 0), n_devices, cluster.nodes
     )
+    lines.append('echo "fold ${fold}: starts on $(hostname) at $(date)"')
     if cluster.requeue_on_timeout:
         lines += [
             "requeue() {",
@@ -107,11 +146,15 @@ def render_sbatch(work_dir: Path, n_folds: int, cluster: ClusterConfig, job_name
             '    scontrol requeue "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"',
             "}",
             "trap requeue USR1",
+            "# SIGTERM (scancel, preemption, a requeue) goes on to training, which saves nothing half-written and",
+            "# exits 143; this shell waits for it and ends with its status instead of dying of the signal itself.",
+            "trap 'kill -TERM \"$pid\" 2>/dev/null' TERM",
             f"{command} &",
             "pid=$!",
-            "# wait returns early when USR1 arrives; then wait again while training is still running.",
+            "# wait returns early when a signal arrives; then wait again while training is still running.",
             'status=0; wait "$pid" || status=$?',
-            'if kill -0 "$pid" 2>/dev/null; then status=0; wait "$pid" || status=$?; fi',
+            'while kill -0 "$pid" 2>/dev/null; do status=0; wait "$pid" || status=$?; done',
+            'echo "fold ${fold}: exit status ${status} at $(date)"',
             'exit "$status"',
         ]
     else:
@@ -156,10 +199,23 @@ def render_shell(work_dir: Path, n_folds: int, device: str = "auto") -> str:
 def write_launch_scripts(
     work_dir: Path, n_folds: int, cluster: ClusterConfig, job_name: str, device: str = "auto"
 ) -> list[Path]:
-    """Write `submit_folds.sbatch` and `run_folds.sh` into the CV work dir (executable), for `training.device`."""
+    """Write `submit_folds.sbatch` and `run_folds.sh` into the CV work dir (executable), for `training.device`, and
+    the folder of the tasks' output files."""
+    gpus_listed = cluster_lists_gpus() if device == "auto" and cluster.gpus else None
+    if gpus_listed is False:
+        log.info("training.device auto: sinfo lists no GPU on this cluster, so the fold tasks ask for none")
+    elif device == "auto" and cluster.gpus:
+        log.info(
+            "training.device auto: the fold tasks ask for %d GPU(s) (--gres=gpu:%d)%s; set cluster.gpus 0 for a CPU "
+            "cluster",
+            cluster.gpus,
+            cluster.gpus,
+            "" if gpus_listed else " (no sinfo here to ask the cluster)",
+        )
+    (work_dir / LOGS_FOLDER).mkdir(parents=True, exist_ok=True)
     paths = []
     for name, text in (
-        (SBATCH_FILENAME, render_sbatch(work_dir, n_folds, cluster, job_name, device)),
+        (SBATCH_FILENAME, render_sbatch(work_dir, n_folds, cluster, job_name, device, gpus_listed)),
         (SHELL_FILENAME, render_shell(work_dir, n_folds, device)),
     ):
         path = work_dir / name

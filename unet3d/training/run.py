@@ -16,7 +16,7 @@ from unet3d.atomic import remove_stale_temporaries
 from unet3d.config.schema import Config
 from unet3d.data.datasets import stop_workers
 from unet3d.data.examples import write_examples
-from unet3d.errors import ConfigError
+from unet3d.errors import ConfigError, Terminated
 from unet3d.runtime import banner, broadcast_from_main, resolve_runtime, use_deterministic_algorithms
 from unet3d.training.components import build_components
 from unet3d.training.loop import FullValidation, fit
@@ -158,6 +158,12 @@ def train_model(
         )
         try:
             state = fit(config, parts, work_dir, runtime, seed, full_validation, accepted)
+        except (KeyboardInterrupt, Terminated) as stop:
+            log.warning(
+                "%s during training; the run resumes from its last completed epoch when the same command runs again",
+                "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted (Ctrl-C)",
+            )
+            raise
         finally:
             stop_workers(parts.train_loader)
             stop_workers(parts.val_loader)
