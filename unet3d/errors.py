@@ -39,7 +39,6 @@ class Busy(Exception):
     """Another unet3d run holds the work dir (or output folder); the message names it."""
 
 
-
 class Terminated(BaseException):
     """SIGTERM arrived (kill, scancel, SLURM's time limit or preemption): raised in the main thread by the commands'
     handler, so the run unwinds like after Ctrl-C and the last completed epoch stays the resume point."""

@@ -212,6 +212,27 @@ def test_setup_only_groups_visits_writes_scripts_and_an_array_task_trains_its_fo
     assert ckpt.load_checkpoint(work / "fold1/model.pth")["epoch"] == 1
 
 
+def test_fold_configs_are_written_once_and_a_summary_leaves_them_alone(experiment, tmp_path):
+    # Issue 23: a plain --summary (or rerun) put n_epochs 3 back into the fold configs the SLURM tasks train from.
+    config = experiment("cvonce", n_validation=0, n_epochs=3, mutate=with_cv(n_folds=2))
+    common = ("--config_filename", str(config), "--output_dir", str(tmp_path))
+    setup = train(*common, "--setup_crossval_only", "--set", "training.n_epochs=5")
+    assert setup.returncode == 0, setup.stderr
+    fold2 = tmp_path / "cvonce" / "fold2.json"
+    written = fold2.read_text()
+    summary = train(*common, "--summary")
+    assert summary.returncode == 0, summary.stderr
+    assert fold2.read_text() == written and json.loads(written)["training"]["n_epochs"] == 5
+    rerun = train(*common, "--fold", "2")
+    assert rerun.returncode == 2 and "Traceback" not in rerun.stderr
+    assert "error:   fold2.json: training.n_epochs: 5 → 3" in rerun.stderr.splitlines()
+    assert fold2.read_text() == written and not (tmp_path / "cvonce" / "fold2").exists()
+    update = train(*common, "--update_fold_configs", "--setup_crossval_only")
+    assert update.returncode == 0, update.stderr
+    assert "--update_fold_configs: fold2.json: training.n_epochs: 5 → 3" in update.stderr
+    assert json.loads(fold2.read_text())["training"]["n_epochs"] == 3
+
+
 def case_id_subject(work: Path, fold: int, case_id: str) -> str:
     config = json.loads((work / f"fold{fold}.json").read_text())
     return next(c["subject"] for c in config["validation_filenames"] if c["case_id"] == case_id)

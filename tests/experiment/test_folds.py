@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import run_cli, with_cv
 from unet3d import checkpoint as ckpt
+from unet3d.errors import ConfigError
 from unet3d.experiment.run import run_experiment
 from unet3d.training.history import LOG_FILENAME
 from unet3d.training.run import RunOptions
@@ -70,7 +71,13 @@ def test_rerun_after_finishing_only_prints_the_summary(cv_run, tmp_path, caplog)
 def test_raising_n_epochs_resumes_every_fold_without_reshuffling(cv_run, tmp_path):
     config, work = cv_run
     splits_before = (work / "splits.json").read_text()
-    result = run_experiment(config, tmp_path, RunOptions(seed=1), overrides={"training.n_epochs": 3})
+    fold_before = (work / "fold2.json").read_text()
+    with pytest.raises(ConfigError, match=r"fold configs are written once") as refused:
+        run_experiment(config, tmp_path, RunOptions(seed=1), overrides={"training.n_epochs": 3})
+    assert "  fold2.json: training.n_epochs: 2 → 3" in str(refused.value).splitlines()
+    assert (work / "fold2.json").read_text() == fold_before
+    options = RunOptions(seed=1, update_fold_configs=True)
+    result = run_experiment(config, tmp_path, options, overrides={"training.n_epochs": 3})
     assert result.cross_validation.trained == [1, 2, 3]
     assert (work / "splits.json").read_text() == splits_before
     for k in (1, 2, 3):

@@ -68,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="resume a run although the config changed in keys that change what the model learns or sees (model, "
         "loss, optimizer, scheduler, preprocessing, cases); each change is recorded in train.log",
     )
+    parser.add_argument(
+        "--update_fold_configs",
+        action="store_true",
+        help="cross-validation: write the fold configs anew from a changed experiment config (they are written once, "
+        "and a difference is refused otherwise); each difference is logged",
+    )
     parser.add_argument("--batch_size", type=int, help="override training.batch_size")
     parser.add_argument("--seed", type=int, help="random seed (overrides training.seed)")
     add_overrides_argument(parser)
@@ -197,6 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             pretrained_model_filename=args.pretrained_model_filename,
             n_examples=args.n_examples,
             accept_config_changes=args.accept_config_changes,
+            update_fold_configs=args.update_fold_configs,
         )
         result = run_experiment(
             args.config_filename,

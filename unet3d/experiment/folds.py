@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from unet3d.atomic import atomic_write_json
-from unet3d.config.load import load_config
+from unet3d.config.load import load_config, read_json
 from unet3d.config.schema import Config
 from unet3d.data.labels import channel_groups, region_names
 from unet3d.errors import Busy, ConfigError, MachineError, UserError, out_of_memory
@@ -36,7 +36,7 @@ from unet3d.locking import work_dir_lock
 from unet3d.preflight import check_experiment
 from unet3d.runtime import is_main_process
 from unet3d.training.components import cache_settings
-from unet3d.training.resume import changes_to_accept
+from unet3d.training.resume import Change, changes_to_accept, config_changes
 from unet3d.training.run import RunOptions, is_finished
 
 log = logging.getLogger("unet3d")
@@ -77,8 +77,10 @@ def fold_config(
     return config
 
 
-def write_fold_configs(config: Config, work_dir: Path) -> list[Path]:
-    """Steps 1-2: `splits.json` (kept if present) and `fold{k}.json` (rewritten from the experiment config)."""
+def write_fold_configs(config: Config, work_dir: Path, existing: str = "refuse") -> list[Path]:
+    """Steps 1-2: `splits.json` and `fold{k}.json`, each written once. SLURM tasks and reruns train from the fold
+    configs, so an existing fold config that differs from the experiment config (with its overrides) is refused with
+    the differences (`existing` "refuse"), rewritten with them logged ("update"), or kept as it is ("keep")."""
     assert config.cross_validation is not None
     cv = config.cross_validation
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -95,18 +97,46 @@ def write_fold_configs(config: Config, work_dir: Path) -> list[Path]:
         log.warning("validation_filenames is replaced in each fold by the fold's held-out cases")
     _, cache_root = cache_settings(config, work_dir)
     cases_by_id = {case.case_id: case.to_json() for case in cases}
-    paths = []
-    for k, fold_ids in enumerate(held_out, start=1):
-        path = work_dir / f"fold{k}.json"
-        atomic_write_json(path, fold_config(config.raw, cases_by_id, fold_ids, cache_root, inner[k - 1]))
-        paths.append(path)
+    wanted = {
+        work_dir / f"fold{k}.json": fold_config(config.raw, cases_by_id, fold_ids, cache_root, inner[k - 1])
+        for k, fold_ids in enumerate(held_out, start=1)
+    }
+    changed = {path: fold_config_changes(path, document) for path, document in wanted.items() if path.exists()}
+    changed = {path: changes for path, changes in changed.items() if changes and existing != "keep"}
+    if changed and existing != "update":
+        raise ConfigError(
+            "\n".join(
+                [
+                    f"{work_dir}: the fold configs are written once (SLURM tasks and reruns train from them), and the "
+                    "experiment config with its overrides now differs from them:",
+                    *(f"  {path.name}: {change}" for path, changes in changed.items() for change in changes),
+                    "to keep the folds as they are, run with the config and --set overrides that wrote them; to write "
+                    "them anew from this config: --update_fold_configs (a fold's run still refuses changes to what "
+                    "its model learns or sees without --accept_config_changes)",
+                ]
+            )
+        )
+    for path, document in wanted.items():
+        if not path.exists() or path in changed:
+            atomic_write_json(path, document)
+        for change in changed.get(path, []):
+            log.warning("--update_fold_configs: %s: %s", path.name, change)
     log.info(
         "%d folds of %s held-out cases; split in %s",
         len(held_out),
         "/".join(str(len(f)) for f in held_out),
         work_dir / SPLITS_FILENAME,
     )
-    return paths
+    return list(wanted)
+
+
+def fold_config_changes(path: Path, document: dict[str, Any]) -> list[Change]:
+    """How `document` differs from the fold config in `path` (an unreadable file differs in everything)."""
+    try:
+        written = read_json(path)
+    except ConfigError as error:
+        raise ConfigError(f"{error}; remove it to write it anew from the experiment config") from None
+    return config_changes(written, document)
 
 
 def selected_folds(n_folds: int, folds: Sequence[int] | None) -> list[int]:
@@ -139,7 +169,7 @@ def run_cross_validation(
 def _run_folds(
     config: Config, work_dir: Path, options: RunOptions, folds: Sequence[int] | None
 ) -> CrossValidationResult:
-    paths = write_fold_configs(config, work_dir)
+    paths = write_fold_configs(config, work_dir, "update" if options.update_fold_configs else "refuse")
     result = CrossValidationResult(work_dir)
     for k in selected_folds(len(paths), folds):
         fold_dir = work_dir / f"fold{k}"
@@ -223,8 +253,9 @@ def summarize_folds(
 
 
 def summarize_only(config: Config, work_dir: Path) -> CrossValidationResult:
-    """`--summary`: write the summary of the finished folds now, training nothing, and name the missing folds."""
-    paths = write_fold_configs(config, work_dir)
+    """`--summary`: write the summary of the finished folds now, training nothing, and name the missing folds. The
+    fold configs are read as they are (training may be running from them)."""
+    paths = write_fold_configs(config, work_dir, existing="keep")
     result = CrossValidationResult(work_dir)
     summarize_folds(paths, work_dir, result, partial=True)
     if result.summary_path is not None:

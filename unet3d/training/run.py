@@ -39,6 +39,7 @@ class RunOptions:
     pretrained_model_filename: Path | None = None
     n_examples: int | None = None
     accept_config_changes: bool = False  # resume with changed model, data or optimizer keys (see training.resume)
+    update_fold_configs: bool = False  # rewrite a cross-validation's fold configs from a changed experiment config
     n_gpus: InitVar[int | None] = None  # the name of n_devices before accelerators other than CUDA were supported
 
     def __post_init__(self, n_gpus: int | None) -> None:
