@@ -4,6 +4,7 @@ DistributedDataParallel under torchrun on the CPU (gloo, 2 processes)."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import sys
 import monai
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from tests.conftest import run_cli
@@ -121,3 +123,37 @@ def test_the_banner_names_the_versions_the_device_the_workers_and_the_seed():
     assert "x2 processes (DistributedDataParallel) over gloo |" in gloo
     alone = banner(Runtime(torch.device("cpu"), 0, 0, False, thread_workers=True), seed=7)
     assert alone.endswith("| loader workers 0 | seed 7") and "processes" not in alone
+
+
+@pytest.mark.parametrize(
+    ("environment", "expected"),
+    [
+        ({"SLURM_CPUS_PER_TASK": "1"}, 1),
+        ({"SLURM_CPUS_PER_TASK": "8", "LOCAL_WORLD_SIZE": "4"}, 2),
+        ({"SLURM_CPUS_PER_TASK": "1", "LOCAL_WORLD_SIZE": "2"}, 1),
+        ({}, "affinity"),
+    ],
+)
+def test_the_cpus_of_a_process_follow_slurm_then_the_affinity_mask(monkeypatch, environment, expected):
+    from unet3d.runtime import cpus_for_this_process
+
+    for name in ("SLURM_CPUS_PER_TASK", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert cpus_for_this_process() == (len(os.sched_getaffinity(0)) if expected == "affinity" else expected)
+
+
+def test_a_one_cpu_slurm_task_trains_on_one_thread(experiment, tmp_path):
+    config = experiment("one_cpu", n_epochs=1)
+    environment = {**os.environ, "SLURM_CPUS_PER_TASK": "1"}
+    environment.pop("OMP_NUM_THREADS", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "unet3d.cli.train", "--config_filename", str(config), "--output_dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=environment,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "device CPU (1 threads)" in (tmp_path / "one_cpu" / "train.log").read_text()

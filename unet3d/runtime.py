@@ -55,6 +55,27 @@ def is_main_process() -> bool:
     return torchrun_world()[0] == 0
 
 
+def cpus_for_this_process() -> int:
+    """The CPUs this process may use: SLURM's allocation per task (`SLURM_CPUS_PER_TASK`, which a cluster without
+    CPU binding does not enforce), else the affinity mask, shared among torchrun's processes on the node."""
+    allocated = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if allocated.isdigit() and int(allocated) > 0:
+        cpus = int(allocated)
+    elif hasattr(os, "sched_getaffinity"):
+        cpus = len(os.sched_getaffinity(0))
+    else:
+        cpus = os.cpu_count() or 1
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    return max(1, cpus // max(1, local_processes))
+
+
+def limit_threads() -> None:
+    """Use no more intra-op threads than `cpus_for_this_process` (torch counts every core of the machine); an
+    OMP_NUM_THREADS the user set wins."""
+    if "OMP_NUM_THREADS" not in os.environ and torch.get_num_threads() > cpus_for_this_process():
+        torch.set_num_threads(cpus_for_this_process())
+
+
 def resolve_runtime(
     n_devices: int | None,
     n_workers: int,
@@ -67,6 +88,7 @@ def resolve_runtime(
     CPU when `n_devices` is 0. Under torchrun, takes the local rank's device of that kind and joins the process group
     (nccl, hccl, xccl or gloo by device; `dist_backend` overrides). A named device that is absent is an error."""
     rank, local_rank, world_size = torchrun_world()
+    limit_threads()
     if n_devices == 0:
         if device not in ("auto", "cpu"):
             raise ConfigError(f"--n_devices (--ngpus) 0 means the CPU, but the device asked for is {device!r}")

@@ -33,7 +33,7 @@ def test_single_gpu_task_runs_the_fold_config_of_its_array_index(tmp_path):
     check_syntax(tmp_path, text)
     assert "#SBATCH --array=1-5" in text and "#SBATCH --gres=gpu:1" in text
     assert "-m unet3d.cli.train --config_filename /work/exp/fold${fold}.json --nthreads 7 --n_devices 1" in text
-    assert "torch.distributed.run" not in text
+    assert "unet3d.cli.launch" not in text
     assert 'scontrol requeue "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"' in text
 
 
@@ -43,7 +43,7 @@ def test_several_gpus_train_each_fold_under_torchrun(tmp_path):
     assert "#SBATCH --gres=gpu:4" in text and "--nodes" not in text
     assert "exec ${UNET3D_PYTHON:-" in text
     assert (
-        "-m torch.distributed.run --standalone --nproc_per_node 4 -m unet3d.cli.train --config_filename "
+        "-m unet3d.cli.launch --standalone --nproc_per_node 4 -m unet3d.cli.train --config_filename "
         "/w/fold${fold}.json --nthreads 7 --n_devices 4" in text
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -90,9 +91,15 @@ def run_parsed(parser: argparse.ArgumentParser, argv: Sequence[str] | None, body
     return run_command(lambda: body(args))
 
 
+def _rank() -> int:
+    return int(os.environ.get("RANK", 0))
+
+
 def _print_error(message: str) -> None:
+    """Print `message` as error lines; under torchrun a rank other than 0 names itself."""
+    prefix = f"error: rank {_rank()}: " if _rank() else "error: "
     for line in message.splitlines():
-        print(f"error: {line}", file=sys.stderr)
+        print(f"{prefix}{line}", file=sys.stderr)
 
 
 def run_command(main: Callable[[], int]) -> int:
@@ -117,7 +124,10 @@ def run_command(main: Callable[[], int]) -> int:
         print("interrupted; rerun the same command to resume from the last completed epoch", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Terminated:
-        print("terminated (SIGTERM); rerun the same command to resume from the last completed epoch", file=sys.stderr)
+        if not _rank():  # the other ranks end with rank 0, or are stopped by torchrun after another rank failed
+            print(
+                "terminated (SIGTERM); rerun the same command to resume from the last completed epoch", file=sys.stderr
+            )
         return EXIT_TERMINATED
     except Exception as error:
         if out_of_memory(error):

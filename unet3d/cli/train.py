@@ -161,12 +161,12 @@ def launch_processes(args: argparse.Namespace, argv: Sequence[str], n_devices: i
 
 
 def relaunch_under_torchrun(n_devices: int, argv: Sequence[str]) -> None:
-    """Replace this process by `torchrun --standalone --nproc_per_node N -m unet3d.cli.train ARGS`, one process per
-    device."""
+    """Replace this process by torchrun (`unet3d.cli.launch --standalone --nproc_per_node N -m unet3d.cli.train
+    ARGS`), one process per device."""
     command = [
         sys.executable,
         "-m",
-        "torch.distributed.run",
+        "unet3d.cli.launch",
         "--standalone",
         f"--nproc_per_node={n_devices}",
         "-m",

@@ -72,7 +72,8 @@ def run_experiment(
     check_experiment(config)
     if not (setup_crossval_only or summary_only):
         device_type(config.training.device)  # an absent device is refused before the data are read
-    check_data(config, n_threads=max(2, options.n_workers))
+    if is_main_process():  # under torchrun the other ranks start training once rank 0 has checked the data
+        check_data(config, n_threads=max(2, options.n_workers))
     work_dir = work_dir_for(Path(config_filename), Path(output_dir) if output_dir else None)
     if is_main_process() and not summary_only:
         check_writable(work_dir)

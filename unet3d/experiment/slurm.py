@@ -38,7 +38,7 @@ def _train_command(work_dir: Path, fold: str, n_workers: int, n_devices: int, no
     if n_devices <= 1 and nodes <= 1:
         return f"{python} -m unet3d.cli.train {arguments}"
     if nodes <= 1:
-        torchrun = f"{python} -m torch.distributed.run --standalone --nproc_per_node {n_devices}"
+        torchrun = f"{python} -m unet3d.cli.launch --standalone --nproc_per_node {n_devices}"
         return f"{torchrun} -m unet3d.cli.train {arguments}"
     # The port comes from the job id, so two fold tasks whose first node is the same do not share one TCPStore.
     rendezvous = (
@@ -46,7 +46,7 @@ def _train_command(work_dir: Path, fold: str, n_workers: int, n_devices: int, no
         '--rdzv_endpoint "$(scontrol show hostnames "${SLURM_JOB_NODELIST}" | head -n 1):'
         f'$(({RENDEZVOUS_PORTS[0]} + SLURM_JOB_ID % {RENDEZVOUS_PORTS[1] - RENDEZVOUS_PORTS[0]}))"'
     )
-    return f"srun {python} -m torch.distributed.run {rendezvous} -m unet3d.cli.train {arguments}"
+    return f"srun {python} -m unet3d.cli.launch {rendezvous} -m unet3d.cli.train {arguments}"
 
 
 def job_name_for(name: str) -> str:

@@ -160,7 +160,7 @@ def train_model(
         try:
             state = fit(config, parts, work_dir, runtime, seed, full_validation, accepted)
         except (KeyboardInterrupt, Terminated) as stop:
-            log.warning(
+            (log.warning if runtime.is_main else log.debug)(
                 "%s during training; the run resumes from its last completed epoch when the same command runs again",
                 "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted (Ctrl-C)",
             )
