@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,14 @@ def run_cli(command: str, *args: str, cwd: Path | None = None, timeout: float = 
     return subprocess.run(
         [sys.executable, "-m", f"unet3d.cli.{command}", *args], capture_output=True, text=True, cwd=cwd, timeout=timeout
     )
+
+
+def wait_for_file(path: Path, process: subprocess.Popen, timeout: float = 240) -> None:
+    """Wait until `path` exists while `process` runs; fail with the process's stderr when it never appears."""
+    deadline = time.monotonic() + timeout
+    while not path.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    assert path.exists(), process.communicate()[1]
 
 
 @pytest.fixture(scope="session")

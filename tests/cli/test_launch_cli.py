@@ -6,8 +6,8 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 
+from tests.conftest import wait_for_file
 from unet3d.cli.launch import exit_code
 from unet3d.locking import work_dir_lock
 
@@ -33,10 +33,7 @@ def test_sigterm_to_the_launcher_ends_it_with_143_and_no_traceback(experiment, t
     config = experiment("ddp_term", n_epochs=200, mutate=lambda c: c["training"].update(batch_size=1))
     run = launch(config, tmp_path)
     log = tmp_path / "ddp_term" / "training_log.csv"
-    deadline = time.monotonic() + 240
-    while not log.exists() and time.monotonic() < deadline and run.poll() is None:
-        time.sleep(0.2)
-    assert log.exists(), run.communicate()[1]
+    wait_for_file(log, run)
     run.send_signal(signal.SIGTERM)
     _, stderr = run.communicate(timeout=120)
     assert run.returncode == 143, stderr

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import wait_for_file
 from unet3d import atomic
 from unet3d.atomic import atomic_write_text, check_writable, remove_stale_temporaries, temporary_name
 from unet3d.cli.common import EXIT_BUSY, EXIT_MACHINE, run_command
@@ -145,10 +146,7 @@ def test_sigterm_exits_143_and_the_run_resumes(experiment, tmp_path):
     config = experiment("term", n_epochs=40)
     run = train_cli(config, output=tmp_path)
     checkpoint = tmp_path / "term" / "model.pth"
-    deadline = time.monotonic() + 240
-    while not checkpoint.exists() and time.monotonic() < deadline and run.poll() is None:
-        time.sleep(0.2)
-    assert checkpoint.exists(), run.communicate()[1]
+    wait_for_file(checkpoint, run)
     run.send_signal(signal.SIGTERM)
     _, stderr = run.communicate(timeout=120)
     assert run.returncode == 143, stderr
