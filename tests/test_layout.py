@@ -31,6 +31,7 @@ CROSS_CUTTING = {
     "tests/test_readme.py": "the README stays true to the schema, CI and the example",
     "tests/safety": "the hostile-user suite (issue 11): refusals and failures across modules, end to end",
     "tests/examples": "smoke tests of the recipes in examples/",
+    "tests/slurm": "a real SLURM cluster running the array script end to end (issue 23)",
     "tests/cli/test_device_cli.py": "--device as users meet it in unet3d-train and unet3d-predict (issue 15)",
 }
 

@@ -9,6 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from unet3d.errors import Busy
 from unet3d.locking import LOCK_FILENAME, work_dir_lock
 
 TRY_LOCK = """
@@ -51,3 +54,28 @@ def test_a_process_may_lock_a_folder_it_holds_again(tmp_path):
             pass
         assert "is in use by another unet3d run" in lock_from_another_process(tmp_path)  # the outer block holds it
     assert lock_from_another_process(tmp_path) == "taken"
+
+
+def test_a_busy_work_dir_is_found_before_any_data_are_read_and_nothing_is_created(tmp_path):
+    from unet3d.locking import check_not_busy
+
+    check_not_busy(tmp_path / "new")  # no lock file: nothing to say, and nothing made
+    assert not (tmp_path / "new").exists()
+    held = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"from unet3d.locking import work_dir_lock\nwith work_dir_lock({str(tmp_path)!r}):\n"
+            "    print('held', flush=True); import time; time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert held.stdout.readline().strip() == "held"
+        with pytest.raises(Busy, match="in use by another unet3d run"):
+            check_not_busy(tmp_path)
+    finally:
+        held.kill()
+        held.wait()
+    check_not_busy(tmp_path)  # a dead holder released it

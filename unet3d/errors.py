@@ -44,6 +44,21 @@ class Terminated(BaseException):
     handler, so the run unwinds like after Ctrl-C and the last completed epoch stays the resume point."""
 
 
+_termination = {"requested": False}
+
+
+def request_termination() -> None:
+    """Note that SIGTERM arrived. The handler also raises Terminated at once, but Python drops an exception raised
+    while a finalizer or weakref callback runs, so the loops call `raise_if_terminated` as well."""
+    _termination["requested"] = True
+
+
+def raise_if_terminated() -> None:
+    """Raise Terminated when SIGTERM arrived earlier and its exception was lost (see `request_termination`)."""
+    if _termination["requested"]:
+        raise Terminated
+
+
 def out_of_memory(error: BaseException) -> bool:
     """Whether an exception means the process ran out of memory (CPU: MemoryError or torch's allocator; CUDA:
     torch.OutOfMemoryError, a RuntimeError; other accelerators: a RuntimeError saying 'out of memory')."""

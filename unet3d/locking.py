@@ -44,12 +44,9 @@ def work_dir_lock(folder: Path, what: str = "work dir") -> Iterator[None]:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
+        busy = _busy(folder, what, fd)
         os.close(fd)
-        raise Busy(
-            f"{folder}: this {what} is in use by another unet3d run ({holder}); wait for it to end or stop it, "
-            "then rerun (a run that died releases it by itself)"
-        ) from None
+        raise busy from None
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, (holder_text() + "\n").encode(), 0)
@@ -58,3 +55,26 @@ def work_dir_lock(folder: Path, what: str = "work dir") -> Iterator[None]:
     finally:
         _held.discard(key)
         os.close(fd)  # releases the lock
+
+
+def _busy(folder: Path, what: str, fd: int) -> Busy:
+    holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
+    return Busy(
+        f"{folder}: this {what} is in use by another unet3d run ({holder}); wait for it to end or stop it, "
+        "then rerun (a run that died releases it by itself)"
+    )
+
+
+def check_not_busy(folder: Path, what: str = "work dir") -> None:
+    """`Busy` at once when another process holds the lock of `folder`, so that a second run stops before it reads
+    any data; creates nothing (the run takes the lock itself later)."""
+    path = Path(folder) / LOCK_FILENAME
+    if fcntl is None or os.path.realpath(folder) in _held or not path.is_file():
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        raise _busy(Path(folder), what, fd) from None
+    finally:
+        os.close(fd)

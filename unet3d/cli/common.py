@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from unet3d.devices import DEVICE_CHOICES
-from unet3d.errors import Busy, MachineError, Terminated, UserError, out_of_memory
+from unet3d.errors import Busy, MachineError, Terminated, UserError, out_of_memory, request_termination
 
 EXIT_OK, EXIT_FAILURE, EXIT_USER_ERROR = 0, 1, 2
 EXIT_MACHINE = 74  # the machine stopped the run: disk full, read-only folder, no permission, out of memory (EX_IOERR)
@@ -28,6 +28,7 @@ OUT_OF_MEMORY = (
 
 def _terminate(signum: int, frame: object) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: a second SIGTERM (bash forwarding it) must not cut the unwind
+    request_termination()
     raise Terminated
 
 

@@ -18,7 +18,7 @@ from unet3d.experiment.folds import CrossValidationResult, run_cross_validation,
 from unet3d.experiment.report import refresh_report
 from unet3d.experiment.slurm import write_launch_scripts
 from unet3d.experiment.steps import run_model
-from unet3d.locking import work_dir_lock
+from unet3d.locking import check_not_busy, work_dir_lock
 from unet3d.preflight import check_data, check_experiment
 from unet3d.runtime import is_main_process
 from unet3d.training.run import RunOptions, work_dir_for
@@ -72,9 +72,11 @@ def run_experiment(
     check_experiment(config)
     if not (setup_crossval_only or summary_only):
         device_type(config.training.device)  # an absent device is refused before the data are read
-    if is_main_process():  # under torchrun the other ranks start training once rank 0 has checked the data
-        check_data(config, n_threads=max(2, options.n_workers))
     work_dir = work_dir_for(Path(config_filename), Path(output_dir) if output_dir else None)
+    if is_main_process():  # under torchrun the other ranks start training once rank 0 has checked the data
+        if not summary_only:
+            check_not_busy(work_dir, "cross-validation work dir" if config.cross_validation else "work dir")
+        check_data(config, n_threads=max(2, options.n_workers))
     if is_main_process() and not summary_only:
         check_writable(work_dir)
     if config.cross_validation is None:

@@ -19,7 +19,7 @@ from unet3d.data.datasets import case_items
 from unet3d.data.image_io import label_map_suffix
 from unet3d.data.labels import channel_groups, decode
 from unet3d.data.transforms import build_transforms
-from unet3d.errors import CheckpointError, ConfigError
+from unet3d.errors import CheckpointError, ConfigError, raise_if_terminated
 from unet3d.formats import PROBABILITY_SUFFIX
 from unet3d.inference.export import check_geometry, to_original_space, write_label_map, write_probabilities
 from unet3d.inference.predictor import Predictor
@@ -105,6 +105,7 @@ def iter_predictions(
     groups = channel_groups(config.labels, config.dataset.setup_label_hierarchy)
     pairs = list(zip(cases, case_items(cases, with_label=False), strict=True))
     for case, item in tqdm(pairs, desc=description, unit="case", disable=None, leave=False):
+        raise_if_terminated()
         image = transform(item)["image"]
         probabilities = predictor.probabilities(image.unsqueeze(0).as_tensor())[0]
         expected = len(groups) + (1 if predictor.activation == "softmax" else 0)

@@ -24,7 +24,7 @@ from unet3d.atomic import atomic_write_json
 from unet3d.config.schema import Config, TrainingConfig
 from unet3d.data.labels import activate, region_masks
 from unet3d.devices import autocast, synchronize
-from unet3d.errors import TrainingDiverged
+from unet3d.errors import TrainingDiverged, raise_if_terminated
 from unet3d.optim import current_lr, step_scheduler
 from unet3d.runtime import Runtime, all_reduce_mean, seed_everything
 from unet3d.training.components import Components
@@ -106,6 +106,7 @@ def train_one_epoch(parts: Components, device: torch.device, epoch: int, trainin
     )
     for _ in range(passes):
         for batch in parts.train_loader:
+            raise_if_terminated()
             try:
                 value, size = train_step(parts, batch, device, training.gradient_clip)
             except TrainingDiverged as error:
@@ -148,6 +149,7 @@ def validate(parts: Components, device: torch.device) -> dict[str, float]:
     dice = DiceMetric(include_background=True, reduction="mean_batch", ignore_empty=False)
     total, count = 0.0, 0
     for batch in parts.val_loader:
+        raise_if_terminated()
         images, target = to_device(batch, device)
         with _autocast(parts, device):
             logits = parts.inferer(images, parts.network)
