@@ -20,6 +20,7 @@ RANK = {
     "normalization": 0,  # unet3d's own intensity transforms, which the registry offers beside MONAI's
     "atomic": 1,
     "locking": 1,
+    "output_guard": 2,  # one rule for every file a command writes
     "registry": 1,
     "devices": 1,  # the kinds of device, through torch.accelerator
     "runtime": 2,  # this process's device, process group, seeds

@@ -25,9 +25,10 @@ from unet3d.evaluation.metrics import METRICS_FILENAME, evaluate_directory
 from unet3d.evaluation.postprocessing import POSTPROCESSING_FILENAME, keep_largest_component, read_decision
 from unet3d.inference.inputs import cases_from_input
 from unet3d.inference.predictor import make_predictor
-from unet3d.inference.writing import check_outputs_spare_inputs, predict_cases
+from unet3d.inference.writing import check_prediction_outputs, predict_cases
 from unet3d.locking import work_dir_lock
 from unet3d.models import check_model_spec, spatial_dims
+from unet3d.output_guard import Inputs
 from unet3d.preflight import check_experiment
 from unet3d.runtime import resolve_runtime
 from unet3d.training.state import TrainingState, should_stop
@@ -149,13 +150,16 @@ def predict(
     allow_partial: bool = False,
     device: str = "auto",
     n_gpus: int | None = None,
+    overwrite: bool = False,
 ) -> PredictionResult:
     """Check the inputs, predict every case (averaging the models' probabilities), write label maps and metrics.
 
     Postprocessing: the `postprocessing.json` given, else the one a model folder (CV work dir) holds, unless
     `use_postprocessing` is False. Folds of `model_dirs` must be finished unless `allow_partial`. `device` as
     `unet3d.devices.device_type` reads it (not the models' training.device: they may have been trained elsewhere).
-    `n_gpus` is the earlier name of `n_devices`, still accepted."""
+    `n_gpus` is the earlier name of `n_devices`, still accepted. No output may replace an input of the run (the
+    cases, every case of the models' config, the models and configs); existing files in a folder that no unet3d
+    prediction wrote into are replaced only with `overwrite` (see `unet3d.output_guard`)."""
     n_devices = n_gpus if n_gpus is not None else n_devices
     device_type(device)  # an absent device is refused before any work
     models = [*map(Path, model_filenames), *ensemble_members(model_dirs, allow_partial)]
@@ -164,13 +168,16 @@ def predict(
     config = config_for(models, config_filename)
     check_experiment(config, train=False)
     cases = select_cases(config, group, input_path, modality_suffixes)
-    others = [
-        *models,
-        *([Path(config_filename)] if config_filename else []),
-        *([postprocessing] if postprocessing else []),
-    ]
-    metrics_file = Path(output_directory) / METRICS_FILENAME
-    check_outputs_spare_inputs(Path(output_directory), cases, save_probabilities, others, [metrics_file])
+    inputs = Inputs()
+    for group_name, group_cases in config.groups.items():
+        inputs.add_cases(group_cases, f"the models' config ({group_name}_filenames)")
+    for path in models:
+        inputs.add(path, f"the model {path}")
+    for path, what in ((config_filename, "the config"), (postprocessing, "the postprocessing decision")):
+        if path is not None:
+            inputs.add(path, f"{what} {path}")
+    metrics_file = {Path(output_directory) / METRICS_FILENAME: "the metrics table"}
+    check_prediction_outputs(Path(output_directory), cases, save_probabilities, inputs, metrics_file, overwrite)
     check_writable(Path(output_directory))
     labelled = all(case.label is not None for case in cases)
     infos = check_cases(

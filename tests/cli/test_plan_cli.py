@@ -1,5 +1,6 @@
 """`unet3d-plan` then `unet3d-train`, as a user runs them, on data sets in the two public layouts."""
 
+import hashlib
 import json
 
 import nibabel as nib
@@ -40,6 +41,22 @@ def assert_label_maps_on_the_cases_grids(work_dir, cases, values):
         assert set(np.unique(np.asanyarray(label_map.dataobj)).tolist()) <= values
 
 
+def assert_predicting_into_labels_is_refused(dataset, work_dir):
+    """Issue 22, item 1: `--input DS/imagesTr --output_directory DS/labelsTr` named every prediction as a training
+    label of the model's own data set and replaced them all."""
+    labels = dataset / "labelsTr"
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in labels.iterdir()}
+    predicted = run_cli(
+        "predict", "--model_dirs", str(work_dir / "fold1"), "--input", str(dataset / "imagesTr"),
+        "--output_directory", str(labels),
+    )  # fmt: skip
+    assert predicted.returncode == 2 and "Traceback" not in predicted.stderr
+    refusals = [line for line in predicted.stderr.splitlines() if line.startswith("error:")]
+    expected = f"{labels / 'syn_000.nii.gz'}: writing the label map of case 'syn_000' here would replace the label"
+    assert refusals[0].startswith(f"error: {expected} of case 'syn_000' of the models' config")
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in labels.iterdir()} == before
+
+
 def test_msd_4d_multimodal_exclusive_labels(tmp_path):
     dataset = write_msd_dataset(tmp_path / "Task01_Synthetic", 4, n_test=1, seed=4).parent
     config, work_dir = plan_and_train(tmp_path, dataset)
@@ -51,6 +68,7 @@ def test_msd_4d_multimodal_exclusive_labels(tmp_path):
     cases = {p.name.removesuffix(".nii.gz"): p for p in (dataset / "imagesTr").glob("*.nii.gz")}
     assert_label_maps_on_the_cases_grids(work_dir, cases, {0, 1, 2, 3})
     assert len(list(work_dir.glob("fold*/test/syn_004.nii.gz"))) == 2
+    assert_predicting_into_labels_is_refused(dataset, work_dir)
     assert json.loads((tmp_path / "plans" / "exp.fingerprint.json").read_text())["summary"]["n_cases"] == 4
     report = (tmp_path / "plans" / "exp.data_report.txt").read_text()
     assert report.startswith("4 cases\n") and "syn_003" in report
@@ -66,6 +84,7 @@ def test_nnunet_per_channel_files_with_regions(tmp_path):
     assert_label_maps_on_the_cases_grids(work_dir, cases, {0, 1, 2, 3})
     summary = (work_dir / "cv_summary.csv").read_text()
     assert "dice_1+2+3" in summary and "dice_3" in summary
+    assert_predicting_into_labels_is_refused(dataset, work_dir)
 
 
 def test_anisotropic_ct_keeps_the_coarse_axis_and_picks_the_ct_scheme(tmp_path):

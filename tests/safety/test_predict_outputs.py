@@ -51,8 +51,9 @@ def test_predicting_a_case_folder_into_itself_is_refused_and_loses_nothing(singl
     assert done.returncode == 2, done.stderr
     lines = [line for line in done.stderr.strip().splitlines() if line.startswith("error:")]
     assert "found 2 case(s)" in done.stderr and "Traceback" not in done.stderr
-    assert len(lines) == 1 and lines[0].startswith(f"error: {folder}: writing the label map of case")
-    assert "would overwrite the input" in lines[0] and lines[0].endswith("choose another output folder")
+    assert lines and all(line.startswith(f"error: {folder}/") for line in lines)
+    assert "writing the label map of case" in lines[0] and "here would replace image 1 of case" in lines[0]
+    assert lines[0].endswith("choose another output")
     assert digest(data) == before
 
 
@@ -62,7 +63,7 @@ def test_a_json_list_written_into_its_images_folder_is_refused(single_modality, 
     flair = data / "case_001" / "case_001_flair.nii.gz"
     listing.write_text(json.dumps([{"image": [str(flair), str(flair.with_name("case_001_seg.nii.gz"))]}]))
     before = digest(data)
-    with pytest.raises(ConfigError, match=f"would overwrite the input {flair}"):
+    with pytest.raises(ConfigError, match=f"{flair}: writing the label map of case 'case_001_flair' here would replace image 1"):
         predict(flair.parent, model_filenames=[root / "model.pth"], config_filename=root / "exp.json",
                 input_path=listing)  # fmt: skip
     assert digest(data) == before
@@ -72,7 +73,7 @@ def test_an_output_folder_reached_through_a_symlink_is_refused(single_modality, 
     root, data = single_modality
     alias = tmp_path / "alias"
     os.symlink(data / "case_000", alias)
-    with pytest.raises(ConfigError, match="would overwrite the input"):
+    with pytest.raises(ConfigError, match="here would replace"):
         predict(alias, model_filenames=[root / "model.pth"], config_filename=root / "exp.json",
                 input_path=data / "case_000")  # fmt: skip
 
@@ -82,6 +83,6 @@ def test_a_hard_link_to_an_input_in_the_output_folder_is_refused(single_modality
     out = tmp_path / "out"
     out.mkdir()
     os.link(data / "case_000" / "case_000_flair.nii.gz", out / "case_000_flair.nii.gz")
-    with pytest.raises(ConfigError, match="would overwrite the input"):
+    with pytest.raises(ConfigError, match="here would replace"):
         predict(out, model_filenames=[root / "model.pth"], config_filename=root / "exp.json",
                 input_path=data / "case_000")  # fmt: skip

@@ -48,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="file endings of the modalities in --input, in channel order (default: from the config)",
     )
     parser.add_argument("--output_directory", type=Path, required=True, help="where the label maps go")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing files of the same names in an output folder that no unet3d prediction wrote into "
+        "(never an input: no case of the data or of the models' config, no model or config)",
+    )
     parser.add_argument("--activation", choices=("sigmoid", "softmax"), help="override the loss-derived activation")
     parser.add_argument("--threshold", type=float, default=0.5, help="sigmoid threshold (default 0.5)")
     parser.add_argument("--tta", action="store_true", help="average over all mirrorings of the spatial axes")
@@ -108,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             postprocessing=args.postprocessing,
             use_postprocessing=not args.no_postprocessing,
             allow_partial=args.allow_partial,
+            overwrite=args.overwrite,
         )
         if result.metrics is not None:
             print(f"metrics in {args.output_directory / 'metrics.csv'}")

@@ -4,8 +4,7 @@ for 2D pictures, the input's own format for MetaImage/NRRD)."""
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,10 +18,12 @@ from unet3d.data.datasets import case_items
 from unet3d.data.image_io import label_map_suffix
 from unet3d.data.labels import channel_groups, decode
 from unet3d.data.transforms import build_transforms
-from unet3d.errors import CheckpointError, ConfigError, raise_if_terminated
+from unet3d.errors import CheckpointError, raise_if_terminated
 from unet3d.formats import PROBABILITY_SUFFIX
 from unet3d.inference.export import check_geometry, to_original_space, write_label_map, write_probabilities
 from unet3d.inference.predictor import Predictor
+from unet3d.locking import LOCK_FILENAME
+from unet3d.output_guard import Inputs, check_outputs
 
 log = logging.getLogger("unet3d")
 
@@ -43,47 +44,22 @@ def output_paths(folder: Path, cases: Sequence[Case], save_probabilities: bool) 
     return outputs
 
 
-def _same_file(path: Path) -> tuple[Path, tuple[int, int] | None]:
-    """A path's resolved form (symlinks followed) and, when it exists, its device and inode (hard links)."""
-    resolved = Path(os.path.realpath(path))
-    try:
-        status = resolved.stat()
-    except OSError:
-        return resolved, None
-    return resolved, (status.st_dev, status.st_ino)
-
-
-def check_outputs_spare_inputs(
+def check_prediction_outputs(
     folder: Path,
     cases: Sequence[Case],
     save_probabilities: bool,
-    others: Sequence[Path] = (),
-    also_written: Sequence[Path] = (),
+    inputs: Inputs | None = None,
+    also_written: Mapping[Path, str] | None = None,
+    overwrite: bool = True,
 ) -> None:
     """Refuse, before anything is written (or a model loaded), an output folder where a label map, probability map
-    or one of `also_written` (a metrics file) would replace an input of the run: any image or label of any case, or
-    one of `others` (models, configs). Paths are compared resolved (symlinks followed) and by inode (hard links)."""
-    inputs: dict[Path | tuple[int, int], str] = {}
-    for case in cases:
-        for path in [*case.images, *([case.label] if case.label is not None else [])]:
-            resolved, inode = _same_file(path)
-            inputs[resolved] = str(path)
-            if inode is not None:
-                inputs[inode] = str(path)
-    for path in others:
-        resolved, inode = _same_file(path)
-        inputs[resolved] = str(path)
-        if inode is not None:
-            inputs[inode] = str(path)
-    outputs = {**output_paths(Path(folder), cases, save_probabilities), **{Path(p): p.name for p in also_written}}
-    for output, what in outputs.items():
-        resolved, inode = _same_file(output)
-        clash = inputs.get(resolved) or (inputs.get(inode) if inode is not None else None)
-        if clash is not None:
-            raise ConfigError(
-                f"{folder}: writing {what} as {output.name} would overwrite the input {clash}; "
-                "choose another output folder"
-            )
+    or one of `also_written` (a metrics file) would replace an input of the run (any image or label of `cases`, and
+    `inputs`), a work dir's checkpoint or config, or, without `overwrite`, a file that no unet3d prediction made (a
+    folder unet3d wrote into holds its lock file). See `unet3d.output_guard`."""
+    inputs = (inputs or Inputs()).add_cases(cases, "the cases to predict")
+    outputs = {**output_paths(Path(folder), cases, save_probabilities), **(also_written or {})}
+    written_by_unet3d = (Path(folder) / LOCK_FILENAME).exists()
+    check_outputs(outputs, inputs, replace=overwrite, made_here=lambda path: written_by_unet3d)
 
 
 @dataclass
@@ -132,7 +108,7 @@ def predict_cases(
 ) -> list[Path]:
     """Write `<case_id>.nii.gz` (or .png, .mhd, ...) label maps (and optionally probability maps) for `cases` into
     `folder`; `postprocess` (e.g. the largest-component filter) is applied to each label map before it is written."""
-    check_outputs_spare_inputs(folder, cases, save_probabilities)
+    check_prediction_outputs(folder, cases, save_probabilities)
     folder.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(folder)
     written = []
