@@ -95,3 +95,42 @@ def test_cli_refuses_unknown_formats_and_missing_checkpoints(tmp_path):
     assert "Traceback" not in result.stderr
     with pytest.raises(ConfigError, match="--format: expected one of"):
         export_model(tmp_path / "none.pth", tmp_path / "m.x", format="tflite")
+
+
+@pytest.mark.parametrize("name", ["model.pth", "model_best.pth", "config.json", "training_log.csv"])
+def test_an_export_never_replaces_a_work_dir_s_files(trained_cv, name):
+    # Issue 22, item 2: --output model.pth replaced the resume point, and the next resume failed.
+    _, work, _ = trained_cv
+    target = work / "fold1" / name
+    before = target.read_bytes()
+    result = run_cli("export", "--model_filename", str(work / "fold1" / "model_best.pth"), "--output", str(target),
+                     "--overwrite")  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"error: {target}: writing the exported network here would replace" in result.stderr
+    assert target.read_bytes() == before
+
+
+def test_an_existing_file_or_sidecar_is_replaced_only_when_an_export_wrote_it_or_with_overwrite(trained_cv, tmp_path):
+    _, work, _ = trained_cv
+    model = work / "fold1" / "model_best.pth"
+    mine = tmp_path / "notes.ts"
+    mine.write_text("my notes")
+    with pytest.raises(ConfigError, match=r"notes.ts: exists and was not written by this command.*--overwrite"):
+        export_model(model, mine)
+    (tmp_path / "net.ts.json").write_text('{"mine": true}')
+    with pytest.raises(ConfigError, match=r"net.ts.json: exists and was not written by this command"):
+        export_model(model, tmp_path / "net.ts")
+    assert mine.read_text() == "my notes" and (tmp_path / "net.ts.json").read_text() == '{"mine": true}'
+    export_model(model, mine, overwrite=True)
+    export_model(model, mine)  # its own earlier export: replaced without asking
+    assert json.loads((tmp_path / "notes.ts.json").read_text())["file"] == "notes.ts"
+
+
+def test_a_folder_as_output_is_one_line(trained_cv, tmp_path):
+    _, work, _ = trained_cv
+    result = run_cli("export", "--model_filename", str(work / "fold1" / "model_best.pth"), "--output", str(tmp_path))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert (
+        result.stderr.strip().splitlines()[-1]
+        == f"error: {tmp_path}: is a folder; the exported network needs a file name"
+    )

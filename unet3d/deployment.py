@@ -11,6 +11,7 @@ window, the activation, and how channels become label values (including the nest
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import warnings
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from unet3d.data.labels import channel_groups, enclosing, region_names
 from unet3d.errors import CheckpointError, ConfigError
 from unet3d.losses import activation_from_loss
 from unet3d.models import build_model, spatial_dims, total_downsampling
+from unet3d.output_guard import Inputs, check_outputs
 from unet3d.prediction import config_for
 
 log = logging.getLogger("unet3d")
@@ -160,12 +162,25 @@ def export_model(
     format: str = "torchscript",
     config_filename: str | Path | None = None,
     tolerance: float = TOLERANCE,
+    overwrite: bool = False,
 ) -> ExportResult:
     """Export a checkpoint's network for inference, check it against the checkpoint on a random patch-sized input,
-    and write the sidecar `<output>.json`. A CheckpointError when the export differs by more than `tolerance`."""
+    and write the sidecar `<output>.json`. A CheckpointError when the export differs by more than `tolerance`.
+    The output and sidecar never replace the checkpoint, its config or any work dir's files; an existing pair from an
+    earlier export is replaced, any other existing file only with `overwrite` (see `unet3d.output_guard`)."""
     model_filename, output = Path(model_filename), Path(output)
     if format not in FORMATS:
         raise ConfigError(f"--format: expected one of {list(FORMATS)}, got {format!r}")
+    sidecar_path = output.with_name(output.name + ".json")
+    inputs = Inputs().add(model_filename, f"the checkpoint being exported ({model_filename})")
+    if config_filename is not None:
+        inputs.add(config_filename, f"the config {config_filename}")
+    check_outputs(
+        {output: "the exported network", sidecar_path: "its sidecar"},
+        inputs,
+        replace=overwrite,
+        made_here=lambda path: _exported_here(sidecar_path, output),
+    )
     config = config_for([model_filename], None if config_filename is None else Path(config_filename))
     network, saved = _network(model_filename, config)
     shape = patch_size(config)
@@ -186,6 +201,18 @@ def export_model(
         "max_abs_difference": difference,
         "checked_on": list(example.shape),
     }
-    path = output.with_name(output.name + ".json")
-    atomic_write_json(path, sidecar(config, saved, shape, result))
-    return ExportResult(output, path, tuple(example.shape), difference)
+    atomic_write_json(sidecar_path, sidecar(config, saved, shape, result))
+    return ExportResult(output, sidecar_path, tuple(example.shape), difference)
+
+
+def _exported_here(sidecar_path: Path, output: Path) -> bool:
+    """Whether `output` and its sidecar are an earlier export's: the sidecar says unet3d exported that file."""
+    try:
+        written = json.loads(sidecar_path.read_text())
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(written, dict)
+        and str(written.get("exported_by", "")).startswith("unet3d ")
+        and written.get("file") == output.name
+    )

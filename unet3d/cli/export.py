@@ -24,6 +24,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--format", choices=FORMATS, default="torchscript", help="default torchscript")
     parser.add_argument("--output", required=True, type=Path, metavar="FILE", help="file to write, e.g. model.ts")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --output (and <output>.json) that an earlier export did not write (never the "
+        "checkpoint, a config or a work dir's files)",
+    )
     parser.add_argument("--debug", action="store_true", help="verbose log and third-party warnings")
     return parser
 
@@ -35,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """The command's work, on parsed arguments."""
-    result = export_model(args.model_filename, args.output, args.format, args.config_filename)
+    result = export_model(args.model_filename, args.output, args.format, args.config_filename, overwrite=args.overwrite)
     print(
         f"wrote {result.path} ({args.format}) and {result.sidecar}; on a random {list(result.input_shape)} input "
         f"it differs from the checkpoint's network by at most {result.max_difference:.3g}"
