@@ -138,5 +138,25 @@ def test_an_existing_config_is_not_overwritten(tmp_path):
     existing = tmp_path / "mine.json"
     existing.write_text("{}")
     result = run_cli("plan", "--dataset", str(dataset), "--config_filename", str(existing))
-    assert result.returncode == 2 and "exists; choose another --config_filename or pass --overwrite" in result.stderr
+    assert result.returncode == 2
+    assert "exists and was not written by this command; writing the planned config would replace it" in result.stderr
     assert existing.read_text() == "{}"
+
+
+@pytest.mark.parametrize("target", ["dataset.json", "labelsTr/syn_001.nii.gz", "imagesTr/syn_000_0001.nii.gz"])
+def test_overwrite_never_replaces_the_data_set_s_own_files(tmp_path, target):
+    # Issue 22, item 3: --overwrite with --config_filename DS/dataset.json replaced it, and the data set no longer read.
+    dataset = write_nnunet_dataset(tmp_path / "data", 2, seed=1)
+    before = {p: p.read_bytes() for p in dataset.rglob("*") if p.is_file()}
+    result = run_cli("plan", "--dataset", str(dataset), "--config_filename", str(dataset / target), "--overwrite")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"error: {dataset / target}: writing the planned config here would replace " in result.stderr
+    assert {p: p.read_bytes() for p in dataset.rglob("*") if p.is_file()} == before
+
+
+def test_an_existing_fingerprint_or_report_is_kept_without_overwrite(tmp_path):
+    dataset = write_nnunet_dataset(tmp_path / "data", 2, seed=1)
+    (tmp_path / "exp.data_report.txt").write_text("my notes")
+    result = run_cli("plan", "--dataset", str(dataset), "--config_filename", str(tmp_path / "exp.json"))
+    assert result.returncode == 2 and "exp.data_report.txt: exists and was not written by this command" in result.stderr
+    assert (tmp_path / "exp.data_report.txt").read_text() == "my notes" and not (tmp_path / "exp.json").exists()

@@ -43,7 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--n_folds", type=int, default=5, help="cross-validation folds (default 5)")
     parser.add_argument("--nthreads", type=int, default=None, help="threads reading the cases")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing config file")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing config, fingerprint or data report (never a file of the data set)",
+    )
     parser.add_argument("--debug", action="store_true", help="verbose log and third-party warnings")
     return parser
 

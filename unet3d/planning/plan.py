@@ -22,9 +22,11 @@ import unet3d
 from unet3d.atomic import atomic_write_json, atomic_write_text
 from unet3d.config.layouts import Layout, dataset_json_of, read_layout
 from unet3d.config.load import parse_cases, parse_config
+from unet3d.config.schema import Case
 from unet3d.data.checks import check_cases
 from unet3d.data.image_io import image_format
 from unet3d.errors import ConfigError, DataError
+from unet3d.output_guard import Inputs, check_outputs
 from unet3d.planning import rules
 from unet3d.planning.fingerprint import CaseFingerprint, fingerprint_cases, summarize
 from unet3d.planning.report import render
@@ -228,11 +230,21 @@ def _relative_case(entry: dict[str, Any], folder: Path) -> dict[str, Any]:
     return entry
 
 
-def _cases_of(dataset: Path) -> tuple[Layout | None, list[Any]]:
+def _cases_of(dataset: Path) -> tuple[Layout | None, list[Case]]:
     if dataset_json_of(dataset) is not None:
         layout = read_layout(dataset, "--dataset")
         return layout, parse_cases(layout.training, dataset, "--dataset")
     return None, parse_cases(str(dataset), dataset.parent, "--dataset")  # a list's paths: relative to its folder
+
+
+def _data_set_files(dataset: Path, layout: Layout | None, cases: Sequence[Case]) -> Inputs:
+    """Every file of the data set being planned: its description (dataset.json, or the case list) and the images
+    and labels of its training and test cases."""
+    inputs = Inputs().add(dataset_json_of(dataset) or dataset, f"the description of the data set {dataset}")
+    inputs.add_cases(cases, f"the data set {dataset}")
+    if layout is not None and layout.test:
+        inputs.add_cases(parse_cases(layout.test, dataset, "--dataset"), f"the data set {dataset} (test cases)")
+    return inputs
 
 
 def plan_experiment(
@@ -248,10 +260,9 @@ def plan_experiment(
 ) -> Plan:
     """Check every file of the data set (MSD or nnU-Net v2 folder, or a JSON/.npy case list), fingerprint it, plan a
     config for it, check the config as `unet3d-train` would, and write it with `<name>.fingerprint.json` and
-    `<name>.data_report.txt` beside it."""
+    `<name>.data_report.txt` beside it. None of the three replaces a file of the data set (`--overwrite` never
+    extends to those), and an existing one is replaced only with `overwrite` (see `unet3d.output_guard`)."""
     dataset, out = Path(dataset).expanduser().resolve(), Path(config_filename).expanduser().resolve()
-    if out.exists() and not overwrite:
-        raise ConfigError(f"{out}: exists; choose another --config_filename or pass --overwrite")
     if device not in ("gpu", "cpu"):
         raise ConfigError(f"--device: expected 'gpu' or 'cpu', got {device!r}")
     if spacing is not None and (len(spacing) != 3 or not all(v > 0 for v in spacing)):
@@ -261,6 +272,12 @@ def plan_experiment(
     if n_folds < 2:
         raise ConfigError(f"--n_folds: expected at least 2, got {n_folds}")
     layout, cases = _cases_of(dataset)
+    outputs = {
+        out: "the planned config",
+        out.parent / (out.stem + FINGERPRINT_SUFFIX): "the data set's fingerprint",
+        out.parent / (out.stem + REPORT_SUFFIX): "the data report",
+    }
+    check_outputs(outputs, _data_set_files(dataset, layout, cases), replace=overwrite)
     labelled = [case for case in cases if case.label is not None]
     if len(labelled) < 2:
         raise DataError(f"{dataset}: {len(labelled)} labelled case(s); planning a cross-validation needs at least 2")
