@@ -37,6 +37,20 @@ def test_evaluate_scores_label_maps_against_a_ground_truth_folder(tmp_path, tiny
     assert list(table["case_id"]) == ["case_000", "case_001"]
     assert (table[["dice_2+1+4", "dice_1+4", "dice_4"]] == 1.0).all().all()
     assert (predictions / "metrics.csv").exists()
+    unet3d.evaluate(predictions, config, ground_truth=truth)  # its own earlier table: replaced without asking
+    truth_file = truth / "case_000.nii.gz"
+    before = truth_file.read_bytes()
+    for output in (truth_file, config, predictions / "case_001.nii.gz"):
+        with pytest.raises(ConfigError, match=rf"{output}: writing the metrics table here would replace"):
+            unet3d.evaluate(predictions, config, ground_truth=truth, output=output, overwrite=True)
+    assert truth_file.read_bytes() == before
+    notes = tmp_path / "notes.csv"
+    notes.write_text("my,notes\n")
+    with pytest.raises(ConfigError, match=r"notes.csv: exists and was not written by this command"):
+        unet3d.evaluate(predictions, config, ground_truth=truth, output=notes)
+    assert notes.read_text() == "my,notes\n"
+    unet3d.evaluate(predictions, config, ground_truth=truth, output=notes, overwrite=True)
+    assert notes.read_text().startswith("case_id,")
 
 
 def test_ground_truth_files_are_matched_by_case_id_in_any_format(tmp_path):

@@ -60,3 +60,25 @@ def test_nothing_to_check_before_predictions(tmp_path):
     work = fake_work_dir(tmp_path / "fold1", full_whole=0.1)
     (work / MANIFEST).unlink()
     assert dice_gaps(work) == []
+
+
+def test_a_work_dir_whose_label_maps_would_replace_the_data_is_refused_before_training(experiment, tiny_data):
+    import shutil
+
+    from unet3d.errors import ConfigError
+
+    folder, _ = tiny_data
+    target = folder / "inside" / "validation" / "mine.nii.gz"
+
+    def label_inside_the_work_dir(config):
+        case = config["validation_filenames"][0]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(folder / case["label"], target)
+        case.update(label=str(target), case_id="mine")
+
+    config = experiment("inside", mutate=label_inside_the_work_dir)
+    before = target.read_bytes()
+    message = rf"{target}: writing the label map of case 'mine' here would replace the label of case 'mine'"
+    with pytest.raises(ConfigError, match=message):
+        run_experiment(config)
+    assert target.read_bytes() == before and not (folder / "inside" / "model.pth").exists()

@@ -43,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--output", type=Path, metavar="FILE", help=f"CSV to write (default: <predictions>/{METRICS_FILENAME})"
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --output that is not a metrics table (never an input: the config, its cases, "
+        "the predictions)",
+    )
     parser.add_argument("--debug", action="store_true", help="verbose log and third-party warnings")
     return parser
 
@@ -55,7 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     """The command's work, on parsed arguments."""
     output = args.output if args.output is not None else args.predictions / METRICS_FILENAME
-    table = evaluate(args.predictions, args.config_filename, args.group, args.ground_truth, output)
+    table = evaluate(
+        args.predictions, args.config_filename, args.group, args.ground_truth, output, overwrite=args.overwrite
+    )
     print(format_summary(table))
     print(f"{len(table)} cases; metrics in {output.resolve()}")
     return EXIT_OK

@@ -16,6 +16,7 @@ from unet3d.config.schema import Case, Config
 from unet3d.data.labels import channel_groups, region_names
 from unet3d.errors import ConfigError, DataError
 from unet3d.evaluation.metrics import METRICS_FILENAME, evaluate_directory, find_label_map, label_map_files
+from unet3d.output_guard import Inputs, check_outputs
 from unet3d.registry import suggest
 
 
@@ -54,10 +55,12 @@ def evaluate(
     group: str = "validation",
     ground_truth: str | Path | None = None,
     output: str | Path | None = None,
+    overwrite: bool = False,
 ) -> pd.DataFrame:
     """Dice and HD95 per region of every case's label map in `predictions`, against `<group>_filenames` of the config
     (or `ground_truth/<case_id>.*`); writes `output` (default `<predictions>/metrics.csv`) and returns the per-case
-    table. Raises UserError subclasses for bad input."""
+    table. Raises UserError subclasses for bad input. `output` never replaces an input (the config, its cases, the
+    predictions), and an existing file other than an earlier metrics table only with `overwrite`."""
     predictions = Path(predictions)
     config = load_config(config_filename)
     if not config.labels:
@@ -65,4 +68,20 @@ def evaluate(
     groups = channel_groups(config.labels, config.dataset.setup_label_hierarchy)
     cases = cases_from_folders(predictions, Path(ground_truth)) if ground_truth else config_cases(config, group)
     target = Path(output) if output is not None else predictions / METRICS_FILENAME
+    inputs = Inputs().add(config_filename, f"the config {config_filename}")
+    for group_name, group_cases in config.groups.items():
+        inputs.add_cases(group_cases, f"the config ({group_name}_filenames)")
+    inputs.add_cases(cases, "the cases scored")
+    for path in label_map_files(predictions) if predictions.is_dir() else []:
+        inputs.add(path, "a prediction being scored")
+    check_outputs({target: "the metrics table"}, inputs, replace=overwrite, made_here=_metrics_table)
     return evaluate_directory(predictions, cases, groups, region_names(groups), output=target)
+
+
+def _metrics_table(path: Path) -> bool:
+    """Whether `path` is a metrics table unet3d wrote (its header starts with the case id column)."""
+    try:
+        with open(path) as table:
+            return table.readline().startswith("case_id,")
+    except (OSError, UnicodeDecodeError):
+        return False

@@ -17,7 +17,7 @@ from unet3d.errors import ConfigError
 from unet3d.experiment.folds import CrossValidationResult, run_cross_validation, summarize_only, write_fold_configs
 from unet3d.experiment.report import refresh_report
 from unet3d.experiment.slurm import write_launch_scripts
-from unet3d.experiment.steps import run_model
+from unet3d.experiment.steps import check_training_outputs, run_model
 from unet3d.locking import check_not_busy, work_dir_lock
 from unet3d.preflight import check_data, check_experiment
 from unet3d.runtime import is_main_process
@@ -76,6 +76,8 @@ def run_experiment(
     if is_main_process():  # under torchrun the other ranks start training once rank 0 has checked the data
         if not summary_only:
             check_not_busy(work_dir, "cross-validation work dir" if config.cross_validation else "work dir")
+            n_folds = config.cross_validation.n_folds if config.cross_validation else 0
+            check_training_outputs(config, work_dir, [work_dir / f"fold{k}" for k in range(1, n_folds + 1)])
         check_data(config, n_threads=max(2, options.n_workers))
     if is_main_process() and not summary_only:
         check_writable(work_dir)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,10 +34,11 @@ from unet3d.evaluation.metrics import (
 )
 from unet3d.experiment.splits import HELD_OUT_GROUP
 from unet3d.inference.predictor import Predictor, make_predictor
-from unet3d.inference.writing import iter_predictions, predict_cases
+from unet3d.inference.writing import iter_predictions, predict_cases, prediction_path
 from unet3d.inferers import build_inferer
 from unet3d.locking import work_dir_lock
 from unet3d.losses import activation_from_loss
+from unet3d.output_guard import Inputs, check_outputs
 from unet3d.runtime import is_main_process, resolve_runtime
 from unet3d.training.history import LOG_FILENAME, read_log
 from unet3d.training.loop import FullValidation
@@ -213,6 +215,23 @@ def track_final_metrics(config: Config, work_dir: Path, metrics: dict[str, Path]
     mean = table[table["case_id"] == "mean"]
     values = {c: float(mean[c].iloc[0]) for c in table.columns if c.startswith(("dice_", "hd95_")) and not mean.empty}
     log_final_metrics(work_dir, config.training.tracker, config.training.tracker_kwargs, values)
+
+
+def check_training_outputs(config: Config, work_dir: Path, fold_dirs: Sequence[Path] = ()) -> None:
+    """Refuse, before any data are read, a work dir whose label maps would replace an image or label of the config's
+    cases (the work dir inside the data's folders); for a cross-validation, the same for every fold's folders."""
+    inputs = Inputs()
+    for group, cases in config.groups.items():
+        inputs.add_cases(cases, f"the config ({group}_filenames)")
+    outputs: dict[Path, str] = {}
+    for run_dir in fold_dirs or [work_dir]:
+        for group, cases in config.groups.items():
+            # a fold predicts its held-out share of the training cases; a single model predicts the other groups
+            folders = [group] if group != "training" else [HELD_OUT_GROUP, "validation"] if fold_dirs else []
+            for folder in folders:
+                for case in cases:
+                    outputs[prediction_path(run_dir / folder, case)] = f"the label map of case {case.case_id!r}"
+    check_outputs(outputs, inputs, made_here=lambda path: True)
 
 
 def run_model(config: Config, work_dir: Path, options: RunOptions) -> ModelResult:
