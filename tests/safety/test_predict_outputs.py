@@ -63,7 +63,8 @@ def test_a_json_list_written_into_its_images_folder_is_refused(single_modality, 
     flair = data / "case_001" / "case_001_flair.nii.gz"
     listing.write_text(json.dumps([{"image": [str(flair), str(flair.with_name("case_001_seg.nii.gz"))]}]))
     before = digest(data)
-    with pytest.raises(ConfigError, match=f"{flair}: writing the label map of case 'case_001_flair' here would replace image 1"):
+    refusal = f"{flair}: writing the label map of case 'case_001_flair' here would replace image 1"
+    with pytest.raises(ConfigError, match=refusal):
         predict(flair.parent, model_filenames=[root / "model.pth"], config_filename=root / "exp.json",
                 input_path=listing)  # fmt: skip
     assert digest(data) == before
