@@ -99,3 +99,46 @@ def test_a_folder_without_dataset_json_is_not_a_data_set(tmp_path):
     data = {"model": {"name": "UNet"}, "optimizer": {"name": "Adam"}, "loss": {"name": "DiceLoss"}}
     with pytest.raises(ConfigError, match=r"training_filenames: expected a \.npy or \.json file list or a data-set"):
         parse_config({**data, "training_filenames": str(tmp_path)}, base=tmp_path)
+
+
+def _set(path, value):
+    """A mutation of a dataset.json: the value at a path of keys and indices."""
+
+    def mutate(meta):
+        *parents, last = path
+        target = meta
+        for key in parents:
+            target = target[key]
+        target[last] = value
+
+    return mutate
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (_set(("training", 1, "label"), 5), r"training\[1\] must be \{'image': path, 'label': path\}, got"),
+        (_set(("training", 1, "label"), None), r"training\[1\] must be .* 'label': None\}"),
+        (_set(("test",), [5]), r"test\[0\] must be an image path or \{'image': path\}, got 5"),
+        (_set(("test",), "imagesTs"), "'test' must be a list, got str"),
+        (_set(("numTraining",), 7), "numTraining is 7 but 'training' lists 3 cases"),
+        (_set(("labels", "-1"), "below"), r"'labels' keys must be distinct label values .* got '-1'"),
+    ],
+)
+def test_a_malformed_msd_dataset_json_is_one_line(tmp_path, mutate, message):
+    # Issue 22: these were tracebacks (or, for a null label, a case silently dropped).
+    path = write_msd_dataset(tmp_path / "msd", 3, n_test=1, seed=1, shape_range=(16, 16))
+    meta = json.loads(path.read_text())
+    mutate(meta)
+    path.write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match=message):
+        read_layout(path.parent)
+
+
+def test_a_malformed_nnunet_case_entry_is_one_line(tmp_path):
+    root = write_nnunet_dataset(tmp_path / "nn", 2, seed=1, shape_range=(16, 16))
+    meta = json.loads((root / "dataset.json").read_text())
+    meta["dataset"] = {"x": "oops"}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match=r"dataset.x must be \{'images': \[path, ...\], 'label': path\}, got 'oops'"):
+        read_layout(root)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from unet3d.config.jsonfile import read_json
 from unet3d.errors import ConfigError
 from unet3d.formats import strip_image_suffix
 
@@ -65,10 +66,7 @@ def read_layout(path: Path, where: str = "dataset") -> Layout:
     dataset_json = dataset_json_of(Path(path))
     if dataset_json is None:
         raise ConfigError(f"{where}: {path} is neither a data-set folder with {DATASET_JSON} nor such a file")
-    try:
-        meta = json.loads(dataset_json.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ConfigError(f"{where}: cannot read {dataset_json} ({error})") from None
+    meta = read_json(dataset_json)
     if "channel_names" in meta:
         return _nnunet(meta, dataset_json.parent, f"{where}: {dataset_json}")
     return _msd(meta, dataset_json.parent, f"{where}: {dataset_json}")
@@ -91,26 +89,41 @@ def _msd(meta: dict[str, Any], root: Path, where: str) -> Layout:
     labels = meta.get("labels")
     if not isinstance(labels, dict):
         raise ConfigError(f"{where}: 'labels' must map label values to names")
-    try:
-        values = sorted(int(value) for value in labels)
-    except ValueError:
-        raise ConfigError(f"{where}: 'labels' keys must be label values") from None
+    names: dict[int, str] = {}
+    for key, name in labels.items():
+        if not str(key).isdigit() or int(key) in names:
+            raise ConfigError(
+                f"{where}: 'labels' keys must be distinct label values 0, 1, 2, ... (non-negative), got {key!r}"
+            )
+        names[int(key)] = str(name)
     training = []
-    for index, entry in enumerate(meta.get("training") or []):
-        if not isinstance(entry, dict) or not isinstance(entry.get("image"), str) or "label" not in entry:
-            raise ConfigError(f"{where}: training[{index}] must be {{'image': path, 'label': path}}")
+    for index, entry in enumerate(_listed(meta, "training", where)):
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("image"), str)
+            or not isinstance(entry.get("label"), str)
+        ):
+            raise ConfigError(f"{where}: training[{index}] must be {{'image': path, 'label': path}}, got {entry!r}")
         training.append(_entry(root, [entry["image"]], entry["label"]))
-    test = [_entry(root, [item if isinstance(item, str) else item.get("image", "")]) for item in meta.get("test") or []]
-    return Layout(
-        "msd",
-        root,
-        channels,
-        [v for v in values if v != 0],
-        False,
-        {str(v): str(labels[str(v)]) for v in values if v != 0},
-        training,
-        test,
-    )
+    expected = meta.get("numTraining")
+    if expected is not None and expected != len(training):
+        raise ConfigError(f"{where}: numTraining is {expected!r} but 'training' lists {len(training)} cases")
+    test = []
+    for index, item in enumerate(_listed(meta, "test", where)):
+        image = item.get("image") if isinstance(item, dict) else item
+        if not isinstance(image, str):
+            raise ConfigError(f"{where}: test[{index}] must be an image path or {{'image': path}}, got {item!r}")
+        test.append(_entry(root, [image]))
+    values = sorted(v for v in names if v != 0)
+    return Layout("msd", root, channels, values, False, {str(v): names[v] for v in values}, training, test)
+
+
+def _listed(meta: dict[str, Any], key: str, where: str) -> list[Any]:
+    """The list under `key` of a dataset.json (absent or null: none)."""
+    items = meta.get(key) or []
+    if not isinstance(items, list):
+        raise ConfigError(f"{where}: '{key}' must be a list, got {type(items).__name__}")
+    return items
 
 
 def _entry(root: Path, images: list[str], label: str | None = None) -> dict[str, Any]:
@@ -128,10 +141,18 @@ def _nnunet(meta: dict[str, Any], root: Path, where: str) -> Layout:
         raise ConfigError(f"{where}: 'file_ending' must be a file ending such as '.nii.gz'")
     labels, hierarchy, names = nnunet_labels(meta.get("labels"), where)
     if isinstance(meta.get("dataset"), dict):
-        training = [
-            {**_entry(root, list(case["images"]), case.get("label")), "case_id": case_id}
-            for case_id, case in meta["dataset"].items()
-        ]
+        training = []
+        for case_id, case in meta["dataset"].items():
+            if (
+                not isinstance(case, dict)
+                or not isinstance(case.get("images"), list)
+                or not all(isinstance(image, str) for image in case["images"])
+                or not isinstance(case.get("label"), str)
+            ):
+                raise ConfigError(
+                    f"{where}: dataset.{case_id} must be {{'images': [path, ...], 'label': path}}, got {case!r}"
+                )
+            training.append({**_entry(root, list(case["images"]), case["label"]), "case_id": case_id})
     else:
         training = _nnunet_folder(root / "imagesTr", root / "labelsTr", ending, len(channels), where)
     expected = meta.get("numTraining")

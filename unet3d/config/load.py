@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from unet3d.config.fields import Problems, parse_named, parse_section, refuse_non_finite
+from unet3d.config.jsonfile import read_json, read_json_value
 from unet3d.config.layouts import dataset_json_of, read_layout
 from unet3d.config.schema import (
     NAMED_SECTIONS,
@@ -35,21 +36,6 @@ from unet3d.registry import suggest
 
 TOP_LEVEL_KEYS = (*NAMED_SECTIONS, *SECTION_RECORDS, *NOTE_SECTIONS)
 CASE_KEYS = ("image", "label", "case_id", "subject")
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """The JSON object in `path`; a ConfigError naming the file, line and column otherwise."""
-    try:
-        text = Path(path).read_text()
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read config ({error.strerror or error})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ConfigError(f"{path}: invalid JSON at line {error.lineno} column {error.colno}: {error.msg}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a JSON object at the top level, got {type(data).__name__}")
-    return data
 
 
 class _ArrayOnlyUnpickler(pickle.Unpickler):
@@ -156,9 +142,9 @@ def parse_cases(entries: Any, base: Path, where: str) -> list[Case]:
 
 def _read_json_list(path: Path, where: str) -> Any:
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ConfigError(f"{where}: cannot read file list {path} ({error})") from None
+        return read_json_value(path, "file list")
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}") from None
 
 
 def _disambiguate_ids(cases: list[Case], explicit: list[bool], where: str) -> None:

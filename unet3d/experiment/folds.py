@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from unet3d.atomic import atomic_write_json
-from unet3d.config.load import load_config, read_json
+from unet3d.config.jsonfile import read_json
+from unet3d.config.load import load_config
 from unet3d.config.schema import Config
 from unet3d.data.labels import channel_groups, region_names
 from unet3d.errors import Busy, ConfigError, MachineError, UserError, out_of_memory

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from unet3d.atomic import check_writable
-from unet3d.config.load import load_config, read_json
+from unet3d.config.jsonfile import read_json
+from unet3d.config.load import load_config
 from unet3d.devices import device_type
 from unet3d.errors import ConfigError
 from unet3d.experiment.folds import CrossValidationResult, run_cross_validation, summarize_only, write_fold_configs
