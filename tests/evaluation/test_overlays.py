@@ -38,3 +38,13 @@ def test_a_volume_gets_three_slices_with_both_outlines_and_a_picture_one():
     assert axes[0].get_images()[0].get_array().shape == (6, 12)  # the y-z plane, z up
     picture = overlay_figure(np.ones((20, 30)), truth[:, :, 2], prediction[:, :, 2], (1.0, 1.0), "p")
     assert [a.get_title() for a in picture.axes if a.get_title()] == ["picture"]
+
+
+def test_a_case_id_with_dollar_signs_is_drawn_as_text(tmp_path):
+    # Issue 22, item 6: `x$\undefinedmacro$y` went into matplotlib as math text and no report was ever written.
+    matplotlib.use("Agg")
+    truth = np.zeros((8, 8, 4), np.uint8)
+    truth[2:5, 2:5, 1:3] = 1
+    figure = overlay_figure(np.ones((8, 8, 4)), truth, truth, (1.0, 1.0, 1.0), r"x$\undefinedmacro$y")
+    figure.savefig(tmp_path / "case.png")
+    assert figure._suptitle.get_text() == r"x$\undefinedmacro$y"

@@ -36,7 +36,7 @@ def _panel(axis: Any, image: np.ndarray, truth: np.ndarray, prediction: np.ndarr
         for value in np.unique(labels):
             if value != 0 and (labels == value).any() and min(labels.shape) > 1:
                 axis.contour((labels == value).T, levels=[0.5], colors=colour, linewidths=1.0, linestyles=style)
-    axis.set_title(title, fontsize=8)
+    axis.set_title(title, fontsize=8, parse_math=False)
     axis.set_xticks([])
     axis.set_yticks([])
 
@@ -64,6 +64,6 @@ def overlay_figure(
             _panel(
                 axis, image[slab], truth[slab], prediction[slab], aspect, f"{names[axis_index]} = {point[axis_index]}"
             )
-    figure.suptitle(title, fontsize=9)
+    figure.suptitle(title, fontsize=9, parse_math=False)  # a case id may hold "$": text, not math
     figure.tight_layout()
     return figure

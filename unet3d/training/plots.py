@@ -78,7 +78,8 @@ def fold_curves_figure(logs: dict[str, Any]) -> Any:
                     marker = "." if len(points) < len(log) else None
                     colour = colours[index % len(colours)]
                     axis.plot(points["epoch"], points[name], color=colour, linestyle=style, marker=marker, label=label)
-        axis.set_title(title + (" (validation dashed)" if len(names) > 1 else ""), fontsize=9)
+        # region names come from the config and may hold "$": text, not math
+        axis.set_title(title + (" (validation dashed)" if len(names) > 1 else ""), fontsize=9, parse_math=False)
         axis.grid(alpha=0.3)
         if title == "learning rate" and axis.lines and all((line.get_ydata() > 0).all() for line in axis.lines):
             axis.set_yscale("log")
