@@ -4,6 +4,7 @@ import json
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,6 +58,24 @@ def test_a_copied_work_dir_gets_its_report_from_the_command(trained_cv, tmp_path
     result = run_cli("report", str(copy))
     assert result.returncode == 0, result.stderr
     assert all(case_id in (copy / "report.html").read_text() for case_id in held_out_ids(work))
+
+
+def test_moved_images_and_a_removed_log_still_give_a_report_that_says_so(trained_cv, tmp_path):
+    # Issue 22, item 6: after the images moved no report was written at all; a fold whose log was deleted vanished.
+    _, work, _ = trained_cv
+    copy = tmp_path / "copy"
+    shutil.copytree(work, copy)
+    (copy / "fold2" / "training_log.csv").unlink()
+    config = json.loads((copy / "fold1" / "config.json").read_text())
+    for case in config["validation_filenames"]:
+        case["image"] = [str(tmp_path / "moved" / Path(p).name) for p in case["image"]]
+    (copy / "fold1" / "config.json").write_text(json.dumps(config))
+    result = run_cli("report", str(copy))
+    assert result.returncode == 0, result.stderr
+    page = (copy / "report.html").read_text()
+    assert "fold2: no training_log.csv (not started, or the log was removed); not in this report" in page
+    assert page.count("picture not drawn") == len(config["validation_filenames"])
+    assert "<h2>Held-out cases, worst first</h2>" in page
 
 
 def test_not_a_work_dir_is_a_one_line_error(tmp_path):

@@ -51,12 +51,17 @@ th { background: #f0f0f0; } td:first-child, th:first-child { text-align: left; }
 """
 
 
-def runs_of(work_dir: Path) -> dict[str, Path]:
-    """The runs of a work dir: its fold folders (fold1, fold2, ...), or the work dir itself for a single run."""
-    folds = sorted(
+def fold_dirs(work_dir: Path) -> list[Path]:
+    """The fold folders of a cross-validation work dir (fold1, fold2, ...), in order."""
+    return sorted(
         (p for p in work_dir.glob("fold*") if p.is_dir() and re.fullmatch(r"fold\d+", p.name)),
         key=lambda p: int(p.name[4:]),
     )
+
+
+def runs_of(work_dir: Path) -> dict[str, Path]:
+    """The runs of a work dir: its fold folders that have a training log, or the work dir itself for a single run."""
+    folds = fold_dirs(work_dir)
     runs = {p.name: p for p in folds if (p / LOG_FILENAME).exists()}
     if not runs and (work_dir / LOG_FILENAME).exists():
         runs = {work_dir.name: work_dir}
@@ -99,7 +104,16 @@ def _png(figure: Any) -> str:
 
 
 def _overlay(run_dir: Path, row: pd.Series) -> str:
-    """The overlay picture of one held-out case, or a note saying why there is none."""
+    """The overlay picture of one held-out case, or a note saying why there is none (the report is written without
+    the pictures it cannot draw: moved images, an unreadable config)."""
+    try:
+        return _draw_overlay(run_dir, row)
+    except Exception as error:  # a picture is a by-product: the rest of the report still says what happened
+        reason = html.escape(f"{type(error).__name__}: {error}")
+        return f'<p class="note">{html.escape(row["case_id"])}: picture not drawn ({reason})</p>'
+
+
+def _draw_overlay(run_dir: Path, row: pd.Series) -> str:
     config = load_config(run_dir / CONFIG_FILENAME)
     cases = {c.case_id: c for group in config.groups.values() for c in group}
     case = cases.get(row["case_id"])
@@ -180,6 +194,12 @@ def render_report(work_dir: Path) -> str:
     cases = case_table(runs, flags)
     plots = importlib.util.find_spec("matplotlib") is not None
     parts = [f"<h1>{html.escape(work_dir.name)}</h1>", "<h2>At a glance</h2>", _glance(work_dir, runs, cases)]
+    unlogged = [p.name for p in fold_dirs(work_dir) if p.name not in runs]
+    if unlogged:
+        parts.append(
+            f'<p class="note">{html.escape(", ".join(unlogged))}: no {LOG_FILENAME} (not started, or the log was '
+            "removed); not in this report</p>"
+        )
     parts.append("<h2>Cross-validation summary</h2>")
     parts.append(
         summary.to_html(index=False, float_format=_number, na_rep="")
