@@ -74,6 +74,31 @@ def test_an_accepted_learning_rate_change_is_applied_and_logged(one_epoch, tmp_p
     assert "--accept_config_changes: resuming with optimizer.lr: 0.01 → 0.0001" in (work / "train.log").read_text()
 
 
+def test_a_removed_optimizer_key_returns_to_the_class_default(experiment, tmp_path):
+    # Issue 22, item 4: train.log said `0.1 → (not set)` and the restored optimizer kept 0.1.
+    config = experiment("decay", n_epochs=1, mutate=lambda c: c["optimizer"].update(weight_decay=0.1))
+    run_experiment(config, tmp_path, RunOptions(seed=1))
+    raw = json.loads(config.read_text())
+    del raw["optimizer"]["weight_decay"]
+    raw["training"]["n_epochs"] = 2
+    config.write_text(json.dumps(raw))
+    run_experiment(config, tmp_path, RunOptions(seed=1, accept_config_changes=True))
+    saved = torch.load(tmp_path / "decay" / "model.pth", weights_only=True)
+    assert [group["weight_decay"] for group in saved["optimizer"]["param_groups"]] == [0.0]  # Adam's default
+    assert "optimizer.weight_decay: 0.1 → (not set)" in (tmp_path / "decay" / "train.log").read_text()
+
+
+def test_an_accepted_new_optimizer_class_starts_a_fresh_optimizer_state(one_epoch, tmp_path):
+    # Issue 22, item 4: Adam → SGD was accepted, then the first step failed with KeyError: 'momentum'.
+    config, work = one_epoch
+    edit(config, training__n_epochs=2, optimizer={"name": "SGD", "lr": 0.01, "momentum": 0.9})
+    state = run_experiment(config, tmp_path, RunOptions(seed=1, accept_config_changes=True)).state
+    assert state.epoch == 2
+    saved = torch.load(work / "model.pth", weights_only=True)
+    assert saved["optimizer"]["param_groups"][0]["momentum"] == 0.9
+    assert "the optimizer is now SGD: it starts with a fresh state" in (work / "train.log").read_text()
+
+
 def test_extending_keys_are_applied_without_asking(one_epoch, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="unet3d")
     config, work = one_epoch
@@ -107,6 +132,8 @@ def test_a_finished_fold_whose_config_changed_is_not_skipped(experiment, tmp_pat
     config = experiment("changed_cv", n_validation=0, n_epochs=1, mutate=cv)
     assert not run_experiment(config, tmp_path, RunOptions(seed=1)).failed
     edit(config, loss__name="DiceFocalLoss")
-    result = run_experiment(config, tmp_path, RunOptions(seed=1)).cross_validation
+    with pytest.raises(ConfigError, match=r"fold1\.json: loss\.name: 'DiceLoss' → 'DiceFocalLoss'"):
+        run_experiment(config, tmp_path, RunOptions(seed=1))  # the fold configs are written once (issue 23)
+    result = run_experiment(config, tmp_path, RunOptions(seed=1, update_fold_configs=True)).cross_validation
     assert result.skipped == [] and sorted(result.failed) == [1, 2]
     assert "loss.name: 'DiceLoss' → 'DiceFocalLoss'" in result.failed[1]

@@ -10,6 +10,7 @@ and new values, unless the user accepts them explicitly (`--accept_config_change
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,15 +132,22 @@ def changes_to_accept(config: Config, work_dir: Path, accept: bool) -> list[Chan
     return refused
 
 
-def apply_accepted(changes: list[Change], optimizer: torch.optim.Optimizer, config: Config) -> bool:
-    """After a restore: give the optimizer's parameter groups the accepted new hyperparameters (the restored state
-    holds the old ones). Returns whether the scheduler's saved state must be dropped (its settings changed)."""
-    for change in changes:
-        name = change.key.split(".", 1)[1] if change.key.startswith("optimizer.") else None
-        if name in config.optimizer.kwargs:
-            for group in optimizer.param_groups:
-                if name in group:
-                    group[name] = config.optimizer.kwargs[name]
-                    if name == "lr":
-                        group["initial_lr"] = group["lr"]
+def optimizer_replaced(changes: Sequence[Change]) -> bool:
+    """Whether an accepted change swaps the optimizer class (its saved state does not fit the new one)."""
+    return any(change.key == "optimizer.name" for change in changes)
+
+
+def apply_accepted(
+    changes: Sequence[Change], optimizer: torch.optim.Optimizer, fresh_groups: Sequence[dict[str, Any]]
+) -> bool:
+    """After a restore: give the optimizer's parameter groups the accepted hyperparameters (the restored state holds
+    the old ones): each changed key takes its value in `fresh_groups`, the groups as the new config builds them, so
+    a removed key returns to the class default. Returns whether the scheduler's saved state must be dropped (its
+    settings changed)."""
+    names = {change.key.split(".", 1)[1] for change in changes if change.key.startswith("optimizer.")}
+    for group, fresh in zip(optimizer.param_groups, fresh_groups, strict=True):
+        for name in sorted(names & (fresh.keys() - {"params"})):
+            group[name] = fresh[name]
+            if name == "lr":
+                group["initial_lr"] = fresh["lr"]
     return any(change.key.startswith("scheduler") for change in changes)

@@ -19,7 +19,7 @@ from unet3d.errors import CheckpointError
 from unet3d.training.components import Components
 from unet3d.training.history import LOG_FILENAME, write_log
 from unet3d.training.plots import PLOT_FILENAME, write_progress_plot
-from unet3d.training.resume import Change, apply_accepted
+from unet3d.training.resume import Change, apply_accepted, optimizer_replaced
 
 log = logging.getLogger("unet3d")
 
@@ -64,8 +64,17 @@ def restore(
                 "use --pretrained_model_filename to start from its weights"
             )
     ckpt.load_model_weights(parts.model, ckpt.model_state(saved), path)
-    parts.optimizer.load_state_dict(saved["optimizer"])
-    fresh_scheduler = apply_accepted(list(accepted), parts.optimizer, config)
+    if optimizer_replaced(accepted):
+        fresh_scheduler = True  # a scheduler's state belongs to the optimizer it was built on
+        log.warning(
+            "--accept_config_changes: the optimizer is now %s: it starts with a fresh state (no moments or momentum "
+            "from the run so far), and so does the scheduler",
+            config.optimizer.name,
+        )
+    else:
+        fresh_groups = [dict(group) for group in parts.optimizer.param_groups]
+        parts.optimizer.load_state_dict(saved["optimizer"])
+        fresh_scheduler = apply_accepted(accepted, parts.optimizer, fresh_groups)
     if parts.scheduler is not None and saved.get("scheduler") is not None and not fresh_scheduler:
         parts.scheduler.load_state_dict(saved["scheduler"])
     elif parts.scheduler is not None and fresh_scheduler:
