@@ -12,7 +12,8 @@ requirements = [
 ]
 
 ONNX = ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"]
-TRACKERS = {"mlflow": ["mlflow-skinny>=2.10"], "wandb": ["wandb>=0.19"]}
+# MLflow's local store is SQLite (its file store is refused since 3.x): mlflow-skinny needs SQLAlchemy and Alembic.
+TRACKERS = {"mlflow": ["mlflow-skinny>=2.10", "sqlalchemy>=2", "alembic>=1.10"], "wandb": ["wandb>=0.19"]}
 
 setup(
     name="unet3d",

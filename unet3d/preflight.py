@@ -106,12 +106,20 @@ def check_tracker(training: TrainingConfig) -> None:
     known = TRACKER_KEYS[training.tracker]
     unknown = sorted(set(training.tracker_kwargs) - set(known))
     if unknown:
-        raise ConfigError(f"training.tracker_kwargs: {unknown} are not {training.tracker} settings (known: {known})")
+        raise ConfigError(
+            f"training.tracker_kwargs: {unknown} are not {training.tracker} settings (known: {sorted(known)})"
+        )
+    for key, value in training.tracker_kwargs.items():
+        choices = known[key]
+        if not isinstance(value, str) or not value or (choices and value not in choices):
+            expected = f"one of {list(choices)}" if choices else "a non-empty string"
+            raise ConfigError(f"training.tracker_kwargs.{key}: expected {expected}, got {value!r}")
 
 
-TRACKER_KEYS = {
-    "mlflow": ["experiment_name", "tracking_uri"],
-    "wandb": ["dir", "entity", "group", "mode", "project"],
+# Each tracker's settings: a string, or one of the listed values.
+TRACKER_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
+    "mlflow": {"experiment_name": (), "tracking_uri": ()},
+    "wandb": {"dir": (), "entity": (), "group": (), "mode": ("online", "offline", "disabled", "shared"), "project": ()},
 }
 FIRST_WIDTH_KEYS = ("filters", "channels", "init_filters", "feature_size")  # the first layer's width, by network
 

@@ -15,6 +15,8 @@ from unet3d.training.resume import applies_on_resume, config_changes
         ("training.early_stopping_patience", True),
         ("cluster.partition", True),
         ("inference.overlap", True),
+        ("training.tracker_kwargs.tracking_uri", True),  # nested under an applied key (issue 22, item 5)
+        ("training.n_epochs_extra", False),
         ("test_filenames", True),
         ("training.batch_size", False),
         ("training.seed", False),

@@ -3,6 +3,7 @@
 import glob
 import importlib.util
 import json
+import re
 import struct
 
 import pandas as pd
@@ -36,8 +37,10 @@ def run_twice(experiment, tmp_path, tracker, kwargs):
 def test_mlflow_holds_every_epoch_once_after_a_resume_and_the_final_metrics(experiment, tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow's local file store, as an offline test needs
-    uri = f"file:{tmp_path / 'mlruns'}"
+    # MLflow's local store as `pip install 'unet3d[mlflow]'` installs it: SQLite (its file store is refused since 3.x).
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    monkeypatch.chdir(tmp_path)  # MLflow puts artifacts in ./mlruns beside a SQLite store
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     config, work = run_twice(experiment, tmp_path, "mlflow", {"tracking_uri": uri, "experiment_name": "tiny"})
     client = MlflowClient(tracking_uri=uri)
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
@@ -60,6 +63,59 @@ def test_mlflow_holds_every_epoch_once_after_a_resume_and_the_final_metrics(expe
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
     assert len(runs) == 1 and runs[0].info.run_id != run.info.run_id
     assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "loss/train")] == [1, 2, 3, 4]
+
+
+needs_mlflow = pytest.mark.skipif(importlib.util.find_spec("mlflow") is None, reason="the mlflow extra is missing")
+
+
+@needs_mlflow
+def test_a_deleted_mlflow_run_is_replaced_and_a_changed_store_is_applied(experiment, tmp_path, monkeypatch, caplog):
+    # Issue 22, item 5: a deleted run, or a changed tracking_uri, made every resume a traceback.
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    first = f"sqlite:///{tmp_path / 'first.db'}"
+    config, work = run_twice(experiment, tmp_path, "mlflow", {"tracking_uri": first, "experiment_name": "tiny"})
+    client = MlflowClient(tracking_uri=first)
+    client.delete_run(json.loads((work / STATE_FILENAME).read_text())["run_id"])
+    run_experiment(config, tmp_path, RunOptions(seed=1), overrides={"training.n_epochs": 4})
+    assert "cannot be continued" in caplog.text and "a new run replays the log" in caplog.text
+    (active,) = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    assert [m.step for m in client.get_metric_history(active.info.run_id, "loss/train")] == [1, 2, 3, 4]
+    second = f"sqlite:///{tmp_path / 'second.db'}"
+    raw = json.loads(config.read_text())
+    raw["training"]["tracker_kwargs"]["tracking_uri"] = second  # applied on resume, without asking
+    config.write_text(json.dumps(raw))
+    state = run_experiment(config, tmp_path, RunOptions(seed=1), overrides={"training.n_epochs": 5}).state
+    assert state.epoch == 5
+    moved = MlflowClient(tracking_uri=second)
+    (run,) = moved.search_runs([moved.get_experiment_by_name("tiny").experiment_id])
+    assert [m.step for m in moved.get_metric_history(run.info.run_id, "loss/train")] == [1, 2, 3, 4, 5]
+
+
+@needs_mlflow
+def test_an_unreachable_tracker_never_blocks_training(experiment, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    kwargs = {"tracking_uri": "http://127.0.0.1:9"}  # the discard port: nothing answers
+    config = experiment("unreachable", n_epochs=2, mutate=with_tracker("mlflow", kwargs))
+    state = run_experiment(config, tmp_path, RunOptions(seed=1)).state
+    assert state.epoch == 2
+    assert caplog.text.count("training goes on without the tracker") == 1
+
+
+@pytest.mark.parametrize(
+    ("tracker", "kwargs", "message"),
+    [
+        ("mlflow", {"tracking_uri": 123}, "training.tracker_kwargs.tracking_uri: expected a non-empty string, got 123"),
+        ("wandb", {"mode": "bogus"}, "training.tracker_kwargs.mode: expected one of ['online', 'offline', 'disabled'"),
+    ],
+)
+def test_bad_tracker_settings_are_one_line_before_any_compute(tracker, kwargs, message):
+    if importlib.util.find_spec(tracker) is None:
+        pytest.skip(f"the {tracker} extra is not installed")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_tracker(TrainingConfig(tracker=tracker, tracker_kwargs=kwargs))
 
 
 def wandb_records(folder):

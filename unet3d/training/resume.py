@@ -96,8 +96,8 @@ def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
 def applies_on_resume(key: str) -> bool:
     """Whether a changed key is taken without asking (it does not change what the model learns or sees)."""
     top = key.split(".")[0]
-    if key in APPLIED_KEYS or top in APPLIED_PREFIXES:
-        return True
+    if key in APPLIED_KEYS or top in APPLIED_PREFIXES or any(key.startswith(f"{k}.") for k in APPLIED_KEYS):
+        return True  # a nested key (training.tracker_kwargs.tracking_uri) goes with its applied parent
     return top.endswith("_filenames") and top not in LEARNING_GROUPS
 
 

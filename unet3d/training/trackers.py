@@ -75,6 +75,8 @@ class MlflowRun:
             for start in range(0, len(params), 100):
                 self.client.log_batch(self.run_id, params=params[start : start + 100])
         else:
+            if self.client.get_run(run_id).info.lifecycle_stage != "active":  # raises when the store lost it
+                raise LookupError(f"MLflow run {run_id} was deleted")
             self.run_id = run_id
             self.client.update_run(run_id, status="RUNNING")
         self.client.log_text(self.run_id, json.dumps(config, indent=2), "config.json")
@@ -148,52 +150,121 @@ def _state(work_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+class TrackerSession:
+    """The work dir's tracker run for one process: a tracker never blocks training, so any failure of the tracker
+    (an unreachable server, a deleted run, a store that does not open) is one warning, and the run goes on without it;
+    a run that cannot be continued is replaced by a new one that replays the log."""
+
+    def __init__(self, tracker: str, kwargs: dict[str, Any], work_dir: Path) -> None:
+        self.tracker, self.kwargs, self.work_dir = tracker, kwargs, work_dir
+        self.run: MlflowRun | WandbRun | None = None
+        self.run_id = ""
+
+    def _failed(self, what: str, error: Exception) -> None:
+        log.warning(
+            "training.tracker %s: %s failed (%s: %s); training goes on without the tracker",
+            self.tracker,
+            what,
+            type(error).__name__,
+            error,
+        )
+        self.run = None
+
+    def start(
+        self, run_id: str | None, config: dict[str, Any], discard: str | None = None, replace_gone: bool = True
+    ) -> bool:
+        """Open the tracker run `run_id` (a new one when None, or, with `replace_gone`, when it cannot be continued),
+        after discarding the run `discard`; returns whether `run_id` itself was continued."""
+        try:
+            self.run = _open(self.tracker, self.kwargs, self.work_dir)
+            if discard:
+                self.run.discard(discard)
+        except Exception as error:
+            self._failed("connecting", error)
+            return False
+        if run_id is not None:
+            try:
+                self.run_id = self.run.open(run_id, config)
+                return True
+            except Exception as error:
+                if not replace_gone:
+                    self._failed(f"continuing run {run_id}", error)
+                    return False
+                log.warning(
+                    "training.tracker %s: run %s cannot be continued (%s: %s); a new run replays the log",
+                    self.tracker,
+                    run_id,
+                    type(error).__name__,
+                    error,
+                )
+        try:
+            self.run_id = self.run.open(None, config)
+        except Exception as error:
+            self._failed("starting a run", error)
+        return False
+
+    def call(self, what: str, action: Callable[[MlflowRun | WandbRun], None]) -> None:
+        """`action(run)`, unless the tracker failed before; a failure disables it (with one warning)."""
+        if self.run is None:
+            return
+        try:
+            action(self.run)
+        except Exception as error:
+            self._failed(what, error)
+
+    def close(self) -> None:
+        self.call("closing the run", lambda run: run.close())
+
+
 @contextmanager
 def tracker_mirror(
     work_dir: Path, rows: list[Row], tracker: str | None, kwargs: dict[str, Any], config: dict[str, Any], enabled: bool
 ) -> Iterator[Callable[[Row], None]]:
     """Continue (or start) the work dir's tracker run with the checkpoint's rows it lacks, and yield a function that
-    sends one more row; a no-op unless `tracker` is set and `enabled` (rank 0)."""
+    sends one more row; a no-op unless `tracker` is set and `enabled` (rank 0). See `TrackerSession`."""
     if tracker is None or not enabled:
         yield lambda row: None
         return
-    run = _open(tracker, kwargs, work_dir)
+    session = TrackerSession(tracker, kwargs, work_dir)
     state, last = _state(work_dir), int(rows[-1]["epoch"]) if rows else 0
-    resumable = state.get("tracker") == tracker and state.get("run_id") and int(state.get("epochs", 0)) <= last
-    if state.get("run_id") and not resumable and state.get("tracker") == tracker:
-        run.discard(state["run_id"])
-    run_id = run.open(state["run_id"] if resumable else None, config)
-    done = int(state.get("epochs", 0)) if resumable else 0
+    same = state.get("tracker") == tracker and bool(state.get("run_id"))
+    resumable = same and int(state.get("epochs", 0)) <= last
+    continued = session.start(
+        state["run_id"] if resumable else None, config, state["run_id"] if same and not resumable else None
+    )
+    done = int(state.get("epochs", 0)) if continued else 0
 
     def add(row: Row) -> None:
-        run.log(scalars(row), int(row["epoch"]))
-        atomic_write_json(
-            work_dir / STATE_FILENAME, {"tracker": tracker, "run_id": run_id, "epochs": int(row["epoch"])}
-        )
+        session.call("logging", lambda run: run.log(scalars(row), int(row["epoch"])))
+        if session.run is not None:
+            atomic_write_json(
+                work_dir / STATE_FILENAME, {"tracker": tracker, "run_id": session.run_id, "epochs": int(row["epoch"])}
+            )
 
     try:
         for row in rows:
             if int(row["epoch"]) > done:
                 add(row)
-        if not rows:
-            atomic_write_json(work_dir / STATE_FILENAME, {"tracker": tracker, "run_id": run_id, "epochs": 0})
+        if not rows and session.run is not None:
+            atomic_write_json(work_dir / STATE_FILENAME, {"tracker": tracker, "run_id": session.run_id, "epochs": 0})
         yield add
     finally:
-        run.close()
+        session.close()
 
 
 def log_final_metrics(work_dir: Path, tracker: str | None, kwargs: dict[str, Any], metrics: dict[str, float]) -> None:
-    """Add a finished run's full-volume metrics (`final/dice_<region>`, ...) to its tracker run, at its last epoch."""
+    """Add a finished run's full-volume metrics (`final/dice_<region>`, ...) to its tracker run, at its last epoch
+    (a tracker that fails is a warning: the run is finished)."""
     state = _state(work_dir)
     if tracker is None or not metrics or state.get("tracker") != tracker:
         return
-    run = _open(tracker, kwargs, work_dir)
-    try:
-        config_path = work_dir / "config.json"
-        run.open(state["run_id"], json.loads(config_path.read_text()) if config_path.exists() else {})
-        run.summarize({f"final/{k}": float(v) for k, v in metrics.items()}, int(state.get("epochs", 0)))
-    finally:
-        run.close()
+    session = TrackerSession(tracker, kwargs, work_dir)
+    config_path = work_dir / "config.json"
+    config = json.loads(config_path.read_text()) if config_path.exists() else {}
+    if session.start(state["run_id"], config, replace_gone=False):
+        final = {f"final/{k}": float(v) for k, v in metrics.items()}
+        session.call("sending the final metrics", lambda run: run.summarize(final, int(state.get("epochs", 0))))
+        session.close()
 
 
 @contextmanager
