@@ -311,3 +311,12 @@ def test_mixed_precision_is_cuda_only_and_bf16_when_asked(caplog):
         assert torch.ones(2, 2).matmul(torch.ones(2, 2)).dtype == torch.float32
     with autocast(torch.bfloat16, cpu):
         assert torch.ones(2, 2).matmul(torch.ones(2, 2)).dtype == torch.bfloat16
+
+
+def test_a_dist_backend_torch_does_not_know_is_refused():
+    from unet3d.devices import check_backend
+
+    check_backend("gloo")
+    check_backend("cpu:gloo,cuda:nccl")
+    with pytest.raises(ConfigError, match=r"--dist_backend: 'nonsense' is not a torch.distributed backend here"):
+        check_backend("nonsense")

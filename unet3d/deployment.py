@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 import unet3d
-from unet3d.atomic import atomic_save, atomic_write_json
+from unet3d.atomic import atomic_save, atomic_write_json, check_writable
 from unet3d.checkpoint import load_checkpoint, load_model_weights, model_state
 from unet3d.config.schema import Config
 from unet3d.data.labels import channel_groups, enclosing, region_names
@@ -181,6 +181,7 @@ def export_model(
         replace=overwrite,
         made_here=lambda path: _exported_here(sidecar_path, output),
     )
+    check_writable(output.parent)
     config = config_for([model_filename], None if config_filename is None else Path(config_filename))
     network, saved = _network(model_filename, config)
     shape = patch_size(config)

@@ -116,8 +116,22 @@ def device_count(kind: str) -> int:
 
 def process_group_backend(kind: str, override: str | None = None) -> str:
     """The torch.distributed backend for DistributedDataParallel on this kind of device: nccl (CUDA), hccl (NPU),
-    xccl (XPU), gloo (CPU, MPS); `override` (--dist_backend) when given."""
+    xccl (XPU), gloo (CPU, MPS); `override` (--dist_backend, see `check_backend`) when given."""
+    check_backend(override)
     return override or KINDS[kind].backend
+
+
+def check_backend(name: str | None) -> None:
+    """--dist_backend: a torch.distributed backend torch knows here (gloo, nccl, xccl, ucc, mpi, or one a device
+    plugin registers, such as torch_npu's hccl), or per-device pairs such as 'cpu:gloo,cuda:nccl'."""
+    if name is None:
+        return
+    known = [b for b in torch.distributed.Backend.backend_list if b not in ("undefined", "fake")]
+    wrong = [part for part in name.lower().split(",") if part.split(":")[-1] not in known]
+    if wrong or not name:
+        raise ConfigError(
+            f"--dist_backend: {name!r} is not a torch.distributed backend here (known: {', '.join(known)})"
+        )
 
 
 def device_name(device: torch.device) -> str:

@@ -295,3 +295,18 @@ def test_sppin_config_setup_keeps_each_subjects_visits_in_one_fold(tmp_path):
     assert all(len(f) == 1 for f in fold_of_subject.values()) and len(fold_of_subject) == 6
     assert not list(work.glob("fold*/model.pth"))
     assert subprocess.run(["bash", "-n", str(work / "submit_folds.sbatch")]).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (("--dist_backend", "nonsense"), "error: --dist_backend: 'nonsense' is not a torch.distributed backend here"),
+        (("--n_devices", "-1"), "error: --n_devices: expected 0 or more, got -1"),
+        (("--nthreads", "-2"), "error: --nthreads: expected 0 or more, got -2"),
+    ],
+)
+def test_wrong_run_flags_are_one_line(experiment, tmp_path, flags, message):
+    # Issue 22: a wrong --dist_backend was a traceback under torchrun; --n_devices -1 was accepted silently.
+    result = train("--config_filename", str(experiment("flags")), "--output_dir", str(tmp_path), *flags)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(message)

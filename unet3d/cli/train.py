@@ -22,7 +22,7 @@ from unet3d.cli.common import (
     setup_logging,
 )
 from unet3d.config.load import load_config, parse_assignments
-from unet3d.devices import device_count, device_type, torch_sees
+from unet3d.devices import check_backend, device_count, device_type, torch_sees
 from unet3d.errors import ConfigError, UserError
 from unet3d.experiment.run import read_machine_config, run_experiment
 from unet3d.runtime import is_main_process, shutdown_distributed
@@ -192,6 +192,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             n_workers = machine.get("n_workers", n_workers)
             n_devices = machine.get("n_gpus", n_devices)
             pin_memory = machine.get("pin_memory", pin_memory)
+        if n_devices < 0 or n_workers < 0:
+            raise ConfigError(
+                f"--{'n_devices' if n_devices < 0 else 'nthreads'}: expected 0 or more, got {min(n_devices, n_workers)}"
+            )
+        check_backend(args.dist_backend)
         launch_processes(args, argv, n_devices)
         options = RunOptions(
             n_devices=n_devices,

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 import unet3d
-from unet3d.atomic import atomic_write_json, atomic_write_text
+from unet3d.atomic import atomic_write_json, atomic_write_text, check_writable
 from unet3d.config.layouts import Layout, dataset_json_of, read_layout
 from unet3d.config.load import parse_cases, parse_config
 from unet3d.config.schema import Case
@@ -278,6 +278,7 @@ def plan_experiment(
         out.parent / (out.stem + REPORT_SUFFIX): "the data report",
     }
     check_outputs(outputs, _data_set_files(dataset, layout, cases), replace=overwrite)
+    check_writable(out.parent)  # a read-only folder is one line now, not after every file was read
     labelled = [case for case in cases if case.label is not None]
     if len(labelled) < 2:
         raise DataError(f"{dataset}: {len(labelled)} labelled case(s); planning a cross-validation needs at least 2")
