@@ -4,7 +4,9 @@ ahead of or behind the weights."""
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
+from unet3d.errors import DataError
 from unet3d.experiment.run import run_experiment
 from unet3d.training.history import COLUMNS, LOG_FILENAME, read_log, write_log
 from unet3d.training.run import RunOptions
@@ -58,3 +60,19 @@ def test_a_missing_log_reads_as_an_empty_table_with_the_standard_columns(tmp_pat
         "train_time",
         "samples_per_s",
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("epoch,loss\n1,0.5\n,0.4\n", "an epoch that is not a whole number"),
+        ("epoch,loss\n1,0.5\nx,0.4\n", "an epoch that is not a whole number"),
+        ("loss\n0.5\n", "no 'epoch' column"),
+    ],
+)
+def test_a_log_edited_by_hand_is_one_line_naming_the_fix(tmp_path, text, problem):
+    # Issue 22: a log with NaN in the epoch column, or without one, was a traceback in the summary and the report.
+    path = tmp_path / LOG_FILENAME
+    path.write_text(text)
+    with pytest.raises(DataError, match=rf"{LOG_FILENAME}: {problem}; rerun unet3d-train on the work dir"):
+        read_log(path)
