@@ -36,3 +36,17 @@ def test_input_problems_are_user_errors_and_machine_problems_are_not():
         assert issubclass(kind, UserError), kind  # exit 2: the input is wrong, nothing was lost
     for kind in (MachineError, Busy):
         assert not issubclass(kind, UserError), kind  # exit 74 and 75: rerun once the machine allows
+
+
+def test_out_of_memory_inside_a_monai_transform_is_recognised():
+    # Issue 22: MONAI wraps a transform's MemoryError in "applying transform ..." (a RuntimeError); the fold was
+    # reported as failed (exit 1) instead of the machine's 74.
+    from monai.transforms import Compose, Lambda
+
+    def allocate(_):
+        raise MemoryError
+
+    with pytest.raises(RuntimeError) as raised:
+        Compose([Lambda(allocate)])(1)
+    assert out_of_memory(raised.value)
+    assert not out_of_memory(RuntimeError("applying transform <Lambda>"))

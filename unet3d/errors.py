@@ -61,8 +61,16 @@ def raise_if_terminated() -> None:
 
 def out_of_memory(error: BaseException) -> bool:
     """Whether an exception means the process ran out of memory (CPU: MemoryError or torch's allocator; CUDA:
-    torch.OutOfMemoryError, a RuntimeError; other accelerators: a RuntimeError saying 'out of memory')."""
-    if isinstance(error, MemoryError):
-        return True
-    message = str(error).lower()
-    return isinstance(error, RuntimeError) and ("out of memory" in message or "can't allocate memory" in message)
+    torch.OutOfMemoryError, a RuntimeError; other accelerators: a RuntimeError saying 'out of memory'), looking
+    through the exceptions it wraps (MONAI wraps a transform's error in its own RuntimeError)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, MemoryError):
+            return True
+        message = str(current).lower()
+        if isinstance(current, RuntimeError) and ("out of memory" in message or "can't allocate memory" in message):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
