@@ -64,3 +64,16 @@ def test_every_file_is_checked_before_any_statistic(tmp_path):
     with pytest.raises(DataError, match=r"syn_002\.nii\.gz: cannot read as an image"):
         plan_experiment(root, tmp_path / "out" / "p.json", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_label_values_the_data_set_does_not_declare_are_refused_before_planning(tmp_path):
+    # Issue 22: the planner accepted label files holding values absent from dataset.json; training then refused them.
+    from unet3d.data.synthetic_layouts import write_msd_dataset
+
+    path = write_msd_dataset(tmp_path / "msd", 3, seed=1, shape_range=(16, 16))
+    meta = json.loads(path.read_text())
+    del meta["labels"]["3"]
+    path.write_text(json.dumps(meta))
+    with pytest.raises(DataError, match=r"syn_000.nii.gz: label values \[3\] are not among the declared labels"):
+        plan_experiment(path.parent, tmp_path / "plan.json", device="cpu", progress=False)
+    assert not (tmp_path / "plan.json").exists()

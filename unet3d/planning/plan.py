@@ -25,6 +25,7 @@ from unet3d.config.load import parse_cases, parse_config
 from unet3d.config.schema import Case
 from unet3d.data.checks import check_cases
 from unet3d.data.image_io import image_format
+from unet3d.data.labels import declared_values
 from unet3d.errors import ConfigError, DataError
 from unet3d.output_guard import Inputs, check_outputs
 from unet3d.planning import rules
@@ -284,7 +285,8 @@ def plan_experiment(
         raise DataError(f"{dataset}: {len(labelled)} labelled case(s); planning a cross-validation needs at least 2")
     if any(image_format(case.images[0]) == "picture" for case in labelled):
         raise DataError(f"{dataset}: unet3d-plan plans 3D volumes; write a 2D config by hand (examples/carvana_2d)")
-    check_cases({"training": labelled}, None, 3, ("training",), n_threads or 4)  # every file, before any statistic
+    declared = declared_values(layout.labels) if layout is not None else None  # dataset.json's, else any
+    check_cases({"training": labelled}, declared, 3, ("training",), n_threads or 4)  # every file, before statistics
     fingerprints = fingerprint_cases(labelled, n_threads, progress)
     profile = rules.profile_for(device, gpu_memory_gb)
     given = None if spacing is None else [float(v) for v in spacing]
