@@ -86,6 +86,17 @@ def test_a_missing_channel_file_is_named(tmp_path):
         read_layout(root)
 
 
+def test_an_extra_channel_file_is_named(tmp_path):
+    # Issue 22: an extra channel file was reported as "channel file(s) [] missing".
+    import shutil
+
+    root = write_nnunet_dataset(tmp_path / "d", 2, seed=3)
+    shutil.copy(root / "imagesTr" / "syn_001_0003.nii.gz", root / "imagesTr" / "syn_001_0004.nii.gz")
+    with pytest.raises(ConfigError, match=r"syn_001_0004.nii.gz: channel beyond the 4 of channel_names") as raised:
+        read_layout(root)
+    assert "missing" not in str(raised.value)
+
+
 def test_numtraining_must_match_the_folder(tmp_path):
     root = write_nnunet_dataset(tmp_path / "d", 2, seed=3)
     meta = json.loads((root / "dataset.json").read_text())

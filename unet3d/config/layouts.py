@@ -174,11 +174,14 @@ def _nnunet_folder(images: Path, labels: Path | None, ending: str, n_channels: i
             found.setdefault(match.group(1), set()).add(int(match.group(2)))
         elif path.name.endswith(ending):
             raise ConfigError(f"{where}: {path} is not named {{case}}_{{XXXX}}{ending}")
-    problems = [
-        f"{images}/{case}: channel file(s) {sorted(set(range(n_channels)) - present)} missing"
-        for case, present in sorted(found.items())
-        if present != set(range(n_channels))
-    ]
+    expected = set(range(n_channels))
+    problems = []
+    for case, present in sorted(found.items()):
+        if present - expected:
+            extra = ", ".join(f"{case}_{c:04d}{ending}" for c in sorted(present - expected))
+            problems.append(f"{images}: {extra}: channel beyond the {n_channels} of channel_names")
+        if expected - present:
+            problems.append(f"{images}/{case}: channel file(s) {sorted(expected - present)} missing")
     if problems:
         raise ConfigError(f"{where}: " + "; ".join(problems))
     entries = []
