@@ -77,3 +77,19 @@ def test_label_values_the_data_set_does_not_declare_are_refused_before_planning(
     with pytest.raises(DataError, match=r"syn_000.nii.gz: label values \[3\] are not among the declared labels"):
         plan_experiment(path.parent, tmp_path / "plan.json", device="cpu", progress=False)
     assert not (tmp_path / "plan.json").exists()
+
+
+def test_single_slice_cases_and_an_absurd_spacing_are_refused(tmp_path):
+    # Issue 22: (X, Y, 1) data and a spacing that made a 280 TB volume were planned without a word.
+    import nibabel as nib
+    import numpy as np
+
+    root = write_nnunet_dataset(tmp_path / "nn", 3, seed=2, shape_range=(16, 16))
+    with pytest.raises(ConfigError, match=r"--spacing: \[0.001, 0.001, 0.001\] mm resamples the largest case to"):
+        plan_experiment(root, tmp_path / "tiny.json", device="cpu", progress=False, spacing=[0.001] * 3)
+    for path in [*root.glob("imagesTr/syn_001_*.nii.gz"), root / "labelsTr" / "syn_001.nii.gz"]:
+        image = nib.load(path)
+        nib.save(nib.Nifti1Image(np.asanyarray(image.dataobj)[:, :, :1], image.affine), path)
+    with pytest.raises(DataError, match=r"1 of 3 cases are a single slice \(syn_001: shape"):
+        plan_experiment(root, tmp_path / "flat.json", device="cpu", progress=False)
+    assert not (tmp_path / "flat.json").exists() and not (tmp_path / "tiny.json").exists()

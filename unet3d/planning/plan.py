@@ -34,6 +34,7 @@ from unet3d.planning.report import render
 from unet3d.preflight import check_experiment
 
 log = logging.getLogger("unet3d")
+MAX_RESAMPLED_VOXELS = 2**31  # 8 GiB per float32 channel: far beyond any scan, a spacing typed in the wrong unit
 FINGERPRINT_SUFFIX = ".fingerprint.json"  # beside the config, named after it: two plans in one folder keep both
 REPORT_SUFFIX = ".data_report.txt"
 
@@ -116,6 +117,12 @@ def build_config(
     else:
         reasons["dataset.spacing"] = "given (--spacing)"
     shapes = np.array([[n * s / t for n, s, t in zip(c.shape, c.spacing, spacing, strict=True)] for c in cases])
+    largest = float(np.prod(shapes, axis=1).max())
+    if largest > MAX_RESAMPLED_VOXELS:
+        raise ConfigError(
+            f"--spacing: {spacing} mm resamples the largest case to {largest:.3g} voxels "
+            f"({largest * 4 / 2**30:.3g} GiB as float32 per channel); choose a coarser spacing"
+        )
     try:
         network = rules.plan_network(np.median(shapes, axis=0).tolist(), spacing, profile)
     except ValueError as error:
@@ -288,6 +295,12 @@ def plan_experiment(
     declared = declared_values(layout.labels) if layout is not None else None  # dataset.json's, else any
     check_cases({"training": labelled}, declared, 3, ("training",), n_threads or 4)  # every file, before statistics
     fingerprints = fingerprint_cases(labelled, n_threads, progress)
+    flat = [f for f in fingerprints if min(f.shape) == 1]
+    if flat:
+        raise DataError(
+            f"{dataset}: {len(flat)} of {len(fingerprints)} cases are a single slice ({flat[0].case_id}: shape "
+            f"{flat[0].shape}); unet3d-plan plans 3D volumes: write a 2D config by hand (examples/carvana_2d)"
+        )
     profile = rules.profile_for(device, gpu_memory_gb)
     given = None if spacing is None else [float(v) for v in spacing]
     config, reasons, ct_channels = build_config(fingerprints, layout, profile, n_folds, given)
