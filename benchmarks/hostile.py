@@ -1,11 +1,12 @@
-"""Replay issue 11's red-team findings as a hostile user and a failing machine would, and print what happens.
+"""Replay the red-team findings of issues 11 and 22 as a hostile user and a failing machine would, and print what
+happens.
 
 Every scenario runs the real commands (`python -m unet3d.cli.train` / `unet3d.cli.predict`) on tiny synthetic cases
 and reports the exit code, the first line of the message and whether anything was lost (inputs changed, a committed
 checkpoint damaged, a run that no longer resumes). The full-disk and read-only scenarios use a real 4 MiB tmpfs and a
 read-only remount, so they need root (they are reported as skipped otherwise).
 
-    python benchmarks/hostile.py [--work_dir /tmp/unet3d_hostile]
+    python benchmarks/hostile.py [--work_dir /tmp/unet3d_hostile] [--sections issue11 issue22]
 
 Writes `benchmarks/results/hostile.md` with the table.
 """
@@ -22,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+import hostile_outputs
 import nibabel as nib
 import numpy as np
 import torch
@@ -241,18 +243,26 @@ def upfront_checks(lab: Lab) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work_dir", type=Path, default=Path("/tmp/unet3d_hostile"))
+    parser.add_argument(
+        "--sections", nargs="+", choices=("issue11", "issue22"), default=["issue11", "issue22"], help="default: all"
+    )
     args = parser.parse_args()
     shutil.rmtree(args.work_dir, ignore_errors=True)
     lab = Lab(args.work_dir)
     started = time.perf_counter()
-    for scenario in (data_loss_and_code, concurrency_and_crashes, silent_wrong_results, upfront_checks):
+    sections = {
+        "issue11": (data_loss_and_code, concurrency_and_crashes, silent_wrong_results, upfront_checks),
+        "issue22": hostile_outputs.SECTIONS,
+    }
+    for scenario in (s for name in args.sections for s in sections[name]):
         scenario(lab)
     table = ["| case | exit | first line of the message | anything lost? |", "|---|---|---|---|"]
     table += [f"| {case} | {code} | {message} | {lost} |" for case, code, message, lost in ROWS]
     text = "\n".join(table)
     print("\n" + text + f"\n\n{len(ROWS)} scenarios in {time.perf_counter() - started:.0f} s")
     machine = f"{os.uname().machine}, {os.cpu_count()} cores, torch {torch.__version__}"
-    (HERE / "results" / "hostile.md").write_text(f"# Hostile replay ({machine})\n\n{text}\n")
+    name = "hostile.md" if len(args.sections) == 2 else f"hostile_{'_'.join(args.sections)}.md"
+    (HERE / "results" / name).write_text(f"# Hostile replay ({machine}): {', '.join(args.sections)}\n\n{text}\n")
 
 
 if __name__ == "__main__":
