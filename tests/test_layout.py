@@ -33,6 +33,7 @@ CROSS_CUTTING = {
     "tests/examples": "smoke tests of the recipes in examples/",
     "tests/slurm": "a real SLURM cluster running the array script end to end (issue 23)",
     "tests/cli/test_device_cli.py": "--device as users meet it in unet3d-train and unet3d-predict (issue 15)",
+    "tests/cli/test_help_cli.py": "--help and a wrong flag of every command, without importing torch (issue 25)",
 }
 
 

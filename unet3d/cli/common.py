@@ -13,7 +13,6 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from unet3d.devices import DEVICE_CHOICES
 from unet3d.errors import Busy, MachineError, Terminated, UserError, out_of_memory, request_termination
 
 EXIT_OK, EXIT_FAILURE, EXIT_USER_ERROR = 0, 1, 2
@@ -45,12 +44,12 @@ def add_overrides_argument(parser: argparse.ArgumentParser, example: str = "trai
 
 
 def add_device_arguments(parser: argparse.ArgumentParser, default: str = "training.device") -> None:
-    """`--device auto|cpu|cuda|npu|xpu|mps` (None when not given: `default` decides)."""
+    """`--device auto|cpu|cuda|npu|xpu|mps` (None when not given: `default` decides); the name is checked when the
+    work begins (`unet3d.devices.device_type`), so that parsing, `--help` included, does not import torch."""
     parser.add_argument(
         "--device",
-        choices=DEVICE_CHOICES,
-        help=f"where to run (default: {default}); auto takes torch's accelerator when it has a device, else the CPU; a "
-        "named device that is absent is an error",
+        help=f"auto, cpu, cuda, npu, xpu or mps: where to run (default: {default}); auto takes torch's accelerator "
+        "when it has a device, else the CPU; a named device that is absent is an error",
     )
 
 

@@ -12,11 +12,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from unet3d.cli.common import EXIT_OK, run_parsed
-from unet3d.evaluation.evaluate import evaluate
-from unet3d.evaluation.metrics import (
-    METRICS_FILENAME,
-    format_summary,
-)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="take the ground truth from DIR/<case_id>.nii.gz for every prediction instead of the config's cases",
     )
     parser.add_argument(
-        "--output", type=Path, metavar="FILE", help=f"CSV to write (default: <predictions>/{METRICS_FILENAME})"
+        "--output", type=Path, metavar="FILE", help="CSV to write (default: <predictions>/metrics.csv)"
     )
     parser.add_argument(
         "--overwrite",
@@ -60,6 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """The command's work, on parsed arguments."""
+    from unet3d.evaluation.evaluate import evaluate
+    from unet3d.evaluation.metrics import METRICS_FILENAME, format_summary
+
     output = args.output if args.output is not None else args.predictions / METRICS_FILENAME
     table = evaluate(
         args.predictions, args.config_filename, args.group, args.ground_truth, output, overwrite=args.overwrite

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from unet3d.cli.common import EXIT_OK, run_parsed
-from unet3d.deployment import FORMATS, export_model
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--config_filename", type=Path, metavar="C", help="config (default: the one saved in the checkpoint)"
     )
-    parser.add_argument("--format", choices=FORMATS, default="torchscript", help="default torchscript")
+    parser.add_argument("--format", default="torchscript", help="torchscript (default) or onnx")
     parser.add_argument("--output", required=True, type=Path, metavar="FILE", help="file to write, e.g. model.ts")
     parser.add_argument(
         "--overwrite",
@@ -41,6 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """The command's work, on parsed arguments."""
+    from unet3d.deployment import export_model
+
     result = export_model(args.model_filename, args.output, args.format, args.config_filename, overwrite=args.overwrite)
     print(
         f"wrote {result.path} ({args.format}) and {result.sidecar}; on a random {list(result.input_shape)} input "

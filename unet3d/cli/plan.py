@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from unet3d.cli.common import EXIT_OK, run_parsed
-from unet3d.planning.plan import plan_experiment
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """The command's work, on parsed arguments."""
+    from unet3d.planning.plan import plan_experiment
+
     plan = plan_experiment(
         args.dataset,
         args.config_filename,

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from unet3d.cli.common import EXIT_OK, add_device_arguments, run_command, setup_logging
-from unet3d.prediction import predict
 
 log = logging.getLogger("unet3d")
 
@@ -94,6 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.debug)
 
     def body() -> int:
+        from unet3d.prediction import predict
+
         result = predict(
             args.output_directory,
             model_filenames=args.model_filename,

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from unet3d.cli.common import EXIT_OK, run_parsed
 from unet3d.errors import ConfigError
-from unet3d.experiment.report import runs_of, write_report
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +26,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """The command's work, on parsed arguments."""
+    from unet3d.experiment.report import runs_of, write_report
+
     if not args.work_dir.is_dir() or not runs_of(args.work_dir):
         raise ConfigError(f"{args.work_dir}: not a unet3d work dir (no training_log.csv in it or in fold*/)")
     print(f"wrote {write_report(args.work_dir)}")

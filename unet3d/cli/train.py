@@ -21,12 +21,7 @@ from unet3d.cli.common import (
     run_command,
     setup_logging,
 )
-from unet3d.config.load import load_config, parse_assignments
-from unet3d.devices import check_backend, device_count, device_type, torch_sees
 from unet3d.errors import ConfigError, UserError
-from unet3d.experiment.run import read_machine_config, run_experiment
-from unet3d.runtime import is_main_process, shutdown_distributed
-from unet3d.training.run import RunOptions
 
 log = logging.getLogger("unet3d")
 
@@ -118,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_overrides(items: Sequence[str], batch_size: int | None, device: str | None = None) -> dict[str, object]:
     """`--set` assignments, plus `--batch_size` as training.batch_size and `--device` as training.device."""
+    from unet3d.config.load import parse_assignments
+
     overrides = parse_assignments(list(items))
     if batch_size is not None:
         overrides["training.batch_size"] = batch_size
@@ -139,6 +136,8 @@ def parse_folds(values: Sequence[str] | None) -> list[int] | None:
 def wanted_device(args: argparse.Namespace) -> str:
     """The device the run asks for: --device, else the config's training.device ('auto' when the config cannot be
     read: the run itself reports why)."""
+    from unet3d.config.load import load_config
+
     if args.device is not None:
         return args.device
     try:
@@ -152,6 +151,8 @@ def launch_processes(args: argparse.Namespace, argv: Sequence[str], n_devices: i
     the wanted kind; refuse when a named device has fewer ('auto' trains on one, with a warning)."""
     if n_devices <= 1 or "WORLD_SIZE" in os.environ or args.setup_crossval_only or args.summary:
         return
+    from unet3d.devices import device_count, device_type, torch_sees
+
     name = wanted_device(args)
     kind = device_type(name)
     if kind != "cpu" and device_count(kind) >= n_devices:
@@ -184,6 +185,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     setup_logging(args.debug)
+
+    # The library is imported once the work begins, so that --help and a wrong flag answer at once.
+    from unet3d.devices import check_backend
+    from unet3d.experiment.run import read_machine_config, run_experiment
+    from unet3d.runtime import is_main_process, shutdown_distributed
+    from unet3d.training.run import RunOptions
 
     def body() -> int:
         n_workers, n_devices, pin_memory = args.nthreads, args.n_devices, args.pin_memory
