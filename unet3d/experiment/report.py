@@ -44,8 +44,9 @@ SHOWN_EACH_END = 4  # worst and best cases pictured when there are more than MAX
 SUMMARY_ROWS = ("mean", "median", "sd", "n_nan")
 STYLE = """
 body { font-family: sans-serif; margin: 2em; color: #222; max-width: 1400px; }
-table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0 1.5em; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0 1.5em; max-width: 100%; }
 th, td { border: 1px solid #ccc; padding: 0.2em 0.5em; text-align: right; }
+th { overflow-wrap: anywhere; } /* long region columns (dice_2+1+4) wrap instead of widening the page */
 th { background: #f0f0f0; } td:first-child, th:first-child { text-align: left; }
 .flag { color: #b71c1c; } .note { color: #555; font-size: 0.9em; } img { max-width: 100%; }
 """
@@ -125,7 +126,7 @@ def _draw_overlay(run_dir: Path, row: pd.Series) -> str:
     spatial = len(header.shape) if len(header.shape) <= 3 else 3
     image = image[..., 0] if image.ndim > spatial else image  # the first channel (4D files, RGB pictures)
     truth = read_aligned(case.label, header) if spatial == 3 else read_array(case.label)
-    title = f"{row['case_id']} ({row['fold']}): mean Dice {row['mean_dice']:.3f}; truth green, prediction red dashed"
+    title = f"{row['case_id']} ({row['fold']}): mean Dice {row['mean_dice']:.3f}; truth solid, prediction dashed"
     return _png(overlay_figure(image, np.asarray(truth), np.asarray(read_array(prediction)), header.spacing, title))
 
 
