@@ -99,3 +99,13 @@ def test_mixed_channels_get_one_scheme_each_and_mr_alone_uses_monai():
     assert kwargs["schemes"][1]["nonzero"] is True
     name, kwargs, _ = rules.normalization_schemes(["T1", "T2"], [stats[1]] * 2, pooled)
     assert (name, kwargs) == ("NormalizeIntensityd", {"channel_wise": True, "nonzero": True})
+
+
+def test_an_axis_that_stops_pooling_early_never_turns_the_others_kernels_to_1():
+    # Issue 24, item 1: [112, 96, 20] at 3 mm planned Conv3d(kernel (1, 1, 3), stride (2, 2, 1)) in the bottleneck,
+    # which skips 3 of 4 in-plane positions unfiltered.
+    kernels, strides = rules.topology([112, 96, 20], [3.0, 3.0, 3.0])
+    assert all(kernel == [3, 3, 3] for kernel in kernels)
+    assert strides[-1] == [2, 2, 1]
+    for kernel, stride in zip(kernels, strides, strict=True):
+        assert not any(k == 1 and s == 2 for k, s in zip(kernel, stride, strict=True))

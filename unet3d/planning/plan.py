@@ -286,7 +286,6 @@ def plan_experiment(
         out.parent / (out.stem + REPORT_SUFFIX): "the data report",
     }
     check_outputs(outputs, _data_set_files(dataset, layout, cases), replace=overwrite)
-    check_writable(out.parent)  # a read-only folder is one line now, not after every file was read
     labelled = [case for case in cases if case.label is not None]
     if len(labelled) < 2:
         raise DataError(f"{dataset}: {len(labelled)} labelled case(s); planning a cross-validation needs at least 2")
@@ -294,6 +293,7 @@ def plan_experiment(
         raise DataError(f"{dataset}: unet3d-plan plans 3D volumes; write a 2D config by hand (examples/carvana_2d)")
     declared = declared_values(layout.labels) if layout is not None else None  # dataset.json's, else any
     check_cases({"training": labelled}, declared, 3, ("training",), n_threads or 4)  # every file, before statistics
+    check_writable(out.parent)  # a read-only folder is one line now, not after the statistics
     fingerprints = fingerprint_cases(labelled, n_threads, progress)
     flat = [f for f in fingerprints if min(f.shape) == 1]
     if flat:

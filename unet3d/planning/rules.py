@@ -69,13 +69,18 @@ def target_spacing(spacings: np.ndarray) -> tuple[list[float], str]:
 
 def topology(patch: Sequence[int], spacing: Sequence[float]) -> tuple[list[list[int]], list[list[int]]]:
     """DynUNet kernels and strides for a patch: an axis is halved at a level while its spacing there is within 2x of
-    the finest and its feature map stays at least MIN_FEATURE_MAP voxels; its kernel is 3 while its spacing is within
-    2x of the finest, else 1 (a thick-slice axis is not convolved across before it is fine enough)."""
+    the finest and its feature map stays at least MIN_FEATURE_MAP voxels; its kernel is 1 while its spacing is more
+    than 2x the finest (a thick-slice axis is not convolved across before it is fine enough), and 3 from the level
+    where it first is, for good (as nnU-Net: an axis that stopped pooling early never turns the others' kernels to 1,
+    which would leave a stride-2 convolution that skips positions unfiltered)."""
     spacing = [float(s) for s in spacing]
     size = [int(s) for s in patch]
+    convolved = [False] * len(size)
 
     def kernel(current: list[float]) -> list[int]:
-        return [3 if s <= 2 * min(current) else 1 for s in current]
+        for axis, s in enumerate(current):
+            convolved[axis] = convolved[axis] or s <= 2 * min(current)
+        return [3 if done else 1 for done in convolved]
 
     kernels, strides = [kernel(spacing)], [[1] * len(size)]
     while len(strides) < MAX_LEVELS:
