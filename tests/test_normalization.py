@@ -61,3 +61,13 @@ def test_the_config_names_them_like_monai_transforms():
     )
     assert isinstance(built, CTNormalized)
     assert lookup("transform", "ChannelNormalized", "x") is ChannelNormalized
+
+
+def test_the_rescale_and_rgb_schemes_map_to_0_1():
+    # nnU-Net's rescale_to_0_1 (the case's own range) and rgb_to_0_1 (/ 255), planned from channel names (issue 24).
+    from unet3d.normalization import normalize_channel
+
+    channel = torch.tensor([[10.0, 20.0], [30.0, 60.0]])
+    rescaled = normalize_channel(channel, {"scheme": "rescale_to_0_1"})
+    assert rescaled.flatten().tolist() == pytest.approx([0.0, 0.2, 0.4, 1.0])
+    assert normalize_channel(torch.tensor([0.0, 255.0]), {"scheme": "rgb_to_0_1"}).tolist() == [0.0, 1.0]

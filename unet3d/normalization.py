@@ -24,7 +24,8 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
-SCHEMES = ("ct", "zscore", "none")
+# nnU-Net's channel schemes: rescale_to_0_1 maps a case's own range to [0, 1], rgb_to_0_1 divides by 255.
+SCHEMES = ("ct", "zscore", "none", "rescale_to_0_1", "rgb_to_0_1")
 _EPSILON = 1e-8
 
 
@@ -32,7 +33,7 @@ def _check_scheme(index: int, scheme: Any) -> dict[str, Any]:
     where = f"schemes[{index}]"
     if not isinstance(scheme, Mapping) or scheme.get("scheme") not in SCHEMES:
         raise ValueError(f"{where}: expected an object with 'scheme' one of {list(SCHEMES)}, got {scheme!r}")
-    allowed = {"ct": {"lower", "upper", "mean", "std"}, "zscore": {"nonzero"}, "none": set()}[scheme["scheme"]]
+    allowed = {"ct": {"lower", "upper", "mean", "std"}, "zscore": {"nonzero"}}.get(scheme["scheme"], set())
     unknown = sorted(set(scheme) - allowed - {"scheme"})
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {unknown} for scheme {scheme['scheme']!r}")
@@ -56,6 +57,11 @@ def normalize_channel(channel: torch.Tensor, scheme: Mapping[str, Any]) -> torch
         return (clipped - scheme["mean"]) / max(scheme["std"], _EPSILON)
     if scheme["scheme"] == "none":
         return channel
+    if scheme["scheme"] == "rgb_to_0_1":
+        return channel / 255.0
+    if scheme["scheme"] == "rescale_to_0_1":
+        low, high = channel.min(), channel.max()
+        return (channel - low) / (high - low).clamp_min(_EPSILON)
     if scheme.get("nonzero"):
         mask = channel != 0
         if not mask.any():
@@ -70,7 +76,8 @@ def normalize_channel(channel: torch.Tensor, scheme: Mapping[str, Any]) -> torch
 class ChannelNormalized(MapTransform):
     """Normalize each image channel by its scheme: 'ct' (clip to [lower, upper], then subtract the data set's
     foreground `mean` and divide by its `std`), 'zscore' (the case's own mean and sd; with `nonzero` only over the
-    non-zero voxels, which stay 0), or 'none'. One scheme applies to every channel; several must match the channels."""
+    non-zero voxels, which stay 0), 'rescale_to_0_1' (the case's range to [0, 1]), 'rgb_to_0_1' (/ 255) or 'none'.
+    One scheme applies to every channel; several must match the channels."""
 
     def __init__(self, keys: KeysCollection, schemes: Sequence[Mapping[str, Any]], allow_missing_keys: bool = False):
         super().__init__(keys, allow_missing_keys)

@@ -109,3 +109,16 @@ def test_an_axis_that_stops_pooling_early_never_turns_the_others_kernels_to_1():
     assert strides[-1] == [2, 2, 1]
     for kernel, stride in zip(kernels, strides, strict=True):
         assert not any(k == 1 and s == 2 for k, s in zip(kernel, stride, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("name", "scheme"), [("noNorm", "none"), ("rescale_to_0_1", "rescale_to_0_1"), ("RGB_to_0_1", "rgb_to_0_1")]
+)
+def test_nnunet_s_channel_names_choose_its_schemes(name, scheme):
+    # Issue 24, item 4: noNorm, rescale_to_0_1 and rgb_to_0_1 were planned as per-case z-score.
+    stats = {"image_p00_5": 0.0, "zero_fraction": 0.0}
+    pooled = {"p00_5": 0.0, "p99_5": 1.0, "mean": 0.5, "std": 0.2}
+    normalization, kwargs, rule = rules.normalization_schemes([name, "T1"], [stats, stats], [pooled, pooled])
+    assert normalization == "ChannelNormalized"
+    assert kwargs["schemes"] == [{"scheme": scheme}, {"scheme": "zscore", "nonzero": False}]
+    assert f"channel 0: {scheme} (channel named {name!r}" in rule

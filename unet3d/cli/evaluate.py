@@ -35,9 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="take the ground truth from DIR/<case_id>.nii.gz for every prediction instead of the config's cases",
     )
-    parser.add_argument(
-        "--output", type=Path, metavar="FILE", help="CSV to write (default: <predictions>/metrics.csv)"
-    )
+    parser.add_argument("--output", type=Path, metavar="FILE", help="CSV to write (default: <predictions>/metrics.csv)")
     parser.add_argument(
         "--overwrite",
         action="store_true",

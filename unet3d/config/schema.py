@@ -127,9 +127,7 @@ class TrainingConfig:
         minimum=1e-6,
         maximum=0.5,
     )
-    progress_plot: bool = doc(
-        "Redraw progress.png (losses, Dice, lr, epoch time) after every epoch.", True
-    )
+    progress_plot: bool = doc("Redraw progress.png (losses, Dice, lr, epoch time) after every epoch.", True)
     tensorboard: bool = doc(
         "Mirror the training log to TensorBoard event files in <work dir>/tensorboard/; needs unet3d[tensorboard].",
         False,

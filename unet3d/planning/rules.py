@@ -23,6 +23,8 @@ MAX_LEVELS = 6
 # gradients, normalization and the decoder): calibrated so that nnU-Net's default 3D plan (128³ patch, batch 2,
 # 32-320 filters, fp16) comes to its 8 GB target.
 VALUES_PER_ACTIVATION = 22
+# nnU-Net's channel names that choose a scheme other than CT and z-score (any other name is z-scored, as there).
+NNUNET_SCHEMES = {"nonorm": "none", "rescale_to_0_1": "rescale_to_0_1", "rgb_to_0_1": "rgb_to_0_1"}
 CT_NAME = re.compile(r"(?<![a-z])cta?(?![a-z])", re.IGNORECASE)  # CT, ct_venous, CTA; not ACTIVE
 
 
@@ -178,7 +180,11 @@ def normalization_schemes(
     schemes, reasons = [], []
     for index, (name, stats, foreground) in enumerate(zip(names, channels, pooled, strict=True)):
         ct, why = is_ct(name, stats["image_p00_5"])
-        if ct:
+        named = NNUNET_SCHEMES.get((name or "").casefold())
+        if named is not None:
+            schemes.append({"scheme": named})
+            reasons.append(f"channel {index}: {named} (channel named {name!r}, nnU-Net's scheme of that name)")
+        elif ct:
             schemes.append(
                 {
                     "scheme": "ct",
