@@ -59,3 +59,39 @@ def test_summary_pools_the_cases(permuted_case, tmp_path):
     assert summary["empty_label_cases"] == ["e"]
     assert summary["labels"]["2"] == {"cases": 1, "median_voxels": 2.0}
     assert summary["foreground_intensities"][0]["p99_5"] == pytest.approx(100.0)  # the empty case adds no voxel
+
+
+def _exact_equal_weight(values_per_case, q):
+    """The q-th percentile of the mixture in which every case weighs the same (each voxel 1 / its case's count)."""
+    values = np.concatenate(values_per_case)
+    weights = np.concatenate([np.full(len(v), 1.0 / len(v)) for v in values_per_case])
+    order = np.argsort(values)
+    cumulative = np.cumsum(weights[order]) / weights.sum()
+    return float(values[order][np.searchsorted(cumulative, q / 100)])
+
+
+def test_pooled_ct_statistics_weight_cases_equally_and_depend_on_the_data_only(tmp_path):
+    # Issue 24, item 2: samples capped per case made a small foreground count less, and the clip range moved with the
+    # seed. Three CT-like cases: a big lung (-800 ± 60), a small soft-tissue one (40 ± 20), a mid-size bone one.
+    from unet3d.planning.fingerprint import pooled_foreground
+
+    rng = np.random.default_rng(0)
+    cases, foregrounds = [], []
+    for name, size, centre, spread in (("lung", 30, -800.0, 60.0), ("soft", 8, 40.0, 20.0), ("bone", 16, 700, 90)):
+        image = np.full((32, 32, 32), -1000.0, np.float32)
+        label = np.zeros((32, 32, 32), np.uint8)
+        label[:size, :size, :size] = 1
+        image[label > 0] = rng.normal(centre, spread, label.sum())
+        for array, suffix in ((image, "ct"), (label, "seg")):
+            nib.save(nib.Nifti1Image(array, np.eye(4)), tmp_path / f"{name}_{suffix}.nii.gz")
+        cases.append(Case([tmp_path / f"{name}_ct.nii.gz"], tmp_path / f"{name}_seg.nii.gz", name))
+        foregrounds.append(image[label > 0].astype(np.float64))
+    pooled = pooled_foreground(fingerprint_cases(cases, progress=False), 0)
+    for key, q in (("p00_5", 0.5), ("p99_5", 99.5)):
+        assert pooled[key] == pytest.approx(_exact_equal_weight(foregrounds, q), abs=2.0)  # HU; the spreads are 20-90
+    assert pooled["mean"] == pytest.approx(np.mean([f.mean() for f in foregrounds]), abs=1e-6)
+    mixture = np.concatenate([f - np.mean([g.mean() for g in foregrounds]) for f in foregrounds])
+    weights = np.concatenate([np.full(len(f), 1 / len(f)) for f in foregrounds])
+    assert pooled["std"] == pytest.approx(np.sqrt(np.sum(weights * mixture**2) / weights.sum()), rel=1e-6)
+    again = pooled_foreground(fingerprint_cases(list(reversed(cases)), progress=False), 0)
+    assert again == pooled  # no seed, no order: the same data give the same numbers

@@ -2,8 +2,10 @@
 
 This is what the planner's rules read (`unet3d.planning.rules`) and what the data report compares cases on. Shapes
 and spacings are given in the RAS axis order the planned config reorients to, so they compare across orientations.
-Intensities come from a random sample of each case's voxels (foreground: label > 0), which keeps the pass fast on
-large scans; the sample is seeded, so a fingerprint is reproducible.
+Intensities are a function of the data only (no random sample): each case's foreground (label > 0) statistics are
+exact, and the data set's pooled statistics weight every case equally, as nnU-Net's do (a case with a small
+foreground counts as much as a large one): each case contributes its foreground at SAMPLE_SIZE evenly spaced
+quantiles, and the pooled mean and sd are those of the equal-weight mixture of the cases.
 """
 
 from __future__ import annotations
@@ -21,13 +23,13 @@ from tqdm import tqdm
 from unet3d.config.schema import Case
 from unet3d.data.image_io import read_array, read_header
 
-SAMPLE_SIZE = 10_000  # voxels per case and channel for intensity statistics
+SAMPLE_SIZE = 10_000  # quantiles per case and channel that the pooled percentiles are taken over
 PERCENTILES = (0.5, 99.5)
 
 
 @dataclass
 class ChannelStats:
-    """Intensity statistics of one channel: inside the foreground (a sample), and of the whole image."""
+    """Intensity statistics of one channel: inside the foreground, and of the whole image (exact)."""
 
     mean: float
     std: float
@@ -47,7 +49,7 @@ class CaseFingerprint:
     orientation: str  # the file's axis codes, e.g. 'LPS'
     channels: list[ChannelStats]
     label_voxels: dict[str, int] = field(default_factory=dict)  # label value → voxels (0 omitted)
-    foreground_samples: list[list[float]] = field(default_factory=list, repr=False)  # per channel; not saved
+    foreground_samples: list[list[float]] = field(default_factory=list, repr=False)  # per channel quantiles; not saved
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -72,7 +74,7 @@ def _channels(case: Case) -> list[np.ndarray]:
     return arrays
 
 
-def fingerprint_case(case: Case, seed: int = 0) -> CaseFingerprint:
+def fingerprint_case(case: Case) -> CaseFingerprint:
     """Read one case (images and label) and summarize it."""
     header = read_header(case.images[0])
     spatial = 3 if len(header.shape) >= 3 else len(header.shape)
@@ -87,14 +89,10 @@ def fingerprint_case(case: Case, seed: int = 0) -> CaseFingerprint:
     label = np.asarray(read_array(case.label)) if case.label is not None else None
     values, counts = (np.unique(label, return_counts=True)) if label is not None else ([], [])
     voxels = {str(int(v)): int(c) for v, c in zip(values, counts, strict=True) if int(v) != 0}
-    rng = np.random.default_rng(seed)
     stats, samples = [], []
     for channel in _channels(case):
         flat = channel.reshape(-1)
-        whole = flat[rng.integers(0, flat.size, size=min(flat.size, SAMPLE_SIZE))]
-        foreground = flat[label.reshape(-1) > 0] if label is not None else whole
-        if foreground.size > SAMPLE_SIZE:
-            foreground = foreground[rng.integers(0, foreground.size, size=SAMPLE_SIZE)]
+        foreground = (flat[label.reshape(-1) > 0] if label is not None else flat).astype(np.float64)
         low, high = np.percentile(foreground, PERCENTILES) if foreground.size else (0.0, 0.0)
         stats.append(
             ChannelStats(
@@ -102,11 +100,12 @@ def fingerprint_case(case: Case, seed: int = 0) -> CaseFingerprint:
                 float(foreground.std()) if foreground.size else 0.0,
                 float(low),
                 float(high),
-                float(np.percentile(whole, PERCENTILES[0])),
-                float(np.mean(whole == 0)),
+                float(np.percentile(flat, PERCENTILES[0])),
+                float(np.mean(flat == 0)),
             )
         )
-        samples.append(foreground.tolist())
+        quantiles = np.quantile(foreground, np.linspace(0, 1, SAMPLE_SIZE)) if foreground.size else np.array([])
+        samples.append(quantiles.tolist())
     return CaseFingerprint(case.case_id, shape, spacing, orientation, stats, voxels, samples)
 
 
@@ -116,17 +115,23 @@ def fingerprint_cases(
     """Every case's fingerprint, read in parallel threads (reading and decompressing dominate), with a progress bar."""
     threads = n_threads or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max(1, threads)) as pool:
-        jobs = pool.map(lambda item: fingerprint_case(item[1], seed=item[0]), enumerate(cases))
+        jobs = pool.map(fingerprint_case, cases)
         return list(tqdm(jobs, total=len(cases), desc="fingerprint", unit="case", disable=not progress))
 
 
 def pooled_foreground(cases: Sequence[CaseFingerprint], channel: int) -> dict[str, float]:
-    """A channel's foreground statistics over the whole data set (the cases' samples pooled, as nnU-Net does)."""
-    pooled = np.concatenate([np.asarray(c.foreground_samples[channel], dtype=np.float64) for c in cases])
-    if pooled.size == 0:
+    """A channel's foreground statistics over the whole data set, every case weighted equally (as nnU-Net does): the
+    percentiles of the cases' quantiles pooled, and the mean and sd of the equal-weight mixture of the cases."""
+    kept = [c for c in cases if c.foreground_samples[channel]]
+    if not kept:
         return {"mean": 0.0, "std": 1.0, "p00_5": 0.0, "p99_5": 0.0}
+    pooled = np.concatenate([np.asarray(c.foreground_samples[channel], dtype=np.float64) for c in kept])
     low, high = np.percentile(pooled, PERCENTILES)
-    return {"mean": float(pooled.mean()), "std": float(pooled.std()), "p00_5": float(low), "p99_5": float(high)}
+    means = np.array([c.channels[channel].mean for c in kept])
+    variances = np.array([c.channels[channel].std for c in kept]) ** 2
+    mean = float(means.mean())
+    std = float(np.sqrt(np.mean(variances + (means - mean) ** 2)))
+    return {"mean": mean, "std": std, "p00_5": float(low), "p99_5": float(high)}
 
 
 def summarize(cases: Sequence[CaseFingerprint]) -> dict[str, Any]:
