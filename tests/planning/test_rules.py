@@ -79,7 +79,17 @@ def test_no_patch_fits_a_tiny_budget():
     ],
 )
 def test_ct_channels_by_name_or_by_air(name, p00_5, expected):
-    assert rules.is_ct(name, p00_5)[0] is expected
+    assert rules.is_ct(name, {"image_p00_5": p00_5})[0] is expected
+
+
+def test_an_unnamed_channel_mixing_ct_and_mr_is_not_planned_as_ct_and_says_which_scans():
+    # Issue 24, item 3: two CTs outvoted an MR, whose voxels then saturated at the CT clip, without a word.
+    stats = {"image_p00_5": -1000.0, "air_cases": ["ct_a", "ct_b"], "other_cases": ["mr_c"]}
+    ct, why = rules.is_ct(None, stats)
+    assert not ct
+    assert why.startswith("WARNING: unnamed channel mixing scans with Hounsfield-unit air (ct_a, ct_b)")
+    assert "and scans without (mr_c)" in why
+    assert rules.is_ct(None, {"image_p00_5": -1000.0, "air_cases": ["a", "b"], "other_cases": []})[0]
 
 
 def test_ct_channels_get_the_ct_scheme_with_the_foreground_statistics():

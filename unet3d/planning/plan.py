@@ -141,15 +141,15 @@ def build_config(
         {
             "image_p00_5": float(np.median([c.channels[i].image_p00_5 for c in cases])),
             "zero_fraction": float(np.median([c.channels[i].zero_fraction for c in cases])),
+            "air_cases": [c.case_id for c in cases if c.channels[i].image_p00_5 < rules.AIR_HU],
+            "other_cases": [c.case_id for c in cases if c.channels[i].image_p00_5 >= rules.AIR_HU],
         }
         for i in range(len(names))
     ]
     normalization, kwargs, reasons["dataset.normalization"] = rules.normalization_schemes(
         names, channels, summary["foreground_intensities"]
     )
-    ct_channels = [
-        i for i, (n, c) in enumerate(zip(names, channels, strict=True)) if rules.is_ct(n, c["image_p00_5"])[0]
-    ]
+    ct_channels = [i for i, (n, c) in enumerate(zip(names, channels, strict=True)) if rules.is_ct(n, c)[0]]
     crop = all(c["zero_fraction"] > 0.2 for c in channels)
     reasons["dataset.crop_foreground"] = (
         "every channel has a zeroed background: crop to the foreground"

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from unet3d.planning.fingerprint import CaseFingerprint
+from unet3d.planning.rules import AIR_HU
 
 OUTLIER_Z = 3.5
 
@@ -52,9 +53,9 @@ def outliers(cases: Sequence[CaseFingerprint], fixed_scale_channels: Sequence[in
     """One line per finding, e.g. 'case_007: spacing of axis 2 is 5 mm; the median case has 1 mm'. Intensities are
     compared only for `fixed_scale_channels` (CT: Hounsfield units mean the same in every scan); MR intensities have
     an arbitrary scale per scan, which the per-case normalization removes."""
+    findings = mixed_kinds(cases)
     if len(cases) < 3:
-        return []
-    findings: list[str] = []
+        return findings
 
     def check(what: str, value: Callable[[CaseFingerprint], float], unit: str, log: bool = False) -> None:
         values = np.array([value(c) for c in cases], dtype=np.float64)
@@ -67,7 +68,8 @@ def outliers(cases: Sequence[CaseFingerprint], fixed_scale_channels: Sequence[in
 
     for axis in range(len(cases[0].spacing)):
         check(f"spacing of axis {axis}", lambda c, a=axis: c.spacing[a], " mm", log=True)
-    check("volume", lambda c: math.prod(n * s for n, s in zip(c.shape, c.spacing, strict=True)), " mm³", log=True)
+    for axis in range(len(cases[0].shape)):  # a thin slab or a small field of view beside whole scans
+        check(f"extent of axis {axis}", lambda c, a=axis: c.shape[a] * c.spacing[a], " mm", log=True)
     labelled = [c for c in cases if c.label_voxels]
     if len(labelled) >= 3:
         check("labelled volume", lambda c: sum(c.label_voxels.values()) * math.prod(c.spacing) + 1e-9, " mm³", True)
@@ -88,14 +90,49 @@ def outliers(cases: Sequence[CaseFingerprint], fixed_scale_channels: Sequence[in
     return findings
 
 
+def mixed_kinds(cases: Sequence[CaseFingerprint]) -> list[str]:
+    """Scans whose intensity profile differs from the rest in a channel: Hounsfield-unit air (CT) in some cases and
+    not in others, named whichever side is smaller."""
+    findings = []
+    for index in range(len(cases[0].channels)):
+        air = [c for c in cases if c.channels[index].image_p00_5 < AIR_HU]
+        other = [c for c in cases if c.channels[index].image_p00_5 >= AIR_HU]
+        if air and other:
+            few, kind = (air, "has Hounsfield-unit air (CT)") if len(air) <= len(other) else (other, "has no air")
+            findings.extend(
+                f"{c.case_id}: channel {index} {kind}, unlike {len(cases) - len(few)} of {len(cases)} cases "
+                f"(darkest voxels {c.channels[index].image_p00_5:.0f}): a scan of another kind?"
+                for c in few
+            )
+    return findings
+
+
+def label_volumes(cases: Sequence[CaseFingerprint]) -> list[str]:
+    """The spread of each label value's volume over the cases that hold it, in mm³."""
+    lines = []
+    for value in sorted({int(v) for c in cases for v in c.label_voxels}):
+        volumes = [c.label_voxels[str(value)] * math.prod(c.spacing) for c in cases if str(value) in c.label_voxels]
+        lines.append(
+            f"label {value}: {min(volumes):,.0f} to {max(volumes):,.0f} mm³ (median {np.median(volumes):,.0f}) in "
+            f"{len(volumes)} of {len(cases)} cases"
+        )
+    return lines
+
+
 def render(cases: Sequence[CaseFingerprint], rules: dict[str, str], fixed_scale_channels: Sequence[int] = ()) -> str:
     """The report as text: the table, the findings, and the planner's reasons."""
     with pd.option_context("display.max_rows", 500, "display.max_columns", 50, "display.width", 200):
         table = fingerprint_table(cases).to_string(index=False)
     found = outliers(cases, fixed_scale_channels)
     lines = [f"{len(cases)} cases", table, ""]
-    lines.append(f"{len(found)} case(s) stand out:" if found else "no case stands out")
+    if found:
+        lines.append(f"{len(found)} finding(s):")
+    elif len(cases) < 3:
+        lines.append(f"{len(cases)} cases: too few to compare them with each other")
+    else:
+        lines.append("no case stands out")
     lines.extend(f"  {line}" for line in found)
+    lines += ["", "labelled volumes:", *(f"  {line}" for line in label_volumes(cases))]
     lines.append("")
     lines.append("planned:")
     lines.extend(f"  {key}: {reason}" for key, reason in rules.items())

@@ -25,6 +25,7 @@ MAX_LEVELS = 6
 VALUES_PER_ACTIVATION = 22
 # nnU-Net's channel names that choose a scheme other than CT and z-score (any other name is z-scored, as there).
 NNUNET_SCHEMES = {"nonorm": "none", "rescale_to_0_1": "rescale_to_0_1", "rgb_to_0_1": "rgb_to_0_1"}
+AIR_HU = -500  # a scan whose darkest 0.5% of voxels lie below this holds air in Hounsfield units: CT
 CT_NAME = re.compile(r"(?<![a-z])cta?(?![a-z])", re.IGNORECASE)  # CT, ct_venous, CTA; not ACTIVE
 
 
@@ -159,16 +160,29 @@ def plan_network(median_shape: Sequence[float], spacing: Sequence[float], profil
     return Network(patch, kernels, strides, filters, needed / 2**30, rule)
 
 
-def is_ct(name: str | None, image_p00_5: float) -> tuple[bool, str]:
+def is_ct(name: str | None, stats: dict[str, Any]) -> tuple[bool, str]:
     """Whether a channel holds CT: named so (e.g. 'CT' in the data set's channel names), or, unnamed, with the darkest
-    0.5% of its voxels below -500 (air in Hounsfield units)."""
+    0.5% of every case's voxels below AIR_HU (air in Hounsfield units). Unnamed, each case decides for itself: where
+    some cases have air and others not (CT beside MR), the channel is not CT, and the reason names both groups."""
     if name:
         if CT_NAME.search(name):
             return True, f"channel named {name!r}"
         return False, f"channel named {name!r}, not CT"
-    if image_p00_5 < -500:
-        return True, f"unnamed channel whose darkest voxels ({image_p00_5:.0f}) are air in Hounsfield units"
+    air, other = stats.get("air_cases", []), stats.get("other_cases", [])
+    if air and other:
+        return False, (
+            f"WARNING: unnamed channel mixing scans with Hounsfield-unit air ({_some(air)}) and scans without "
+            f"({_some(other)}): not planned as CT, so no scan is clipped with another kind's numbers; name the "
+            "channels, or plan CT and MR apart"
+        )
+    if air or (not other and stats["image_p00_5"] < AIR_HU):
+        return True, f"unnamed channel whose darkest voxels ({stats['image_p00_5']:.0f}) are air in Hounsfield units"
     return False, "unnamed channel without Hounsfield-unit air"
+
+
+def _some(case_ids: Sequence[str], shown: int = 5) -> str:
+    more = f" and {len(case_ids) - shown} more" if len(case_ids) > shown else ""
+    return ", ".join(case_ids[:shown]) + more
 
 
 def normalization_schemes(
@@ -179,7 +193,7 @@ def normalization_schemes(
     the background is zeroed. All-MR data uses MONAI's NormalizeIntensityd."""
     schemes, reasons = [], []
     for index, (name, stats, foreground) in enumerate(zip(names, channels, pooled, strict=True)):
-        ct, why = is_ct(name, stats["image_p00_5"])
+        ct, why = is_ct(name, stats)
         named = NNUNET_SCHEMES.get((name or "").casefold())
         if named is not None:
             schemes.append({"scheme": named})
