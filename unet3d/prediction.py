@@ -113,6 +113,34 @@ def config_for(models: Sequence[Path], config_filename: Path | None) -> Config:
     return parse_config(saved, base=Path(models[0]).parent, source=Path(models[0]))
 
 
+def own_config(model: Path, saved: Config | None = None) -> tuple[Config, str] | None:
+    """The config `model` was trained with and a description of it: the work dir's `config.json` beside it (what a
+    fold or single run writes), else the one saved in the checkpoint (`saved`, when already read); None for a
+    checkpoint that holds none or cannot be read (loading it for the prediction says why)."""
+    beside = Path(model).parent / "config.json"
+    if beside.is_file():
+        return load_config(beside), f"the model's config {beside}"
+    try:
+        return saved or config_for([Path(model)], None), f"the config saved in the model {model}"
+    except CheckpointError:
+        return None
+
+
+def models_inputs(models: Sequence[Path], config: Config, config_filename: Path | None) -> Inputs:
+    """What no output of a command on `models` may replace (see `unet3d.output_guard`): the models, every case of
+    each model's own config (the cases it was trained and validated on), and the config given with its cases.
+    `config` is the config used: the one of `config_filename`, else the one saved in the first model."""
+    inputs = Inputs()
+    for index, model in enumerate(models):
+        inputs.add(model, f"the model {model}")
+        trained_with = own_config(model, config if index == 0 and config_filename is None else None)
+        if trained_with is not None:
+            inputs.add_config(*trained_with)
+    if config_filename is not None:
+        inputs.add(config_filename, f"the config {config_filename}").add_config(config, f"the config {config_filename}")
+    return inputs
+
+
 def select_cases(
     config: Config, group: str | None, input_path: Path | None, suffixes: Sequence[str] | None = None
 ) -> list[Case]:
@@ -168,14 +196,9 @@ def predict(
     config = config_for(models, config_filename)
     check_experiment(config, train=False)
     cases = select_cases(config, group, input_path, modality_suffixes)
-    inputs = Inputs()
-    for group_name, group_cases in config.groups.items():
-        inputs.add_cases(group_cases, f"the models' config ({group_name}_filenames)")
-    for path in models:
-        inputs.add(path, f"the model {path}")
-    for path, what in ((config_filename, "the config"), (postprocessing, "the postprocessing decision")):
-        if path is not None:
-            inputs.add(path, f"{what} {path}")
+    inputs = models_inputs(models, config, config_filename)
+    if postprocessing is not None:
+        inputs.add(postprocessing, f"the postprocessing decision {postprocessing}")
     metrics_file = {Path(output_directory) / METRICS_FILENAME: "the metrics table"}
     check_prediction_outputs(Path(output_directory), cases, save_probabilities, inputs, metrics_file, overwrite)
     check_writable(Path(output_directory))
