@@ -20,7 +20,7 @@ from unet3d.config.schema import Case, Config, TrainingConfig
 from unet3d.data.checks import check_cases
 from unet3d.data.labels import channel_groups, declared_values, region_names
 from unet3d.devices import device_type
-from unet3d.errors import CheckpointError, ConfigError
+from unet3d.errors import CheckpointError, ConfigError, UserError
 from unet3d.evaluation.metrics import METRICS_FILENAME, evaluate_directory
 from unet3d.evaluation.postprocessing import POSTPROCESSING_FILENAME, keep_largest_component, read_decision
 from unet3d.inference.inputs import cases_from_input
@@ -116,14 +116,17 @@ def config_for(models: Sequence[Path], config_filename: Path | None) -> Config:
 def own_config(model: Path, saved: Config | None = None) -> tuple[Config, str] | None:
     """The config `model` was trained with and a description of it: the work dir's `config.json` beside it (what a
     fold or single run writes), else the one saved in the checkpoint (`saved`, when already read); None for a
-    checkpoint that holds none or cannot be read (loading it for the prediction says why)."""
+    checkpoint that holds none or cannot be read (loading it for the prediction says why), and the guard then holds
+    the cases of the config given."""
     beside = Path(model).parent / "config.json"
-    if beside.is_file():
-        return load_config(beside), f"the model's config {beside}"
-    try:
-        return saved or config_for([Path(model)], None), f"the config saved in the model {model}"
-    except CheckpointError:
-        return None
+    readers = [(lambda: load_config(beside), f"the model's config {beside}")] if beside.is_file() else []
+    readers.append((lambda: saved or config_for([Path(model)], None), f"the config saved in the model {model}"))
+    for read, what in readers:
+        try:
+            return read(), what
+        except UserError:  # another tool's config.json beside the model; a checkpoint without a (valid) config
+            continue
+    return None
 
 
 def models_inputs(models: Sequence[Path], config: Config, config_filename: Path | None) -> Inputs:
