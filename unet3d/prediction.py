@@ -189,8 +189,8 @@ def predict(
     `use_postprocessing` is False. Folds of `model_dirs` must be finished unless `allow_partial`. `device` as
     `unet3d.devices.device_type` reads it (not the models' training.device: they may have been trained elsewhere).
     `n_gpus` is the earlier name of `n_devices`, still accepted. No output may replace an input of the run (the
-    cases, every case of the models' config, the models and configs); existing files in a folder that no unet3d
-    prediction wrote into are replaced only with `overwrite` (see `unet3d.output_guard`)."""
+    cases, every case of the config and of each model's own config, the models and configs); existing files in a
+    folder that no unet3d prediction wrote into are replaced only with `overwrite` (see `unet3d.output_guard`)."""
     n_devices = n_gpus if n_gpus is not None else n_devices
     device_type(device)  # an absent device is refused before any work
     models = [*map(Path, model_filenames), *ensemble_members(model_dirs, allow_partial)]
