@@ -1,9 +1,9 @@
 """One rule for every file a command writes: no command replaces what it did not make.
 
-Every writer (train, predict, plan, export, evaluate) declares the files it will write, with what each is, and the
-inputs in play (the images and labels of every case of the configs and data sets involved, the models' own configs
-included, the data sets' `dataset.json`, the models and configs given), before it computes anything. `check_outputs`
-then refuses, with one line per file naming it and what it belongs to:
+Every writer (train, predict, plan, export, report, evaluate) declares the files it will write, with what each is,
+and the inputs in play (the images and labels of every case of the configs and data sets involved, the models' own
+configs included, the data sets' `dataset.json`, the models and configs given), before it computes anything.
+`check_outputs` then refuses, with one line per file naming it and what it belongs to:
 
 - a file that is an input of the run: never, whatever flag is given;
 - a checkpoint, config, split or log of any unet3d work dir (a folder holding `model.pth`, `splits.json` or a
