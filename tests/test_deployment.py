@@ -2,6 +2,8 @@
 
 import importlib.util
 import json
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -106,8 +108,27 @@ def test_an_export_never_replaces_a_work_dir_s_files(trained_cv, name):
     result = run_cli("export", "--model_filename", str(work / "fold1" / "model_best.pth"), "--output", str(target),
                      "--overwrite")  # fmt: skip
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert f"error: {target}: writing the exported network here would replace" in result.stderr
+    assert f"error: refusing to write {target} (the exported network): it is " in result.stderr
     assert target.read_bytes() == before
+
+
+def test_an_export_never_replaces_a_case_of_the_model_s_config_even_through_a_symlink(trained_cv, tmp_path):
+    # Issue 22, item 2: with --overwrite, --output named any file, a label the model was trained on included.
+    _, work, _ = trained_cv
+    fold_config = work / "fold1" / "config.json"
+    case = json.loads(fold_config.read_text())["validation_filenames"][0]
+    label = Path(case["label"])
+    (tmp_path / "link.ts").symlink_to(fold_config)
+    before = label.read_bytes(), fold_config.read_bytes()
+    for output, owner in (
+        (label, f"the label of case {case['case_id']!r} of the model's config {fold_config}"),
+        (tmp_path / "link.ts", f"config.json of the unet3d work dir {fold_config.parent}"),
+    ):
+        with pytest.raises(
+            ConfigError, match=re.escape(f"refusing to write {output} (the exported network): it is {owner}")
+        ):
+            export_model(work / "fold1" / "model_best.pth", output, overwrite=True)
+    assert (label.read_bytes(), fold_config.read_bytes()) == before
 
 
 def test_an_existing_file_or_sidecar_is_replaced_only_when_an_export_wrote_it_or_with_overwrite(trained_cv, tmp_path):
@@ -115,10 +136,10 @@ def test_an_existing_file_or_sidecar_is_replaced_only_when_an_export_wrote_it_or
     model = work / "fold1" / "model_best.pth"
     mine = tmp_path / "notes.ts"
     mine.write_text("my notes")
-    with pytest.raises(ConfigError, match=r"notes.ts: exists and was not written by this command.*--overwrite"):
+    with pytest.raises(ConfigError, match=r"notes.ts \(the exported network\): it exists and this .*--overwrite"):
         export_model(model, mine)
     (tmp_path / "net.ts.json").write_text('{"mine": true}')
-    with pytest.raises(ConfigError, match=r"net.ts.json: exists and was not written by this command"):
+    with pytest.raises(ConfigError, match=r"net.ts.json \(its sidecar\): it exists and this command did not write it"):
         export_model(model, tmp_path / "net.ts")
     assert mine.read_text() == "my notes" and (tmp_path / "net.ts.json").read_text() == '{"mine": true}'
     export_model(model, mine, overwrite=True)
@@ -132,5 +153,5 @@ def test_a_folder_as_output_is_one_line(trained_cv, tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert (
         result.stderr.strip().splitlines()[-1]
-        == f"error: {tmp_path}: is a folder; the exported network needs a file name"
+        == f"error: refusing to write {tmp_path} (the exported network): it is a folder; give a file name"
     )

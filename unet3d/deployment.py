@@ -28,8 +28,8 @@ from unet3d.data.labels import channel_groups, enclosing, region_names
 from unet3d.errors import CheckpointError, ConfigError
 from unet3d.losses import activation_from_loss
 from unet3d.models import build_model, spatial_dims, total_downsampling
-from unet3d.output_guard import Inputs, check_outputs
-from unet3d.prediction import config_for
+from unet3d.output_guard import check_outputs
+from unet3d.prediction import config_for, models_inputs
 
 log = logging.getLogger("unet3d")
 FORMATS = ("torchscript", "onnx")
@@ -166,23 +166,22 @@ def export_model(
 ) -> ExportResult:
     """Export a checkpoint's network for inference, check it against the checkpoint on a random patch-sized input,
     and write the sidecar `<output>.json`. A CheckpointError when the export differs by more than `tolerance`.
-    The output and sidecar never replace the checkpoint, its config or any work dir's files; an existing pair from an
-    earlier export is replaced, any other existing file only with `overwrite` (see `unet3d.output_guard`)."""
+    The output and sidecar never replace the checkpoint, its config, a case of its config or any work dir's files;
+    an existing pair from an earlier export is replaced, any other existing file only with `overwrite` (see
+    `unet3d.output_guard`)."""
     model_filename, output = Path(model_filename), Path(output)
     if format not in FORMATS:
         raise ConfigError(f"--format: expected one of {list(FORMATS)}, got {format!r}")
     sidecar_path = output.with_name(output.name + ".json")
-    inputs = Inputs().add(model_filename, f"the checkpoint being exported ({model_filename})")
-    if config_filename is not None:
-        inputs.add(config_filename, f"the config {config_filename}")
+    config_path = None if config_filename is None else Path(config_filename)
+    config = config_for([model_filename], config_path)
     check_outputs(
         {output: "the exported network", sidecar_path: "its sidecar"},
-        inputs,
+        models_inputs([model_filename], config, config_path),
         replace=overwrite,
         made_here=lambda path: _exported_here(sidecar_path, output),
     )
     check_writable(output.parent)
-    config = config_for([model_filename], None if config_filename is None else Path(config_filename))
     network, saved = _network(model_filename, config)
     shape = patch_size(config)
     example = torch.randn(

@@ -20,7 +20,7 @@ from unet3d.config.schema import Case, Config, TrainingConfig
 from unet3d.data.checks import check_cases
 from unet3d.data.labels import channel_groups, declared_values, region_names
 from unet3d.devices import device_type
-from unet3d.errors import CheckpointError, ConfigError
+from unet3d.errors import CheckpointError, ConfigError, UserError
 from unet3d.evaluation.metrics import METRICS_FILENAME, evaluate_directory
 from unet3d.evaluation.postprocessing import POSTPROCESSING_FILENAME, keep_largest_component, read_decision
 from unet3d.inference.inputs import cases_from_input
@@ -113,6 +113,37 @@ def config_for(models: Sequence[Path], config_filename: Path | None) -> Config:
     return parse_config(saved, base=Path(models[0]).parent, source=Path(models[0]))
 
 
+def own_config(model: Path, saved: Config | None = None) -> tuple[Config, str] | None:
+    """The config `model` was trained with and a description of it: the work dir's `config.json` beside it (what a
+    fold or single run writes), else the one saved in the checkpoint (`saved`, when already read); None for a
+    checkpoint that holds none or cannot be read (loading it for the prediction says why), and the guard then holds
+    the cases of the config given."""
+    beside = Path(model).parent / "config.json"
+    readers = [(lambda: load_config(beside), f"the model's config {beside}")] if beside.is_file() else []
+    readers.append((lambda: saved or config_for([Path(model)], None), f"the config saved in the model {model}"))
+    for read, what in readers:
+        try:
+            return read(), what
+        except UserError:  # another tool's config.json beside the model; a checkpoint without a (valid) config
+            continue
+    return None
+
+
+def models_inputs(models: Sequence[Path], config: Config, config_filename: Path | None) -> Inputs:
+    """What no output of a command on `models` may replace (see `unet3d.output_guard`): the models, every case of
+    each model's own config (the cases it was trained and validated on), and the config given with its cases.
+    `config` is the config used: the one of `config_filename`, else the one saved in the first model."""
+    inputs = Inputs()
+    for index, model in enumerate(models):
+        inputs.add(model, f"the model {model}")
+        trained_with = own_config(model, config if index == 0 and config_filename is None else None)
+        if trained_with is not None:
+            inputs.add_config(*trained_with)
+    if config_filename is not None:
+        inputs.add(config_filename, f"the config {config_filename}").add_config(config, f"the config {config_filename}")
+    return inputs
+
+
 def select_cases(
     config: Config, group: str | None, input_path: Path | None, suffixes: Sequence[str] | None = None
 ) -> list[Case]:
@@ -158,8 +189,8 @@ def predict(
     `use_postprocessing` is False. Folds of `model_dirs` must be finished unless `allow_partial`. `device` as
     `unet3d.devices.device_type` reads it (not the models' training.device: they may have been trained elsewhere).
     `n_gpus` is the earlier name of `n_devices`, still accepted. No output may replace an input of the run (the
-    cases, every case of the models' config, the models and configs); existing files in a folder that no unet3d
-    prediction wrote into are replaced only with `overwrite` (see `unet3d.output_guard`)."""
+    cases, every case of the config and of each model's own config, the models and configs); existing files in a
+    folder that no unet3d prediction wrote into are replaced only with `overwrite` (see `unet3d.output_guard`)."""
     n_devices = n_gpus if n_gpus is not None else n_devices
     device_type(device)  # an absent device is refused before any work
     models = [*map(Path, model_filenames), *ensemble_members(model_dirs, allow_partial)]
@@ -168,14 +199,9 @@ def predict(
     config = config_for(models, config_filename)
     check_experiment(config, train=False)
     cases = select_cases(config, group, input_path, modality_suffixes)
-    inputs = Inputs()
-    for group_name, group_cases in config.groups.items():
-        inputs.add_cases(group_cases, f"the models' config ({group_name}_filenames)")
-    for path in models:
-        inputs.add(path, f"the model {path}")
-    for path, what in ((config_filename, "the config"), (postprocessing, "the postprocessing decision")):
-        if path is not None:
-            inputs.add(path, f"{what} {path}")
+    inputs = models_inputs(models, config, config_filename)
+    if postprocessing is not None:
+        inputs.add(postprocessing, f"the postprocessing decision {postprocessing}")
     metrics_file = {Path(output_directory) / METRICS_FILENAME: "the metrics table"}
     check_prediction_outputs(Path(output_directory), cases, save_probabilities, inputs, metrics_file, overwrite)
     check_writable(Path(output_directory))

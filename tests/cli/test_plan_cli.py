@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import shutil
 
 import nibabel as nib
 import numpy as np
@@ -41,20 +42,56 @@ def assert_label_maps_on_the_cases_grids(work_dir, cases, values):
         assert set(np.unique(np.asanyarray(label_map.dataobj)).tolist()) <= values
 
 
-def assert_predicting_into_labels_is_refused(dataset, work_dir):
-    """Issue 22, item 1: `--input DS/imagesTr --output_directory DS/labelsTr` named every prediction as a training
-    label of the model's own data set and replaced them all."""
-    labels = dataset / "labelsTr"
-    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in labels.iterdir()}
+def digest(folder):
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def refusals(result):
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+def assert_nothing_of_the_data_set_or_the_run_is_replaced(tmp_path, dataset, work_dir):
+    """Issue 22, items 1-3, as a user runs them on the data set the model was trained on: predictions named as its
+    labels, an export and a planned config onto its files, with and without `--overwrite`, all exit 2 and every
+    file of the data set and of the experiment is kept."""
+    labels, fold_config = dataset / "labelsTr", work_dir / "fold1" / "config.json"
+    before = {**digest(dataset), **digest(tmp_path / "plans")}
     predicted = run_cli(
         "predict", "--model_dirs", str(work_dir / "fold1"), "--input", str(dataset / "imagesTr"),
         "--output_directory", str(labels),
     )  # fmt: skip
-    assert predicted.returncode == 2 and "Traceback" not in predicted.stderr
-    refusals = [line for line in predicted.stderr.splitlines() if line.startswith("error:")]
-    expected = f"{labels / 'syn_000.nii.gz'}: writing the label map of case 'syn_000' here would replace the label"
-    assert refusals[0].startswith(f"error: {expected} of case 'syn_000' of the models' config")
-    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in labels.iterdir()} == before
+    expected = f"refusing to write {labels / 'syn_000.nii.gz'} (the label map of case 'syn_000'): it is the label of"
+    assert refusals(predicted)[0].startswith(f"error: {expected} case 'syn_000' of the model's config {fold_config} (")
+    # a config of its own (one other case) and --overwrite: the model's validation case is still its input
+    trained = json.loads(fold_config.read_text())
+    case = trained["validation_filenames"][0]
+    other = {**trained, "training_filenames": trained["training_filenames"][:1]}
+    del other["validation_filenames"]
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    (tmp_path / "new").mkdir()
+    for image in case["image"]:
+        shutil.copy(image, tmp_path / "new")
+    predicted = run_cli(
+        "predict", "--model_dirs", str(work_dir / "fold1"), "--config_filename", str(tmp_path / "other.json"),
+        "--input", str(tmp_path / "new"), "--output_directory", str(labels), "--overwrite",
+    )  # fmt: skip
+    owner = f"it is the label of case {case['case_id']!r} of the model's config {fold_config} (validation_filenames)"
+    assert f"error: refusing to write {case['label']} " in predicted.stderr and owner in refusals(predicted)[0]
+    model = work_dir / "fold1" / "model_best.pth"
+    for target, owner in (
+        (labels / "syn_001.nii.gz", "it is the label of case 'syn_001' of the model's config"),
+        (dataset / "dataset.json", f"it is the description of the data set {dataset}"),
+        (tmp_path / "plans" / "exp.json", f"it is the experiment config of the unet3d work dir {work_dir}"),
+    ):
+        exported = run_cli("export", "--model_filename", str(model), "--output", str(target), "--overwrite")
+        assert refusals(exported)[0].startswith(f"error: refusing to write {target} (the exported network): {owner}")
+    planned = run_cli(
+        "plan", "--dataset", str(dataset), "--config_filename", str(tmp_path / "plans" / "exp.json"), "--overwrite"
+    )
+    assert f"(the planned config): it is the experiment config of the unet3d work dir {work_dir};" in planned.stderr
+    assert refusals(planned)
+    assert {**digest(dataset), **digest(tmp_path / "plans")} == before
 
 
 def test_msd_4d_multimodal_exclusive_labels(tmp_path):
@@ -68,7 +105,7 @@ def test_msd_4d_multimodal_exclusive_labels(tmp_path):
     cases = {p.name.removesuffix(".nii.gz"): p for p in (dataset / "imagesTr").glob("*.nii.gz")}
     assert_label_maps_on_the_cases_grids(work_dir, cases, {0, 1, 2, 3})
     assert len(list(work_dir.glob("fold*/test/syn_004.nii.gz"))) == 2
-    assert_predicting_into_labels_is_refused(dataset, work_dir)
+    assert_nothing_of_the_data_set_or_the_run_is_replaced(tmp_path, dataset, work_dir)
     assert json.loads((tmp_path / "plans" / "exp.fingerprint.json").read_text())["summary"]["n_cases"] == 4
     report = (tmp_path / "plans" / "exp.data_report.txt").read_text()
     assert report.startswith("4 cases\n") and "syn_003" in report
@@ -84,7 +121,7 @@ def test_nnunet_per_channel_files_with_regions(tmp_path):
     assert_label_maps_on_the_cases_grids(work_dir, cases, {0, 1, 2, 3})
     summary = (work_dir / "cv_summary.csv").read_text()
     assert "dice_1+2+3" in summary and "dice_3" in summary
-    assert_predicting_into_labels_is_refused(dataset, work_dir)
+    assert_nothing_of_the_data_set_or_the_run_is_replaced(tmp_path, dataset, work_dir)
 
 
 def test_anisotropic_ct_keeps_the_coarse_axis_and_picks_the_ct_scheme(tmp_path):
@@ -139,7 +176,8 @@ def test_an_existing_config_is_not_overwritten(tmp_path):
     existing.write_text("{}")
     result = run_cli("plan", "--dataset", str(dataset), "--config_filename", str(existing))
     assert result.returncode == 2
-    assert "exists and was not written by this command; writing the planned config would replace it" in result.stderr
+    refusal = "(the planned config): it exists and this command did not write it; choose another output, or pass"
+    assert f"{refusal} --overwrite" in result.stderr
     assert existing.read_text() == "{}"
 
 
@@ -150,7 +188,7 @@ def test_overwrite_never_replaces_the_data_set_s_own_files(tmp_path, target):
     before = {p: p.read_bytes() for p in dataset.rglob("*") if p.is_file()}
     result = run_cli("plan", "--dataset", str(dataset), "--config_filename", str(dataset / target), "--overwrite")
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert f"error: {dataset / target}: writing the planned config here would replace " in result.stderr
+    assert f"error: refusing to write {dataset / target} (the planned config): it is " in result.stderr
     assert {p: p.read_bytes() for p in dataset.rglob("*") if p.is_file()} == before
 
 
@@ -158,5 +196,6 @@ def test_an_existing_fingerprint_or_report_is_kept_without_overwrite(tmp_path):
     dataset = write_nnunet_dataset(tmp_path / "data", 2, seed=1)
     (tmp_path / "exp.data_report.txt").write_text("my notes")
     result = run_cli("plan", "--dataset", str(dataset), "--config_filename", str(tmp_path / "exp.json"))
-    assert result.returncode == 2 and "exp.data_report.txt: exists and was not written by this command" in result.stderr
+    refusal = "exp.data_report.txt (the data report): it exists and this command did not write it"
+    assert result.returncode == 2 and refusal in result.stderr
     assert (tmp_path / "exp.data_report.txt").read_text() == "my notes" and not (tmp_path / "exp.json").exists()

@@ -41,12 +41,12 @@ def test_evaluate_scores_label_maps_against_a_ground_truth_folder(tmp_path, tiny
     truth_file = truth / "case_000.nii.gz"
     before = truth_file.read_bytes()
     for output in (truth_file, config, predictions / "case_001.nii.gz"):
-        with pytest.raises(ConfigError, match=rf"{output}: writing the metrics table here would replace"):
+        with pytest.raises(ConfigError, match=rf"refusing to write {output} \(the metrics table\): it is "):
             unet3d.evaluate(predictions, config, ground_truth=truth, output=output, overwrite=True)
     assert truth_file.read_bytes() == before
     notes = tmp_path / "notes.csv"
     notes.write_text("my,notes\n")
-    with pytest.raises(ConfigError, match=r"notes.csv: exists and was not written by this command"):
+    with pytest.raises(ConfigError, match=r"notes.csv \(the metrics table\): it exists and this command did not"):
         unet3d.evaluate(predictions, config, ground_truth=truth, output=notes)
     assert notes.read_text() == "my,notes\n"
     unet3d.evaluate(predictions, config, ground_truth=truth, output=notes, overwrite=True)

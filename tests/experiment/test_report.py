@@ -60,6 +60,24 @@ def test_a_copied_work_dir_gets_its_report_from_the_command(trained_cv, tmp_path
     assert all(case_id in (copy / "report.html").read_text() for case_id in held_out_ids(work))
 
 
+def test_a_report_html_that_unet3d_did_not_write_is_replaced_only_with_overwrite(trained_cv, tmp_path):
+    # Issue 22: every writer goes through the output guard; the report replaced any report.html in the work dir.
+    _, work, _ = trained_cv
+    copy = tmp_path / "copy"
+    shutil.copytree(work, copy)
+    page = copy / "report.html"
+    page.write_text("my notes")
+    kept = run_cli("report", str(copy))
+    assert kept.returncode == 2 and kept.stderr.strip().splitlines() == [
+        f"error: refusing to write {page} (the report): it exists and this command did not write it; choose another "
+        "output, or pass --overwrite to replace it"
+    ]
+    assert page.read_text() == "my notes"
+    assert run_cli("report", str(copy), "--overwrite").returncode == 0
+    assert run_cli("report", str(copy)).returncode == 0  # its own earlier report: replaced without asking
+    assert page.read_text().startswith(report.REPORT_HEAD)
+
+
 def test_moved_images_and_a_removed_log_still_give_a_report_that_says_so(trained_cv, tmp_path):
     # Issue 22, item 6: after the images moved no report was written at all; a fold whose log was deleted vanished.
     _, work, _ = trained_cv

@@ -78,7 +78,7 @@ def test_a_work_dir_whose_label_maps_would_replace_the_data_is_refused_before_tr
 
     config = experiment("inside", mutate=label_inside_the_work_dir)
     before = target.read_bytes()
-    message = rf"{target}: writing the label map of case 'mine' here would replace the label of case 'mine'"
+    message = rf"refusing to write {target} \(the label map of case 'mine'\): it is the label of case 'mine'"
     with pytest.raises(ConfigError, match=message):
         run_experiment(config)
     assert target.read_bytes() == before and not (folder / "inside" / "model.pth").exists()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -51,8 +53,8 @@ def test_predicting_a_case_folder_into_itself_is_refused_and_loses_nothing(singl
     assert done.returncode == 2, done.stderr
     lines = [line for line in done.stderr.strip().splitlines() if line.startswith("error:")]
     assert "found 2 case(s)" in done.stderr and "Traceback" not in done.stderr
-    assert lines and all(line.startswith(f"error: {folder}/") for line in lines)
-    assert "writing the label map of case" in lines[0] and "here would replace image 1 of case" in lines[0]
+    assert lines and all(line.startswith(f"error: refusing to write {folder}/") for line in lines)
+    assert "(the label map of case" in lines[0] and "): it is image 1 of case" in lines[0]
     assert lines[0].endswith("choose another output")
     assert digest(data) == before
 
@@ -63,7 +65,7 @@ def test_a_json_list_written_into_its_images_folder_is_refused(single_modality, 
     flair = data / "case_001" / "case_001_flair.nii.gz"
     listing.write_text(json.dumps([{"image": [str(flair), str(flair.with_name("case_001_seg.nii.gz"))]}]))
     before = digest(data)
-    refusal = f"{flair}: writing the label map of case 'case_001_flair' here would replace image 1"
+    refusal = rf"refusing to write {flair} \(the label map of case 'case_001_flair'\): it is image 1"
     with pytest.raises(ConfigError, match=refusal):
         predict(flair.parent, model_filenames=[root / "model.pth"], config_filename=root / "exp.json",
                 input_path=listing)  # fmt: skip
@@ -74,7 +76,7 @@ def test_an_output_folder_reached_through_a_symlink_is_refused(single_modality, 
     root, data = single_modality
     alias = tmp_path / "alias"
     os.symlink(data / "case_000", alias)
-    with pytest.raises(ConfigError, match="here would replace"):
+    with pytest.raises(ConfigError, match=r"refusing to write .*: it is image 1 of case"):
         predict(alias, model_filenames=[root / "model.pth"], config_filename=root / "exp.json",
                 input_path=data / "case_000")  # fmt: skip
 
@@ -84,6 +86,26 @@ def test_a_hard_link_to_an_input_in_the_output_folder_is_refused(single_modality
     out = tmp_path / "out"
     out.mkdir()
     os.link(data / "case_000" / "case_000_flair.nii.gz", out / "case_000_flair.nii.gz")
-    with pytest.raises(ConfigError, match="here would replace"):
+    with pytest.raises(ConfigError, match=r"refusing to write .*: it is image 1 of case"):
         predict(out, model_filenames=[root / "model.pth"], config_filename=root / "exp.json",
                 input_path=data / "case_000")  # fmt: skip
+
+
+def test_a_label_the_model_was_trained_on_is_refused_even_with_another_config_and_overwrite(single_modality, tmp_path):
+    # Issue 22, item 1: only the cases being predicted and the config given were guarded, not the model's own cases.
+    root, data = single_modality
+    given = json.loads((root / "exp.json").read_text())
+    (root / "config.json").write_text(json.dumps(given))  # the model's config, as a work dir holds it beside model.pth
+    given["training_filenames"] = given["training_filenames"][:1]
+    (root / "other.json").write_text(json.dumps(given))
+    label = data / "case_001" / "case_001_seg.nii.gz"
+    new = tmp_path / "new"
+    new.mkdir()
+    shutil.copy(data / "case_001" / "case_001_flair.nii.gz", new / label.name)  # a new case named as the label
+    before = digest(data)
+    owner = f"the label of case 'case_001_flair' of the model's config {root / 'config.json'} (training_filenames)"
+    refusal = f"refusing to write {label} (the label map of case 'case_001_seg'): it is {owner}"
+    with pytest.raises(ConfigError, match=re.escape(refusal)):
+        predict(label.parent, model_filenames=[root / "model.pth"], config_filename=root / "other.json",
+                input_path=new, overwrite=True)  # fmt: skip
+    assert digest(data) == before

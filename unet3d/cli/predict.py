@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite",
         action="store_true",
         help="replace existing files of the same names in an output folder that no unet3d prediction wrote into "
-        "(never an input: no case of the data or of the models' config, no model or config)",
+        "(never an input: no case of the data, of the config or of a model's own config, no model or config)",
     )
     parser.add_argument("--activation", choices=("sigmoid", "softmax"), help="override the loss-derived activation")
     parser.add_argument("--threshold", type=float, default=0.5, help="sigmoid threshold (default 0.5)")

@@ -15,6 +15,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line of `unet3d-report`."""
     parser = argparse.ArgumentParser(prog="unet3d-report", description=__doc__.split("\n\n")[0])
     parser.add_argument("work_dir", type=Path, help="a cross-validation or single-run work dir")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace a report.html in WORK_DIR that unet3d did not write"
+    )
     parser.add_argument("--debug", action="store_true", help="verbose log and third-party warnings")
     return parser
 
@@ -30,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.work_dir.is_dir() or not runs_of(args.work_dir):
         raise ConfigError(f"{args.work_dir}: not a unet3d work dir (no training_log.csv in it or in fold*/)")
-    print(f"wrote {write_report(args.work_dir)}")
+    print(f"wrote {write_report(args.work_dir, overwrite=args.overwrite)}")
     return EXIT_OK
 
 

@@ -68,9 +68,8 @@ def evaluate(
     groups = channel_groups(config.labels, config.dataset.setup_label_hierarchy)
     cases = cases_from_folders(predictions, Path(ground_truth)) if ground_truth else config_cases(config, group)
     target = Path(output) if output is not None else predictions / METRICS_FILENAME
-    inputs = Inputs().add(config_filename, f"the config {config_filename}")
-    for group_name, group_cases in config.groups.items():
-        inputs.add_cases(group_cases, f"the config ({group_name}_filenames)")
+    source = f"the config {config_filename}"
+    inputs = Inputs().add(config_filename, source).add_config(config, source)
     inputs.add_cases(cases, "the cases scored")
     for path in label_map_files(predictions) if predictions.is_dir() else []:
         inputs.add(path, "a prediction being scored")

@@ -33,12 +33,14 @@ from unet3d.evaluation.overlays import overlay_figure
 from unet3d.evaluation.postprocessing import POSTPROCESSING_FILENAME
 from unet3d.experiment.splits import HELD_OUT_GROUP
 from unet3d.experiment.summary import SUMMARY_FILENAME
+from unet3d.output_guard import Inputs, check_outputs
 from unet3d.training.history import LOG_FILENAME, read_log
 from unet3d.training.loop import CONFIG_FILENAME
 from unet3d.training.plots import fold_curves_figure
 
 log = logging.getLogger("unet3d")
 REPORT_FILENAME = "report.html"
+REPORT_HEAD = '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>'  # how every report begins
 MAX_OVERLAYS = 12
 SHOWN_EACH_END = 4  # worst and best cases pictured when there are more than MAX_OVERLAYS
 SUMMARY_ROWS = ("mean", "median", "sd", "n_nan")
@@ -238,16 +240,27 @@ def render_report(work_dir: Path) -> str:
             parts.append(_overlay(runs[row["fold"]], row))
     body = "\n".join(parts)
     return (
-        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(work_dir.name)}</title>'
+        f"{REPORT_HEAD}{html.escape(work_dir.name)}</title>"
         f"<style>{STYLE}</style></head><body>\n{body}\n</body></html>\n"
     )
 
 
-def write_report(work_dir: Path) -> Path:
-    """Write `<work dir>/report.html` (atomically) and return its path."""
+def write_report(work_dir: Path, overwrite: bool = False) -> Path:
+    """Write `<work dir>/report.html` (atomically) and return its path. An earlier report is replaced; any other
+    file of that name only with `overwrite` (see `unet3d.output_guard`)."""
     path = Path(work_dir) / REPORT_FILENAME
+    check_outputs({path: "the report"}, Inputs(), replace=overwrite, made_here=_is_report)
     atomic_write_text(path, render_report(Path(work_dir)))
     return path
+
+
+def _is_report(path: Path) -> bool:
+    """Whether `path` is a report unet3d wrote (it begins as every report does)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as page:
+            return page.read(len(REPORT_HEAD)) == REPORT_HEAD
+    except OSError:
+        return False
 
 
 def refresh_report(work_dir: Path) -> Path | None:

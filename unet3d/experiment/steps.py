@@ -220,9 +220,7 @@ def track_final_metrics(config: Config, work_dir: Path, metrics: dict[str, Path]
 def check_training_outputs(config: Config, work_dir: Path, fold_dirs: Sequence[Path] = ()) -> None:
     """Refuse, before any data are read, a work dir whose label maps would replace an image or label of the config's
     cases (the work dir inside the data's folders); for a cross-validation, the same for every fold's folders."""
-    inputs = Inputs()
-    for group, cases in config.groups.items():
-        inputs.add_cases(cases, f"the config ({group}_filenames)")
+    inputs = Inputs().add_config(config, "the config" if config.source is None else f"the config {config.source}")
     outputs: dict[Path, str] = {}
     for run_dir in fold_dirs or [work_dir]:
         for group, cases in config.groups.items():
