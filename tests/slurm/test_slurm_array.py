@@ -88,7 +88,7 @@ def test_the_readme_path_trains_every_fold_and_a_resubmission_skips_them(cluster
 
 
 def test_a_requeue_in_the_middle_of_an_epoch_resumes_with_every_epoch_once(cluster, experiment_on):
-    config, work = experiment_on("requeue", 12)
+    config, work = experiment_on("requeue", 24)  # enough left after epoch 2 on a fast machine
     script = set_up(cluster, config, work)
     job = cluster.submit("--array=1", str(script))
     wait_for_epochs(work / "fold1", 2)
@@ -98,7 +98,7 @@ def test_a_requeue_in_the_middle_of_an_epoch_resumes_with_every_epoch_once(clust
     tasks = cluster.wait(job)
     assert states(tasks) == {"1": "COMPLETED"}, outputs(work, 1)
     assert int(tasks["1"]["Restarts"]) == 1
-    assert epochs(work / "fold1") == list(range(1, 13))
+    assert epochs(work / "fold1") == list(range(1, 25))
     printed = outputs(work, 1)
     assert printed.count("fold 1: starts on") == 2, "the requeued attempt appends to the output file"
     assert "fold 1: exit status 143" in printed and "fold 1: exit status 0" in printed
@@ -108,7 +108,7 @@ def test_a_requeue_in_the_middle_of_an_epoch_resumes_with_every_epoch_once(clust
 def test_the_time_limit_signal_requeues_the_task_which_resumes(cluster, experiment_on):
     # At `--signal=B:USR1@N` SLURM sends USR1 to the batch shell N seconds before the time limit; here it is sent
     # at once with scancel, as SLURM would, instead of waiting minutes for a real limit.
-    config, work = experiment_on("timelimit", 12)
+    config, work = experiment_on("timelimit", 24)
     script = set_up(cluster, config, work)
     assert "#SBATCH --signal=B:USR1@300" in script.read_text()
     job = cluster.submit("--array=2", str(script))
@@ -118,7 +118,7 @@ def test_the_time_limit_signal_requeues_the_task_which_resumes(cluster, experime
     tasks = cluster.wait(job)
     assert states(tasks) == {"2": "COMPLETED"} and int(tasks["2"]["Restarts"]) == 1, outputs(work, 2)
     assert "fold 2: time limit near, requeueing to resume later" in outputs(work, 2)
-    assert epochs(work / "fold2") == list(range(1, 13))
+    assert epochs(work / "fold2") == list(range(1, 25))
 
 
 def test_the_same_fold_submitted_twice_runs_once(cluster, experiment_on):
