@@ -125,6 +125,23 @@ def test_unet3d_train_resumes_after_its_mlflow_run_was_deleted_in_the_default_st
 
 
 @needs_mlflow
+@pytest.mark.parametrize("text", ['{"tracker": "mlflow", "run_', '["mlflow"]'])
+def test_an_unreadable_tracker_state_is_a_warning_and_a_new_run(experiment, tmp_path, monkeypatch, caplog, text):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    config = experiment("unreadable", n_epochs=1, mutate=with_tracker("mlflow", {"tracking_uri": uri}))
+    work = run_experiment(config, tmp_path, RunOptions(seed=1)).work_dir
+    (work / STATE_FILENAME).write_text(text)  # edited or truncated by hand
+    state = run_experiment(config, tmp_path, RunOptions(seed=1), overrides={"training.n_epochs": 2}).state
+    assert state.epoch == 2 and "tracker.json: unreadable" in caplog.text
+    run_id = json.loads((work / STATE_FILENAME).read_text())["run_id"]
+    client = MlflowClient(tracking_uri=uri)
+    assert [m.step for m in client.get_metric_history(run_id, "loss/train")] == [1, 2]
+
+
+@needs_mlflow
 def test_an_unreachable_tracker_never_blocks_training(experiment, tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
