@@ -133,6 +133,16 @@ def test_an_accepted_learning_rate_change_moves_the_kept_schedule_to_the_new_bas
     assert saved["optimizer"]["param_groups"][0]["initial_lr"] == 0.001
 
 
+def test_an_accepted_setting_that_needs_more_state_starts_a_fresh_optimizer_state(one_epoch, tmp_path):
+    # Adam's amsgrad turned on: its first step read max_exp_avg_sq, which the restored state lacks (KeyError).
+    config, work = one_epoch
+    edit(config, training__n_epochs=2, optimizer__amsgrad=True)
+    assert run_experiment(config, tmp_path, RunOptions(seed=1, accept_config_changes=True)).state.epoch == 2
+    saved = torch.load(work / "model.pth", weights_only=True)
+    assert all("max_exp_avg_sq" in state for state in saved["optimizer"]["state"].values())
+    assert "new settings keep max_exp_avg_sq, which the run so far did not" in (work / "train.log").read_text()
+
+
 def test_extending_keys_are_applied_without_asking(one_epoch, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="unet3d")
     config, work = one_epoch

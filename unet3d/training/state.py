@@ -16,6 +16,7 @@ from unet3d import checkpoint as ckpt
 from unet3d.atomic import atomic_duplicate
 from unet3d.config.schema import Config
 from unet3d.errors import CheckpointError
+from unet3d.optim import missing_state
 from unet3d.training.components import Components
 from unet3d.training.history import LOG_FILENAME, write_log
 from unet3d.training.plots import PLOT_FILENAME, write_progress_plot
@@ -89,6 +90,14 @@ def _restore_optimizer(parts: Components, saved: dict[str, Any], config: Config,
     fresh_groups = [dict(group) for group in parts.optimizer.param_groups]
     parts.optimizer.load_state_dict(saved["optimizer"])
     apply_accepted(accepted, parts.optimizer, fresh_groups)
+    missing = missing_state(parts.optimizer) if any(c.key.startswith("optimizer.") for c in accepted) else []
+    if missing:  # e.g. amsgrad turned on: its step would fail with a KeyError
+        parts.optimizer.state.clear()
+        log.warning(
+            "--accept_config_changes: the optimizer's new settings keep %s, which the run so far did not: it starts "
+            "with a fresh state (no moments or momentum from the run so far)",
+            ", ".join(missing),
+        )
     if parts.scheduler is None:
         return
     if scheduler_replaced(accepted):
