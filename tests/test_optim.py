@@ -16,6 +16,7 @@ from unet3d.optim import (
     build_scheduler,
     check_optim_specs,
     current_lr,
+    missing_state,
     scheduler_monitor,
     scheduler_step_mode,
     step_scheduler,
@@ -114,3 +115,20 @@ def test_wrong_step_modes_monitors_and_arguments_are_config_errors():
         check_optim_specs(adam, NamedSpec("ReduceLROnPlateau", {"monitor": 3}))
     with pytest.raises(ConfigError, match=r"^optimizer: Adam: Invalid learning rate: -1"):
         build_optimizer(NamedSpec("Adam", {"lr": -1}), [torch.nn.Parameter(torch.zeros(1))])
+
+
+@pytest.mark.parametrize(
+    ("name", "setting", "missing"),
+    [
+        ("Adam", {"amsgrad": True}, ["max_exp_avg_sq"]),
+        ("Adam", {"weight_decay": 0.1}, []),
+        ("SGD", {"momentum": 0.9}, []),
+    ],
+)
+def test_missing_state_names_what_a_restored_optimizer_lacks_for_its_new_settings(name, setting, missing):
+    params = [torch.nn.Parameter(torch.ones(2, 3)), torch.nn.Parameter(torch.ones(2))]
+    optimizer = getattr(torch.optim, name)(params, lr=0.1)
+    sum(param.sum() for param in params).backward()
+    optimizer.step()
+    optimizer.param_groups[0].update(setting)  # as an accepted config change sets it on the restored groups
+    assert missing_state(optimizer) == missing

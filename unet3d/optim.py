@@ -61,6 +61,35 @@ def build_optimizer(spec: NamedSpec, parameters: Iterable[torch.nn.Parameter]) -
         raise ConfigError(f"optimizer: {spec.name}: {error}") from None
 
 
+def missing_state(optimizer: torch.optim.Optimizer) -> list[str]:
+    """The per-parameter state entries the optimizer's next step reads and its restored state lacks (Adam's
+    `max_exp_avg_sq` once `amsgrad` is on: a KeyError at the first step). Found by one step of the same class and
+    settings on a one-element parameter of each shape rank; [] where such a step cannot be taken (LBFGS)."""
+    missing: set[str] = set()
+    for group in optimizer.param_groups:
+        probed: dict[tuple, set[str]] = {}
+        for param in group["params"]:
+            held = optimizer.state.get(param)
+            kind = (param.dim(), param.dtype, param.device)
+            if held and kind not in probed:
+                probed[kind] = _state_keys(type(optimizer), group, kind)
+            missing |= probed.get(kind, set()) - set(held or ())
+    return sorted(missing)
+
+
+def _state_keys(cls: type[torch.optim.Optimizer], group: dict, kind: tuple) -> set[str]:
+    rank, dtype, device = kind
+    proxy = torch.zeros((1,) * rank, dtype=dtype, device=device, requires_grad=True)
+    proxy.grad = torch.ones_like(proxy)
+    try:
+        probe = cls([proxy])
+        probe.param_groups[0].update({k: v for k, v in group.items() if k != "params"})
+        probe.step()
+    except Exception:  # an optimizer whose step needs more (LBFGS: a closure) cannot be probed
+        return set()
+    return set(probe.state[proxy])
+
+
 def build_scheduler(spec: NamedSpec | None, optimizer: torch.optim.Optimizer) -> Scheduler | None:
     """The configured scheduler, or None."""
     if spec is None:

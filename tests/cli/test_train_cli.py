@@ -57,6 +57,31 @@ def test_bad_config_exits_2_with_one_line_and_no_traceback(experiment, tmp_path)
     assert not (tmp_path / "cli_bad").exists(), "no work dir before the config is valid"
 
 
+@pytest.mark.parametrize(
+    ("tracker", "kwargs", "message"),
+    [
+        (
+            "mlflow",
+            {"tracking_uri": 123},
+            "error: training.tracker_kwargs.tracking_uri: expected a non-empty string, got 123",
+        ),
+        (
+            "wandb",
+            {"mode": "bogus"},
+            "error: training.tracker_kwargs.mode: expected one of ['online', 'offline', 'disabled', ",
+        ),
+    ],
+)
+def test_a_bad_tracker_setting_exits_2_with_one_line_before_any_compute(experiment, tmp_path, tracker, kwargs, message):
+    # Issue 22, item 5: these were tracebacks once the tracker started.
+    pytest.importorskip(tracker)
+    config = experiment("cli_tracker", mutate=lambda c: c["training"].update(tracker=tracker, tracker_kwargs=kwargs))
+    result = train("--config_filename", str(config), "--output_dir", str(tmp_path))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(message)
+    assert not (tmp_path / "cli_tracker").exists(), "no work dir before the config is valid"
+
+
 def test_missing_data_file_exits_2_naming_the_file(experiment, tmp_path):
     def break_path(config):
         config["training_filenames"][1]["image"][2] = "nowhere/missing_t1ce.nii.gz"

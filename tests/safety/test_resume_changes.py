@@ -99,6 +99,50 @@ def test_an_accepted_new_optimizer_class_starts_a_fresh_optimizer_state(one_epoc
     assert "the optimizer is now SGD: it starts with a fresh state" in (work / "train.log").read_text()
 
 
+def halved_twice(experiment, tmp_path):
+    """A run that halves its learning rate every epoch (StepLR), 2 epochs done: its config."""
+    scheduler = {"name": "StepLR", "step_size": 1, "gamma": 0.5}
+    config = experiment("stepped", n_epochs=2, mutate=lambda c: c.update(scheduler=scheduler))
+    run_experiment(config, tmp_path, RunOptions(seed=1))
+    return config
+
+
+def test_an_accepted_scheduler_change_starts_the_learning_rate_again(experiment, tmp_path):
+    # Issue 22, item 4, the scheduler's side: a new scheduler started from its first epoch, but on the learning rate
+    # the old one had decayed to (0.0025 here instead of 0.01).
+    config = halved_twice(experiment, tmp_path)
+    edit(config, training__n_epochs=3, scheduler={"name": "StepLR", "step_size": 1})  # gamma: 0.5 → (not set)
+    run_experiment(config, tmp_path, RunOptions(seed=1, accept_config_changes=True))
+    work = tmp_path / "stepped"
+    assert list(pd.read_csv(work / "training_log.csv")["lr"]) == pytest.approx([0.01, 0.005, 0.01])
+    saved = torch.load(work / "model.pth", weights_only=True)
+    assert saved["scheduler"]["gamma"] == 0.1 and saved["scheduler"]["last_epoch"] == 1  # StepLR's default gamma
+    assert (
+        "the scheduler's settings changed: it starts again from its initial state" in (work / "train.log").read_text()
+    )
+
+
+def test_an_accepted_learning_rate_change_moves_the_kept_schedule_to_the_new_base(experiment, tmp_path):
+    config = halved_twice(experiment, tmp_path)
+    edit(config, training__n_epochs=3, optimizer__lr=0.001)
+    run_experiment(config, tmp_path, RunOptions(seed=1, accept_config_changes=True))
+    work = tmp_path / "stepped"
+    assert list(pd.read_csv(work / "training_log.csv")["lr"]) == pytest.approx([0.01, 0.005, 0.001])
+    saved = torch.load(work / "model.pth", weights_only=True)
+    assert saved["scheduler"]["base_lrs"] == [0.001] and saved["scheduler"]["last_epoch"] == 3
+    assert saved["optimizer"]["param_groups"][0]["initial_lr"] == 0.001
+
+
+def test_an_accepted_setting_that_needs_more_state_starts_a_fresh_optimizer_state(one_epoch, tmp_path):
+    # Adam's amsgrad turned on: its first step read max_exp_avg_sq, which the restored state lacks (KeyError).
+    config, work = one_epoch
+    edit(config, training__n_epochs=2, optimizer__amsgrad=True)
+    assert run_experiment(config, tmp_path, RunOptions(seed=1, accept_config_changes=True)).state.epoch == 2
+    saved = torch.load(work / "model.pth", weights_only=True)
+    assert all("max_exp_avg_sq" in state for state in saved["optimizer"]["state"].values())
+    assert "new settings keep max_exp_avg_sq, which the run so far did not" in (work / "train.log").read_text()
+
+
 def test_extending_keys_are_applied_without_asking(one_epoch, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="unet3d")
     config, work = one_epoch

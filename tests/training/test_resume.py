@@ -4,8 +4,9 @@ tests/safety/test_resume_changes.py."""
 from __future__ import annotations
 
 import pytest
+import torch
 
-from unet3d.training.resume import applies_on_resume, config_changes
+from unet3d.training.resume import MISSING, Change, applies_on_resume, apply_accepted, config_changes
 
 
 @pytest.mark.parametrize(
@@ -39,3 +40,26 @@ def test_config_changes_lists_added_removed_and_nested_keys():
         "training: (not set) → {}",
         "training.n_epochs: 1 → (not set)",
     ]
+
+
+def optimizer(**kwargs):
+    """An Adam on one parameter, its first epoch's rate halved by LinearLR (the rate a resume must not take as base)."""
+    built = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], **kwargs)
+    torch.optim.lr_scheduler.LinearLR(built, start_factor=0.5)
+    return built
+
+
+def test_an_accepted_change_takes_the_value_the_new_config_builds():
+    restored = optimizer(lr=0.01, weight_decay=0.1)
+    changes = [Change("optimizer.lr", 0.01, 0.001), Change("optimizer.weight_decay", 0.1, MISSING)]
+    apply_accepted(changes, restored, optimizer(lr=0.001).param_groups)
+    (group,) = restored.param_groups
+    assert group["weight_decay"] == 0.0  # Adam's default, not the removed 0.1
+    assert group["lr"] == group["initial_lr"] == 0.001  # the new base, not LinearLR's first-epoch 0.0005
+
+
+def test_a_changed_scheduler_starts_from_the_rate_it_sets_first():
+    restored = optimizer(lr=0.01)
+    restored.param_groups[0]["lr"] = 0.0001  # where the old schedule had gone
+    apply_accepted([Change("scheduler.start_factor", MISSING, 0.5)], restored, optimizer(lr=0.01).param_groups)
+    assert restored.param_groups[0]["lr"] == 0.005 and restored.param_groups[0]["initial_lr"] == 0.01

@@ -3,8 +3,11 @@
 import glob
 import importlib.util
 import json
+import os
 import re
 import struct
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -91,6 +94,51 @@ def test_a_deleted_mlflow_run_is_replaced_and_a_changed_store_is_applied(experim
     moved = MlflowClient(tracking_uri=second)
     (run,) = moved.search_runs([moved.get_experiment_by_name("tiny").experiment_id])
     assert [m.step for m in moved.get_metric_history(run.info.run_id, "loss/train")] == [1, 2, 3, 4, 5]
+
+
+@needs_mlflow
+def test_unet3d_train_resumes_after_its_mlflow_run_was_deleted_in_the_default_store(experiment, tmp_path):
+    # Issue 22, item 5, as a user meets it: MLflow as `unet3d[mlflow]` installs it, no tracking_uri (MLflow's default
+    # store: SQLite in the working directory, no MLFLOW_ALLOW_FILE_STORE), the run deleted between two invocations.
+    from mlflow.tracking import MlflowClient
+
+    config = experiment("deleted", n_validation=1, n_epochs=1, mutate=with_tracker("mlflow", {"experiment_name": "x"}))
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")}
+
+    def train(*flags):
+        command = ["--config_filename", str(config), "--output_dir", str(tmp_path / "out"), "--seed", "1", *flags]
+        done = subprocess.run(
+            [sys.executable, "-m", "unet3d.cli.train", *command], capture_output=True, text=True, cwd=tmp_path, env=env
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stderr
+
+    assert "training goes on without the tracker" not in train()
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    work = tmp_path / "out" / "deleted"
+    client.delete_run(json.loads((work / STATE_FILENAME).read_text())["run_id"])
+    stderr = train("--set", "training.n_epochs=2")
+    assert "cannot be continued" in stderr and "a new run replays the log" in (work / "train.log").read_text()
+    assert pd.read_csv(work / LOG_FILENAME)["epoch"].tolist() == [1, 2]
+    (run,) = client.search_runs([client.get_experiment_by_name("x").experiment_id])
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss/train")] == [1, 2]
+
+
+@needs_mlflow
+@pytest.mark.parametrize("text", ['{"tracker": "mlflow", "run_', '["mlflow"]'])
+def test_an_unreadable_tracker_state_is_a_warning_and_a_new_run(experiment, tmp_path, monkeypatch, caplog, text):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    config = experiment("unreadable", n_epochs=1, mutate=with_tracker("mlflow", {"tracking_uri": uri}))
+    work = run_experiment(config, tmp_path, RunOptions(seed=1)).work_dir
+    (work / STATE_FILENAME).write_text(text)  # edited or truncated by hand
+    state = run_experiment(config, tmp_path, RunOptions(seed=1), overrides={"training.n_epochs": 2}).state
+    assert state.epoch == 2 and "tracker.json: unreadable" in caplog.text
+    run_id = json.loads((work / STATE_FILENAME).read_text())["run_id"]
+    client = MlflowClient(tracking_uri=uri)
+    assert [m.step for m in client.get_metric_history(run_id, "loss/train")] == [1, 2]
 
 
 @needs_mlflow

@@ -137,17 +137,24 @@ def optimizer_replaced(changes: Sequence[Change]) -> bool:
     return any(change.key == "optimizer.name" for change in changes)
 
 
+def scheduler_replaced(changes: Sequence[Change]) -> bool:
+    """Whether an accepted change touches the scheduler (it starts again from its first epoch)."""
+    return any(change.key == "scheduler" or change.key.startswith("scheduler.") for change in changes)
+
+
 def apply_accepted(
     changes: Sequence[Change], optimizer: torch.optim.Optimizer, fresh_groups: Sequence[dict[str, Any]]
-) -> bool:
+) -> None:
     """After a restore: give the optimizer's parameter groups the accepted hyperparameters (the restored state holds
-    the old ones): each changed key takes its value in `fresh_groups`, the groups as the new config builds them, so
-    a removed key returns to the class default. Returns whether the scheduler's saved state must be dropped (its
-    settings changed)."""
+    the old ones). Each changed key takes its value in `fresh_groups`, the groups as the new config and its scheduler
+    build them, so a removed key returns to the class default. The learning rate: with a new scheduler, the one it
+    starts with; with the kept one, the new base rate, which the schedule goes on from."""
     names = {change.key.split(".", 1)[1] for change in changes if change.key.startswith("optimizer.")}
+    restart = scheduler_replaced(changes)
     for group, fresh in zip(optimizer.param_groups, fresh_groups, strict=True):
-        for name in sorted(names & (fresh.keys() - {"params"})):
+        for name in sorted((names - {"lr"}) & (fresh.keys() - {"params"})):
             group[name] = fresh[name]
-            if name == "lr":
-                group["initial_lr"] = fresh["lr"]
-    return any(change.key.startswith("scheduler") for change in changes)
+        if restart:
+            group.update({name: fresh[name] for name in ("lr", "initial_lr") if name in fresh})
+        elif "lr" in names:  # a scheduler may scale its first epoch's rate (LinearLR): the base is initial_lr
+            group["lr"] = group["initial_lr"] = fresh.get("initial_lr", fresh["lr"])

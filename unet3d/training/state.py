@@ -16,10 +16,11 @@ from unet3d import checkpoint as ckpt
 from unet3d.atomic import atomic_duplicate
 from unet3d.config.schema import Config
 from unet3d.errors import CheckpointError
+from unet3d.optim import missing_state
 from unet3d.training.components import Components
 from unet3d.training.history import LOG_FILENAME, write_log
 from unet3d.training.plots import PLOT_FILENAME, write_progress_plot
-from unet3d.training.resume import Change, apply_accepted, optimizer_replaced
+from unet3d.training.resume import Change, apply_accepted, optimizer_replaced, scheduler_replaced
 
 log = logging.getLogger("unet3d")
 
@@ -64,21 +65,7 @@ def restore(
                 "use --pretrained_model_filename to start from its weights"
             )
     ckpt.load_model_weights(parts.model, ckpt.model_state(saved), path)
-    if optimizer_replaced(accepted):
-        fresh_scheduler = True  # a scheduler's state belongs to the optimizer it was built on
-        log.warning(
-            "--accept_config_changes: the optimizer is now %s: it starts with a fresh state (no moments or momentum "
-            "from the run so far), and so does the scheduler",
-            config.optimizer.name,
-        )
-    else:
-        fresh_groups = [dict(group) for group in parts.optimizer.param_groups]
-        parts.optimizer.load_state_dict(saved["optimizer"])
-        fresh_scheduler = apply_accepted(accepted, parts.optimizer, fresh_groups)
-    if parts.scheduler is not None and saved.get("scheduler") is not None and not fresh_scheduler:
-        parts.scheduler.load_state_dict(saved["scheduler"])
-    elif parts.scheduler is not None and fresh_scheduler:
-        log.warning("the scheduler's settings changed: it starts again from its initial state")
+    _restore_optimizer(parts, saved, config, accepted)
     if saved.get("scaler"):
         parts.scaler.load_state_dict(saved["scaler"])
     return TrainingState(
@@ -88,6 +75,38 @@ def restore(
         seed=int(saved["seed"]),
         rows=list(saved["rows"]),
     )
+
+
+def _restore_optimizer(parts: Components, saved: dict[str, Any], config: Config, accepted: Sequence[Change]) -> None:
+    """The saved optimizer and scheduler states, with the accepted config changes on top (see `apply_accepted`); a
+    new optimizer class starts both from scratch, a changed scheduler starts itself from scratch."""
+    if optimizer_replaced(accepted):
+        log.warning(
+            "--accept_config_changes: the optimizer is now %s: it starts with a fresh state (no moments or momentum "
+            "from the run so far), and so does the scheduler",
+            config.optimizer.name,
+        )
+        return  # a scheduler's state belongs to the optimizer it was built on
+    fresh_groups = [dict(group) for group in parts.optimizer.param_groups]
+    parts.optimizer.load_state_dict(saved["optimizer"])
+    apply_accepted(accepted, parts.optimizer, fresh_groups)
+    missing = missing_state(parts.optimizer) if any(c.key.startswith("optimizer.") for c in accepted) else []
+    if missing:  # e.g. amsgrad turned on: its step would fail with a KeyError
+        parts.optimizer.state.clear()
+        log.warning(
+            "--accept_config_changes: the optimizer's new settings keep %s, which the run so far did not: it starts "
+            "with a fresh state (no moments or momentum from the run so far)",
+            ", ".join(missing),
+        )
+    if parts.scheduler is None:
+        return
+    if scheduler_replaced(accepted):
+        log.warning("the scheduler's settings changed: it starts again from its initial state")
+    elif saved.get("scheduler") is not None:
+        parts.scheduler.load_state_dict(saved["scheduler"])
+        if hasattr(parts.scheduler, "base_lrs"):  # an accepted learning rate is the schedule's new base
+            pairs = zip(parts.optimizer.param_groups, parts.scheduler.base_lrs, strict=True)
+            parts.scheduler.base_lrs = [group.get("initial_lr", base) for group, base in pairs]
 
 
 def save_epoch(work_dir: Path, parts: Components, state: TrainingState, config: Config, improved: bool) -> None:

@@ -146,8 +146,20 @@ def _open(name: str, kwargs: dict[str, Any], work_dir: Path) -> MlflowRun | Wand
 
 
 def _state(work_dir: Path) -> dict[str, Any]:
+    """`tracker.json`: {tracker, run_id, epochs}; one that does not read as such (edited, truncated) is a warning and
+    is taken as absent, so a new tracker run replays the log."""
     path = work_dir / STATE_FILENAME
-    return json.loads(path.read_text()) if path.exists() else {}
+    if not path.exists():
+        return {}
+    try:
+        state = json.loads(path.read_text())
+        if isinstance(state.get("tracker"), str) and isinstance(state.get("run_id"), str):
+            return {**state, "epochs": int(state.get("epochs", 0))}
+        problem = "not {tracker, run_id, epochs}"
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, AttributeError) as error:
+        problem = f"{type(error).__name__}: {error}"
+    log.warning("%s: unreadable (%s); a new tracker run replays the log", path, problem)
+    return {}
 
 
 class TrackerSession:
@@ -228,11 +240,11 @@ def tracker_mirror(
     session = TrackerSession(tracker, kwargs, work_dir)
     state, last = _state(work_dir), int(rows[-1]["epoch"]) if rows else 0
     same = state.get("tracker") == tracker and bool(state.get("run_id"))
-    resumable = same and int(state.get("epochs", 0)) <= last
+    resumable = same and state["epochs"] <= last
     continued = session.start(
         state["run_id"] if resumable else None, config, state["run_id"] if same and not resumable else None
     )
-    done = int(state.get("epochs", 0)) if continued else 0
+    done = state["epochs"] if continued else 0
 
     def add(row: Row) -> None:
         session.call("logging", lambda run: run.log(scalars(row), int(row["epoch"])))
@@ -263,7 +275,7 @@ def log_final_metrics(work_dir: Path, tracker: str | None, kwargs: dict[str, Any
     config = json.loads(config_path.read_text()) if config_path.exists() else {}
     if session.start(state["run_id"], config, replace_gone=False):
         final = {f"final/{k}": float(v) for k, v in metrics.items()}
-        session.call("sending the final metrics", lambda run: run.summarize(final, int(state.get("epochs", 0))))
+        session.call("sending the final metrics", lambda run: run.summarize(final, state["epochs"]))
         session.close()
 
 
