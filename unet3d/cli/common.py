@@ -28,6 +28,9 @@ OUT_OF_MEMORY = (
 def _terminate(signum: int, frame: object) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: a second SIGTERM (bash forwarding it) must not cut the unwind
     request_termination()
+    # The exception lands wherever the main thread is, possibly inside a library building an object; that object's
+    # finalizer may then fail ("Exception ignored in ... __del__"). The run is ending: such noise is not reported.
+    sys.unraisablehook = lambda unraisable: None
     raise Terminated
 
 
