@@ -122,7 +122,7 @@ def test_the_time_limit_signal_requeues_the_task_which_resumes(cluster, experime
 
 
 def test_the_same_fold_submitted_twice_runs_once(cluster, experiment_on):
-    config, work = experiment_on("twice", 40)
+    config, work = experiment_on("twice", 24)
     script = set_up(cluster, config, work)
     first = cluster.submit("--array=3", str(script))
     wait_for_epochs(work / "fold3", 1)  # the first task holds the fold
@@ -131,7 +131,7 @@ def test_the_same_fold_submitted_twice_runs_once(cluster, experiment_on):
     assert refused["JobState"] == "FAILED" and refused["ExitCode"] == "75:0"
     assert "in use by another unet3d run" in outputs(work, 3)
     assert states(cluster.wait(first)) == {"3": "COMPLETED"}
-    assert epochs(work / "fold3") == list(range(1, 41))
+    assert epochs(work / "fold3") == list(range(1, 25))
 
 
 def test_a_fold_trains_on_two_srun_tasks_with_a_rendezvous(cluster, experiment_on):
