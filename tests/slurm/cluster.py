@@ -21,9 +21,14 @@ MUNGE_KEY = Path("/etc/munge/munge.key")
 ACTIVE = ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "RESIZING", "SUSPENDED")
 
 
+def _which(name: str) -> str | None:
+    """A SLURM or munge program: the daemons live in /usr/sbin, which a non-login PATH may lack."""
+    return shutil.which(name, path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
+
+
 def why_unavailable() -> str | None:
     """Why a cluster cannot be started here, or None when it can."""
-    missing = [name for name in DAEMONS if shutil.which(name) is None]
+    missing = [name for name in DAEMONS if _which(name) is None]
     if missing:
         return f"SLURM is not installed ({', '.join(missing)} missing; .ci/run installs slurm-wlm and munge with apt)"
     if os.geteuid() != 0:
@@ -82,7 +87,7 @@ class Cluster:
     def _daemon(self, name: str, *arguments: str) -> None:
         pid_file = self.root / f"{name}.pid"
         subprocess.run(
-            [shutil.which(name), *arguments],
+            [_which(name), *arguments],
             check=True,
             capture_output=True,
             timeout=60,
