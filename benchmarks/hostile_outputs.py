@@ -86,6 +86,7 @@ def resumes_and_trackers(lab: Lab) -> None:
     record("22.4 Adam → SGD, accepted", code, message or "trained", "no" if code == 0 else "YES")
 
     os.environ.pop("MLFLOW_ALLOW_FILE_STORE", None)
+    os.chdir(lab.root)  # MLflow puts a SQLite store's artifacts in ./mlruns of the working directory
     store = f"sqlite:///{lab.root / 'mlflow.db'}"
     config = lab.config(
         "tracked", lambda c: c["training"].update(tracker="mlflow", tracker_kwargs={"tracking_uri": store})
