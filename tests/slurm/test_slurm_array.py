@@ -17,6 +17,9 @@ from tests.conftest import tiny_config
 from unet3d import checkpoint as ckpt
 from unet3d.training.history import LOG_FILENAME
 
+# One worker of pytest-xdist runs them all, so one cluster starts.
+pytestmark = pytest.mark.xdist_group("slurm")
+
 CLUSTER = {"cpus": 1, "mem": "1G", "time": 10}  # gpus left at its default: sinfo lists no GPU here
 
 
