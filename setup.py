@@ -1,10 +1,13 @@
 """Installs the `unet3d` package and its commands: `unet3d-plan`, `-train`, `-predict`, `-evaluate`, `-export`."""
 
+import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
 
 here = Path(__file__).parent
+# The version without importing the package (its dependencies may not be installed yet).
+version = re.search(r'__version__ = "([^"]+)"', (here / "unet3d" / "version.py").read_text()).group(1)
 requirements = [
     line.strip()
     for line in (here / "requirements.txt").read_text().splitlines()
@@ -17,7 +20,7 @@ TRACKERS = {"mlflow": ["mlflow-skinny>=2.10", "sqlalchemy>=2", "alembic>=1.10"],
 
 setup(
     name="unet3d",
-    version="0.1.0",
+    version=version,
     description="Cross-validation experiment runner for 3D (and 2D) medical image segmentation on PyTorch and MONAI",
     long_description=(here / "README.md").read_text(),
     long_description_content_type="text/markdown",

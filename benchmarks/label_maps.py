@@ -32,11 +32,11 @@ from unet3d.data.labels import channel_groups, region_names
 from unet3d.data.synthetic import write_dataset
 from unet3d.evaluation.metrics import read_labels
 from unet3d.experiment.run import run_experiment
-from unet3d.experiment.steps import best_model_path
 from unet3d.inference.predictor import make_predictor
 from unet3d.inference.writing import iter_predictions
 from unet3d.training.history import LOG_FILENAME, read_log
-from unet3d.training.run import RunOptions
+from unet3d.training.options import RunOptions
+from unet3d.workdir import RunDir
 
 HERE = Path(__file__).resolve().parent
 N_CASES = 12
@@ -96,7 +96,7 @@ def fold_rows(fold: int, fold_dir: Path) -> list[dict]:
     config = load_config(fold_dir.parent / f"fold{fold}.json")
     groups = channel_groups(config.labels, config.dataset.setup_label_hierarchy)
     names = region_names(groups)
-    model = best_model_path(fold_dir)
+    model = RunDir(fold_dir).model()
     epoch = int(torch.load(model, map_location="cpu", weights_only=True)["epoch"])
     log = read_log(fold_dir / LOG_FILENAME).set_index("epoch")
     metrics = pd.read_csv(fold_dir / "validation" / "metrics.csv").set_index("case_id")

@@ -43,7 +43,8 @@ from sklearn.model_selection import KFold
 
 from unet3d.atomic import atomic_write_json
 from unet3d.data.synthetic_layouts import write_nnunet_dataset
-from unet3d.experiment.splits import SPLITS_FILENAME, splits_document
+from unet3d.experiment.splits import splits_document
+from unet3d.workdir import SPLITS_FILENAME
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "examples" / "nnunet_style" / "nnunet_style_config.json"

@@ -107,7 +107,7 @@ def trained_cv(tiny_data, tmp_path_factory):
     """A finished 2-fold run of the tiny experiment with an unlabelled extra group (trained once per session):
     (config path, CV work dir, data folder)."""
     from unet3d.experiment.run import run_experiment
-    from unet3d.training.run import RunOptions
+    from unet3d.training.options import RunOptions
 
     folder, entries = tiny_data
     extra = write_dataset(folder / "extra", 2, seed=11, shape_range=(16, 20), with_labels=False, prefix="new")

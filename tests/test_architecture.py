@@ -17,6 +17,7 @@ RANK = {
     # foundations: no unet3d imports, or only errors
     "errors": 0,
     "formats": 0,
+    "version": 0,
     "normalization": 0,  # unet3d's own intensity transforms, which the registry offers beside MONAI's
     "atomic": 1,
     "locking": 1,
@@ -38,6 +39,7 @@ RANK = {
     "evaluation": 5,
     # what combines them
     "preflight": 6,
+    "workdir": 6,  # what a work dir holds (folds, held-out group, best-or-last, finished, manifest), read one way
     "planning": 7,  # fingerprint the data, plan a config (checked by preflight), write the data report
     "experiment": 9,  # one work dir's steps, folds, splits, summary, SLURM scripts, the entry point
     "prediction": 9,
@@ -52,11 +54,13 @@ def unet3d_imports(path: Path) -> set[str]:
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("unet3d"):
-            names.add(node.module)
+            if node.module != "unet3d":  # `from unet3d import checkpoint` imports the module named, not the API
+                names.add(node.module)
             names.update(f"{node.module}.{alias.name}" for alias in node.names)
         elif isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names if alias.name.startswith("unet3d"))
-    return {name.split(".")[1] for name in names if name.count(".") >= 1}
+    # a bare `import unet3d` reaches the public API, the top of the flow
+    return {name.split(".")[1] if "." in name else "__init__" for name in names}
 
 
 def stage_of(path: Path) -> str:
@@ -76,3 +80,9 @@ def test_imports_follow_the_data_flow(path):
 def test_the_rank_table_names_only_existing_stages():
     stages = {stage_of(path) for path in PACKAGE.rglob("*.py")}
     assert set(RANK) == stages
+
+
+def test_a_bare_import_of_the_package_counts_as_an_import_of_its_public_api(tmp_path):
+    module = tmp_path / "module.py"
+    module.write_text("import unet3d\nfrom unet3d import checkpoint as ckpt\nfrom unet3d.data import labels\n")
+    assert unet3d_imports(module) == {"__init__", "checkpoint", "data"}

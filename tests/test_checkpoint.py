@@ -7,7 +7,15 @@ import torch
 from monai.networks.nets import UNet
 
 from tests.conftest import Payload
-from unet3d.checkpoint import load_checkpoint, load_model_weights, load_pretrained, model_state, save_checkpoint
+from unet3d.checkpoint import (
+    Checkpoint,
+    load_checkpoint,
+    load_model_weights,
+    load_pretrained,
+    model_state,
+    read_checkpoint,
+    save_checkpoint,
+)
 from unet3d.errors import CheckpointError
 
 
@@ -228,3 +236,55 @@ def test_load_pretrained_with_nothing_in_common(tmp_path):
     save_checkpoint(path, {"model": {"unrelated.weight": torch.zeros(3)}})
     with pytest.raises(CheckpointError, match="no layer matches"):
         load_pretrained(small_net(), path)
+
+
+# --- the typed reader ----------------------------------------------------------------------------------------------
+
+
+def test_read_checkpoint_types_a_training_state_and_round_trips_it(tmp_path):
+    net = small_net()
+    written = Checkpoint(
+        model=net.state_dict(),
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.1).state_dict(),
+        epoch=3,
+        best_metric=0.25,
+        best_epoch=2,
+        seed=11,
+        rows=[{"epoch": 1, "loss": 0.5}],
+        config={"training": {"n_epochs": 5}},
+    )
+    save_checkpoint(tmp_path / "model.pth", written)
+    saved = read_checkpoint(tmp_path / "model.pth")
+    assert saved.is_training_state and saved.missing == []
+    assert (saved.epoch, saved.best_metric, saved.best_epoch, saved.seed) == (3, 0.25, 2, 11)
+    assert saved.rows == [{"epoch": 1, "loss": 0.5}] and saved.config == {"training": {"n_epochs": 5}}
+    assert saved.scheduler is None and saved.scaler is None
+    assert_same(saved.model, dict(net.state_dict()))
+    assert sorted(load_checkpoint(tmp_path / "model.pth")) == sorted(written.to_dict())
+
+
+def test_read_checkpoint_reads_plain_weights_as_weights_without_training_state(tmp_path):
+    net = small_net()
+    torch.save({f"module.{k}": v for k, v in net.state_dict().items()}, tmp_path / "plain.pth")
+    saved = read_checkpoint(tmp_path / "plain.pth")
+    assert not saved.is_training_state and saved.missing == ["model", "optimizer", "epoch", "rows"]
+    assert (saved.epoch, saved.config, saved.rows) == (0, None, [])
+    assert_same(saved.model, dict(net.state_dict()))  # the DataParallel prefix is gone
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("epoch", "seven", "'epoch' is 'seven', not a number"),
+        ("rows", {"epoch": 1}, "'rows' is not a list of log rows"),
+        ("config", ["a"], "'config' is a list, not a dict"),
+        ("model", {"w": 1}, "holds no model weights"),
+    ],
+)
+def test_read_checkpoint_names_the_file_and_the_malformed_key(tmp_path, key, value, message):
+    state = Checkpoint(model=small_net().state_dict(), optimizer={}, rows=[]).to_dict()
+    state[key] = value
+    torch.save(state, tmp_path / "model.pth")
+    with pytest.raises(CheckpointError) as error:
+        read_checkpoint(tmp_path / "model.pth")
+    assert str(error.value).startswith(str(tmp_path / "model.pth")) and message in str(error.value)

@@ -22,7 +22,7 @@ from unet3d.optim import (
     step_scheduler,
 )
 from unet3d.training.history import LOG_FILENAME
-from unet3d.training.run import RunOptions
+from unet3d.training.options import RunOptions
 
 
 def test_polynomial_decay_steps_every_iteration(experiment, tmp_path):

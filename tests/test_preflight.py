@@ -16,7 +16,7 @@ from unet3d.data.synthetic import write_case
 from unet3d.errors import ConfigError, DataError
 from unet3d.experiment.run import run_experiment
 from unet3d.preflight import check_data, check_experiment
-from unet3d.training.run import RunOptions
+from unet3d.training.options import RunOptions
 from unet3d.training.tensorboard import TENSORBOARD_DIRNAME
 
 

@@ -14,7 +14,7 @@ def test_every_public_name_resolves_to_the_library_function():
     from unet3d.evaluation.evaluate import evaluate
     from unet3d.experiment.run import run_experiment
     from unet3d.prediction import predict
-    from unet3d.training.run import RunOptions
+    from unet3d.training.options import RunOptions
 
     assert unet3d.run_experiment is run_experiment and unet3d.predict is predict and unet3d.evaluate is evaluate
     assert unet3d.RunOptions is RunOptions

@@ -21,7 +21,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from unet3d.version import __version__
 
 _PUBLIC = {
     "load_config": "unet3d.config.load",
@@ -72,7 +72,7 @@ if TYPE_CHECKING:
     from unet3d.experiment.run import ExperimentResult, run_experiment
     from unet3d.planning.plan import Plan, plan_experiment
     from unet3d.prediction import PredictionResult, predict
-    from unet3d.training.run import RunOptions
+    from unet3d.training.options import RunOptions
 
 
 def __getattr__(name: str) -> Any:

@@ -8,6 +8,8 @@ or the new file, never half of one. `model.pth` is written last in an epoch and 
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +27,101 @@ def epoch_filename(epoch: int) -> str:
     return f"model_epoch{epoch}.pth"
 
 
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Atomically save a checkpoint dict (tensors, numbers, strings, lists and dicts only)."""
-    atomic_write(path, lambda handle: torch.save(state, handle))
+@dataclass
+class Checkpoint:
+    """A checkpoint's contents, typed: the one place that knows its keys. A plain state dict (3DUnetCNN's, or a
+    model exported elsewhere) reads as weights with no training state (`is_training_state` False, epoch 0)."""
+
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any] | None = None
+    scheduler: dict[str, Any] | None = None
+    scaler: dict[str, Any] | None = None
+    epoch: int = 0  # the epoch it completes
+    best_metric: float = math.inf
+    best_epoch: int = 0
+    seed: int = 0
+    rows: list[dict[str, Any]] = field(default_factory=list)  # the training log up to `epoch`
+    config: dict[str, Any] | None = None  # the resolved config it was trained with
+    missing: list[str] = field(default_factory=list)  # of TRAINING_KEYS: weights alone lack them all
+
+    @property
+    def is_training_state(self) -> bool:
+        """Whether training can resume from it (weights alone can only start a run: --pretrained_model_filename)."""
+        return not self.missing
+
+    def to_dict(self) -> dict[str, Any]:
+        """What `save_checkpoint` writes (tensors, numbers, strings, lists and dicts only)."""
+        return {
+            "model": self.model,
+            "optimizer": self.optimizer,
+            "scheduler": self.scheduler,
+            "scaler": self.scaler,
+            "epoch": self.epoch,
+            "best_metric": self.best_metric,
+            "best_epoch": self.best_epoch,
+            "seed": self.seed,
+            "rows": self.rows,
+            "config": self.config,
+        }
+
+
+TRAINING_KEYS = ("model", "optimizer", "epoch", "rows")  # what makes a dict a unet3d training checkpoint
+
+
+def save_checkpoint(path: Path, state: Checkpoint | dict[str, Any]) -> None:
+    """Atomically save a checkpoint (a dict: tensors, numbers, strings, lists and dicts only)."""
+    content = state.to_dict() if isinstance(state, Checkpoint) else state
+    atomic_write(path, lambda handle: torch.save(content, handle))
+
+
+def read_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Load a checkpoint safely and type its contents; a CheckpointError naming the file and the key if one is
+    malformed."""
+    path = Path(path)
+    state = load_checkpoint(path, map_location)
+
+    def number(key: str, kind: type, default: Any) -> Any:
+        value = state.get(key, default)
+        try:
+            return kind(value)
+        except (TypeError, ValueError):
+            raise CheckpointError(f"{path}: {key!r} is {value!r}, not a number") from None
+
+    rows = state.get("rows", [])
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise CheckpointError(f"{path}: 'rows' is not a list of log rows")
+    return Checkpoint(
+        model=_weights(state, path),
+        optimizer=_optional_dict(state, "optimizer", path),
+        scheduler=_optional_dict(state, "scheduler", path),
+        scaler=_optional_dict(state, "scaler", path),
+        epoch=number("epoch", int, 0),
+        best_metric=number("best_metric", float, math.inf),
+        best_epoch=number("best_epoch", int, 0),
+        seed=number("seed", int, 0),
+        rows=list(rows),
+        config=_optional_dict(state, "config", path),
+        missing=[key for key in TRAINING_KEYS if key not in state],
+    )
+
+
+def _optional_dict(state: dict[str, Any], key: str, path: Path) -> dict[str, Any] | None:
+    value = state.get(key)
+    if value is not None and not isinstance(value, dict):
+        raise CheckpointError(f"{path}: {key!r} is a {type(value).__name__}, not a dict")
+    return value
+
+
+def _weights(state: dict[str, Any], path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return model_state(state)
+    except CheckpointError as error:
+        raise CheckpointError(f"{path}: {error}") from None
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint safely (``weights_only=True``: no pickled code runs); a CheckpointError if unusable."""
+    """The raw dict behind `read_checkpoint`, loaded safely (``weights_only=True``: no pickled code runs); a
+    CheckpointError if unusable."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: checkpoint does not exist")
@@ -77,7 +167,7 @@ def load_model_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor],
 
 def load_pretrained(model: torch.nn.Module, path: Path) -> tuple[list[str], list[str]]:
     """Initialise from another model's weights where names and shapes match; returns (loaded, skipped) names."""
-    weights = model_state(load_checkpoint(path))
+    weights = read_checkpoint(path).model
     own = model.state_dict()
     loaded = [k for k, v in weights.items() if k in own and own[k].shape == v.shape]
     skipped = sorted(set(own) - set(loaded))

@@ -20,9 +20,8 @@ from typing import Any
 
 import torch
 
-import unet3d
 from unet3d.atomic import atomic_save, atomic_write_json, check_writable
-from unet3d.checkpoint import load_checkpoint, load_model_weights, model_state
+from unet3d.checkpoint import Checkpoint, load_model_weights, read_checkpoint
 from unet3d.config.schema import Config
 from unet3d.data.labels import channel_groups, enclosing, region_names
 from unet3d.errors import CheckpointError, ConfigError
@@ -30,6 +29,7 @@ from unet3d.losses import activation_from_loss
 from unet3d.models import build_model, spatial_dims, total_downsampling
 from unet3d.output_guard import check_outputs
 from unet3d.prediction import config_for, models_inputs
+from unet3d.version import __version__
 
 log = logging.getLogger("unet3d")
 FORMATS = ("torchscript", "onnx")
@@ -58,10 +58,10 @@ def patch_size(config: Config) -> list[int]:
     return [16 * t for t in (total_downsampling(config.model, dims) or [1] * dims)]
 
 
-def _network(model_filename: Path, config: Config) -> tuple[torch.nn.Module, dict[str, Any]]:
-    saved = load_checkpoint(model_filename)
+def _network(model_filename: Path, config: Config) -> tuple[torch.nn.Module, Checkpoint]:
+    saved = read_checkpoint(model_filename)
     network = build_model(config.model)
-    load_model_weights(network, model_state(saved), model_filename)
+    load_model_weights(network, saved.model, model_filename)
     return network.eval(), saved
 
 
@@ -102,7 +102,7 @@ def _save_onnx(network: torch.nn.Module, example: torch.Tensor, output: Path) ->
     return lambda x: torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
 
 
-def sidecar(config: Config, saved: dict[str, Any], shape: list[int], result: dict[str, Any]) -> dict[str, Any]:
+def sidecar(config: Config, saved: Checkpoint, shape: list[int], result: dict[str, Any]) -> dict[str, Any]:
     """What a deployer needs besides the network: inputs, preprocessing, sliding window, outputs and decoding."""
     activation = activation_from_loss(config.loss)
     dataset = config.dataset
@@ -128,8 +128,8 @@ def sidecar(config: Config, saved: dict[str, Any], shape: list[int], result: dic
         )
     inference = config.inference.kwargs if config.inference is not None else {}
     return {
-        "exported_by": f"unet3d {unet3d.__version__}, torch {torch.__version__}",
-        "checkpoint_epoch": saved.get("epoch"),
+        "exported_by": f"unet3d {__version__}, torch {torch.__version__}",
+        "checkpoint_epoch": saved.epoch if saved.is_training_state else None,
         **result,
         "input": {
             "axes": ["batch", "channel", *["x", "y", "z"][: len(shape)]],

@@ -114,6 +114,16 @@ def device_count(kind: str) -> int:
     return torch.accelerator.device_count() if kind != "cpu" and accelerator_type() == kind else 0
 
 
+def n_devices_from(n_devices: int | None, n_gpus: int | None, where: str) -> int | None:
+    """`n_devices`, or `n_gpus`, its name before accelerators other than CUDA were supported; a ConfigError when
+    both are given and disagree (`where` names the caller)."""
+    if n_gpus is None:
+        return n_devices
+    if n_devices is not None and n_devices != n_gpus:
+        raise ConfigError(f"{where}: n_gpus={n_gpus} and n_devices={n_devices} disagree")
+    return n_gpus
+
+
 def process_group_backend(kind: str, override: str | None = None) -> str:
     """The torch.distributed backend for DistributedDataParallel on this kind of device: nccl (CUDA), hccl (NPU),
     xccl (XPU), gloo (CPU, MPS); `override` (--dist_backend, see `check_backend`) when given."""

@@ -25,7 +25,8 @@ from typing import Protocol
 from unet3d.errors import ConfigError
 from unet3d.locking import LOCK_FILENAME
 
-# The files that make a folder a unet3d work dir, and those of them no command but training may write.
+# The files that make a folder a unet3d work dir, and those of them no command but training may write. The guard
+# comes before the modules that write them, so it names them itself; tests/test_workdir.py holds the two lists equal.
 WORK_DIR_MARKERS = ("model.pth", "splits.json", LOCK_FILENAME)
 TRAINED_MARKERS = ("model.pth", "splits.json")  # a work dir that training wrote (a prediction folder holds a lock)
 WORK_DIR_FILES = ("config.json", "splits.json", "training_log.csv", "train.log", "predictions.json")

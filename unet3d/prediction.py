@@ -19,10 +19,10 @@ from unet3d.config.load import load_config, parse_config
 from unet3d.config.schema import Case, Config, TrainingConfig
 from unet3d.data.checks import check_cases
 from unet3d.data.labels import channel_groups, declared_values, region_names
-from unet3d.devices import device_type
+from unet3d.devices import device_type, n_devices_from
 from unet3d.errors import CheckpointError, ConfigError, UserError
 from unet3d.evaluation.metrics import METRICS_FILENAME, evaluate_directory
-from unet3d.evaluation.postprocessing import POSTPROCESSING_FILENAME, keep_largest_component, read_decision
+from unet3d.evaluation.postprocessing import keep_largest_component, read_decision
 from unet3d.inference.inputs import cases_from_input
 from unet3d.inference.predictor import make_predictor
 from unet3d.inference.writing import check_prediction_outputs, predict_cases
@@ -31,7 +31,7 @@ from unet3d.models import check_model_spec, spatial_dims
 from unet3d.output_guard import Inputs
 from unet3d.preflight import check_experiment
 from unet3d.runtime import resolve_runtime
-from unet3d.training.state import TrainingState, should_stop
+from unet3d.workdir import CrossValidationDir, RunDir, is_finished
 
 log = logging.getLogger("unet3d")
 
@@ -60,13 +60,12 @@ class Member:
 
 def fold_member(fold_dir: Path) -> Member:
     """The model a fold folder contributes, with its training progress (from its last checkpoint)."""
-    last = ckpt.load_checkpoint(fold_dir / ckpt.LAST)
-    training = parse_section(TrainingConfig, (last.get("config") or {}).get("training") or {}, "training")
-    state = TrainingState(epoch=int(last.get("epoch", 0)), best_epoch=int(last.get("best_epoch", 0)))
-    finished = state.epoch >= training.n_epochs or should_stop(state, training.early_stopping_patience)
-    chosen = fold_dir / ckpt.BEST if (fold_dir / ckpt.BEST).exists() else fold_dir / ckpt.LAST
-    epoch = int(ckpt.load_checkpoint(chosen).get("epoch", 0)) if chosen.name != ckpt.LAST else state.epoch
-    return Member(chosen, epoch, state.epoch, training.n_epochs, finished)
+    run = RunDir(fold_dir)
+    last = ckpt.read_checkpoint(run.last)
+    training = parse_section(TrainingConfig, (last.config or {}).get("training") or {}, "training")
+    chosen = run.model()
+    epoch = ckpt.read_checkpoint(chosen).epoch if chosen != run.last else last.epoch
+    return Member(chosen, epoch, last.epoch, training.n_epochs, is_finished(last, training))
 
 
 def ensemble_members(model_dirs: Sequence[Path], allow_partial: bool = False) -> list[Path]:
@@ -75,20 +74,19 @@ def ensemble_members(model_dirs: Sequence[Path], allow_partial: bool = False) ->
     members: list[Member] = []
     problems: list[str] = []
     for folder in map(Path, model_dirs):
-        if (folder / ckpt.LAST).exists():
+        if RunDir(folder).has_model():
             members.append(fold_member(folder))
             continue
-        expected = sorted(folder.glob("fold*.json"), key=lambda p: int(p.stem[4:]) if p.stem[4:].isdigit() else 0)
-        fold_dirs = [folder / p.stem for p in expected] or sorted(d for d in folder.glob("fold*/") if d.is_dir())
-        if not fold_dirs:
+        folds = CrossValidationDir(folder).folds()
+        if not folds:
             raise CheckpointError(
                 f"{folder}: neither a model folder (with {ckpt.LAST}) nor a CV work dir (with fold*/)"
             )
-        for fold_dir in fold_dirs:
-            if not (fold_dir / ckpt.LAST).exists():
-                problems.append(f"{fold_dir}: no trained model")
+        for fold in folds:
+            if not fold.has_model():
+                problems.append(f"{fold.path}: no trained model")
             else:
-                members.append(fold_member(fold_dir))
+                members.append(fold_member(fold.path))
     problems += [
         f"{m.path.parent}: not finished (epoch {m.trained} of {m.n_epochs})" for m in members if not m.finished
     ]
@@ -107,8 +105,8 @@ def config_for(models: Sequence[Path], config_filename: Path | None) -> Config:
     """The given config, or the one saved inside the first model's checkpoint (what it was trained with)."""
     if config_filename is not None:
         return load_config(config_filename)
-    saved = ckpt.load_checkpoint(models[0]).get("config")
-    if not isinstance(saved, dict):
+    saved = ckpt.read_checkpoint(models[0]).config
+    if saved is None:
         raise CheckpointError(f"{models[0]}: holds no config; give --config_filename")
     return parse_config(saved, base=Path(models[0]).parent, source=Path(models[0]))
 
@@ -118,7 +116,7 @@ def own_config(model: Path, saved: Config | None = None) -> tuple[Config, str] |
     fold or single run writes), else the one saved in the checkpoint (`saved`, when already read); None for a
     checkpoint that holds none or cannot be read (loading it for the prediction says why), and the guard then holds
     the cases of the config given."""
-    beside = Path(model).parent / "config.json"
+    beside = RunDir(Path(model).parent).config
     readers = [(lambda: load_config(beside), f"the model's config {beside}")] if beside.is_file() else []
     readers.append((lambda: saved or config_for([Path(model)], None), f"the config saved in the model {model}"))
     for read, what in readers:
@@ -188,10 +186,11 @@ def predict(
     Postprocessing: the `postprocessing.json` given, else the one a model folder (CV work dir) holds, unless
     `use_postprocessing` is False. Folds of `model_dirs` must be finished unless `allow_partial`. `device` as
     `unet3d.devices.device_type` reads it (not the models' training.device: they may have been trained elsewhere).
-    `n_gpus` is the earlier name of `n_devices`, still accepted. No output may replace an input of the run (the
-    cases, every case of the config and of each model's own config, the models and configs); existing files in a
-    folder that no unet3d prediction wrote into are replaced only with `overwrite` (see `unet3d.output_guard`)."""
-    n_devices = n_gpus if n_gpus is not None else n_devices
+    `n_gpus` is the earlier name of `n_devices`, still accepted (a ConfigError when both disagree). No output may
+    replace an input of the run (the cases, every case of the config and of each model's own config, the models and
+    configs); existing files in a folder that no unet3d prediction wrote into are replaced only with `overwrite`
+    (see `unet3d.output_guard`)."""
+    n_devices = n_devices_from(n_devices, n_gpus, "predict")
     device_type(device)  # an absent device is refused before any work
     models = [*map(Path, model_filenames), *ensemble_members(model_dirs, allow_partial)]
     if not models:
@@ -234,9 +233,8 @@ def predict(
     output_directory = Path(output_directory)
     regions = channel_groups(config.labels, config.dataset.setup_label_hierarchy)
     postprocess = None
-    decision = postprocessing or next(
-        (Path(d) / POSTPROCESSING_FILENAME for d in model_dirs if (Path(d) / POSTPROCESSING_FILENAME).exists()), None
-    )
+    found = (CrossValidationDir(d).postprocessing for d in model_dirs)
+    decision = postprocessing or next((path for path in found if path.exists()), None)
     if use_postprocessing and decision is not None:
         chosen = read_decision(decision, region_names(regions))
         log.info(

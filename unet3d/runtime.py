@@ -18,6 +18,7 @@ import torch
 
 from unet3d.devices import KINDS, device_count, device_name, device_type, process_group_backend, torch_sees
 from unet3d.errors import ConfigError
+from unet3d.version import __version__
 
 log = logging.getLogger("unet3d")
 
@@ -179,14 +180,12 @@ def banner(runtime: Runtime, seed: int) -> str:
     """One line of versions and hardware for the log, so every result says what produced it."""
     import monai
 
-    import unet3d
-
     hardware = device_name(runtime.device)
     if runtime.distributed:
         hardware += f" x{runtime.world_size} processes (DistributedDataParallel)"
         hardware += f" over {runtime.backend}" if runtime.backend else ""
     return (
-        f"unet3d {unet3d.__version__} | torch {torch.__version__} | monai {monai.__version__} | "
+        f"unet3d {__version__} | torch {torch.__version__} | monai {monai.__version__} | "
         f"python {platform.python_version()} | device {hardware} | loader workers {runtime.n_workers}"
         f"{' (threads)' if runtime.thread_workers and runtime.n_workers else ''} | seed {seed}"
     )

@@ -22,7 +22,7 @@ from unet3d import checkpoint as ckpt
 from unet3d.data.synthetic import write_case, write_dataset
 from unet3d.experiment.run import run_experiment
 from unet3d.training.history import LOG_FILENAME
-from unet3d.training.run import RunOptions
+from unet3d.training.options import RunOptions
 
 # 3DUnetCNN's own example configs run unchanged, with only their file lists and sizes pointed at synthetic data. The
 # fixtures live in ../shared/fixtures/3dunetcnn beside a development checkout; a user's clone has no such folder, so

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from unet3d.experiment.steps import MANIFEST
+from unet3d.workdir import MANIFEST
 
 
 def fake_work_dir(folder: Path, full_whole: float, best_epoch: int = 2) -> Path:

@@ -15,7 +15,7 @@ from unet3d import checkpoint as ckpt
 from unet3d.errors import ConfigError
 from unet3d.experiment.run import run_experiment
 from unet3d.training.history import LOG_FILENAME
-from unet3d.training.run import RunOptions
+from unet3d.training.options import RunOptions
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import run_cli
 from unet3d.experiment import report
 from unet3d.experiment.run import run_experiment
-from unet3d.training.run import RunOptions
+from unet3d.training.options import RunOptions
 
 
 def held_out_ids(work):

@@ -13,7 +13,7 @@ from PIL import Image
 
 from unet3d.errors import ConfigError
 from unet3d.experiment.run import read_machine_config, run_experiment
-from unet3d.training.run import RunOptions
+from unet3d.training.options import RunOptions
 
 
 def write_pictures(folder: Path, n: int) -> list[dict]:

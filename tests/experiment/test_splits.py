@@ -8,7 +8,8 @@ import pytest
 
 from unet3d.config.schema import Case
 from unet3d.errors import ConfigError
-from unet3d.experiment.splits import SPLITS_FILENAME, load_or_make_splits, make_splits
+from unet3d.experiment.splits import load_or_make_splits, make_splits
+from unet3d.workdir import SPLITS_FILENAME
 
 
 def make_cases(n, subjects=None, sites=None):

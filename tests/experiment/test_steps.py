@@ -12,8 +12,9 @@ import pytest
 
 from tests.experiment.conftest import fake_work_dir
 from unet3d.experiment.run import run_experiment
-from unet3d.experiment.steps import MANIFEST, DiceGap, dice_gaps
-from unet3d.training.run import RunOptions
+from unet3d.experiment.steps import DiceGap, dice_gaps
+from unet3d.training.options import RunOptions
+from unet3d.workdir import MANIFEST
 
 
 def test_every_fold_predicts_its_held_out_and_extra_cases_in_their_original_space(trained_cv):

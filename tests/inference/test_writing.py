@@ -43,14 +43,14 @@ def test_written_whole_region_scores_as_the_whole_tumour_channel_alone(trained_c
     in the same (original) space; an inner channel never paints outside it."""
     from unet3d.config.load import load_config
     from unet3d.evaluation.metrics import read_labels
-    from unet3d.experiment.steps import best_model_path
     from unet3d.inference.predictor import make_predictor
     from unet3d.inference.writing import iter_predictions
+    from unet3d.workdir import RunDir
 
     _, work, _ = trained_cv
     for fold in (1, 2):
         config = load_config(work / f"fold{fold}.json")
-        predictor = make_predictor(config, [best_model_path(work / f"fold{fold}")], torch.device("cpu"))
+        predictor = make_predictor(config, [RunDir(work / f"fold{fold}").model()], torch.device("cpu"))
         alone = []
         for prediction in iter_predictions(predictor, config, config.groups["validation"]):
             truth = read_labels(prediction.case.label)[0] > 0

@@ -13,10 +13,9 @@ import torch
 
 from unet3d.data.synthetic import write_dataset
 from unet3d.errors import CheckpointError, DataError
-from unet3d.experiment.run import run_experiment
+from unet3d.experiment.run import run_experiment, work_dir_for
 from unet3d.inference.inputs import cases_in_folder
 from unet3d.prediction import ensemble_members
-from unet3d.training.run import work_dir_for
 
 
 @pytest.mark.parametrize(

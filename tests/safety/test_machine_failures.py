@@ -160,7 +160,7 @@ def test_sigterm_exits_143_and_the_run_resumes(experiment, tmp_path):
 
 def test_a_truncated_disk_cache_entry_is_logged_and_rebuilt(experiment, tmp_path, caplog):
     from unet3d.experiment.run import run_experiment
-    from unet3d.training.run import RunOptions
+    from unet3d.training.options import RunOptions
 
     caplog.set_level(logging.WARNING, logger="unet3d")
     config = experiment("cached", n_epochs=1, mutate=lambda c: c["dataset"].update(cache="disk"))

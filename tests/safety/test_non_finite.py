@@ -14,7 +14,7 @@ import torch
 from unet3d.errors import DataError, TrainingDiverged
 from unet3d.experiment.run import run_experiment
 from unet3d.experiment.summary import fold_row, summarize
-from unet3d.training.run import RunOptions
+from unet3d.training.options import RunOptions
 
 
 def test_a_nan_voxel_is_named_before_any_training(experiment, tiny_data, tmp_path):

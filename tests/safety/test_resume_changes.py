@@ -15,7 +15,7 @@ import torch
 
 from unet3d.errors import ConfigError
 from unet3d.experiment.run import run_experiment
-from unet3d.training.run import RunOptions
+from unet3d.training.options import RunOptions
 
 
 def edit(path, **changes):

@@ -97,9 +97,15 @@ def test_a_requeue_in_the_middle_of_an_epoch_resumes_with_every_epoch_once(clust
     wait_for_epochs(work / "fold1", 2)
     time.sleep(0.3)  # into the next epoch
     cluster.run("scontrol", "requeue", f"{job}_1")
+    # Start the requeued task only once the first attempt has ended: a start forced while slurmd still tears down
+    # the attempt it interrupted failed the new one under load (its script never ran: JobState FAILED).
+    deadline = time.monotonic() + 120
+    while "fold 1: exit status 143" not in outputs(work, 1) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1)
     cluster.start_when_requeued(f"{job}_1")
     tasks = cluster.wait(job)
-    assert states(tasks) == {"1": "COMPLETED"}, outputs(work, 1)
+    assert states(tasks) == {"1": "COMPLETED"}, f"{tasks}\n{outputs(work, 1)}"
     assert int(tasks["1"]["Restarts"]) == 1
     assert epochs(work / "fold1") == list(range(1, 25))
     printed = outputs(work, 1)

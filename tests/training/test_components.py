@@ -9,7 +9,7 @@ import pytest
 from unet3d import checkpoint as ckpt
 from unet3d.experiment.run import run_experiment
 from unet3d.training.history import LOG_FILENAME
-from unet3d.training.run import RunOptions
+from unet3d.training.options import RunOptions
 
 
 def test_compiled_channels_last_network_trains_to_the_same_losses(experiment, tmp_path):

@@ -9,7 +9,7 @@ import pytest
 from unet3d.errors import DataError
 from unet3d.experiment.run import run_experiment
 from unet3d.training.history import COLUMNS, LOG_FILENAME, read_log, write_log
-from unet3d.training.run import RunOptions
+from unet3d.training.options import RunOptions
 
 
 def test_log_is_rebuilt_from_the_checkpoint_after_a_crash_between_writes(experiment, tmp_path):

@@ -22,7 +22,7 @@ from unet3d.experiment.run import run_experiment
 from unet3d.losses import build_loss
 from unet3d.training.history import LOG_FILENAME
 from unet3d.training.loop import validate
-from unet3d.training.run import RunOptions
+from unet3d.training.options import RunOptions
 
 BRATS = channel_groups([2, 1, 4], hierarchy=True)
 CPU = torch.device("cpu")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from tests.training.conftest import weights
 from unet3d.experiment.run import run_experiment
-from unet3d.training.run import RunOptions
+from unet3d.training.options import RunOptions
 
 
 def test_rerunning_a_finished_run_trains_nothing(experiment, tmp_path):
@@ -27,11 +26,3 @@ def test_pretrained_weights_initialise_a_new_run(experiment, tmp_path):
     a, b = weights(tmp_path / "source/model.pth"), weights(tmp_path / "target/model.pth")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
-
-def test_run_options_still_take_the_earlier_name_n_gpus():
-    from unet3d.errors import ConfigError
-
-    assert RunOptions(n_gpus=0).n_devices == 0
-    assert RunOptions(n_gpus=2, n_devices=2).n_devices == 2
-    with pytest.raises(ConfigError, match="n_gpus=1 and n_devices=2 disagree"):
-        RunOptions(n_gpus=1, n_devices=2)

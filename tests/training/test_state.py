@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from unet3d import checkpoint as ckpt
 from unet3d.experiment.run import run_experiment
-from unet3d.training.run import RunOptions
+from unet3d.training.options import RunOptions
 from unet3d.training.state import TrainingState, should_stop
 
 

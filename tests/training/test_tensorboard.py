@@ -10,7 +10,7 @@ import pytest
 
 from unet3d.experiment.run import run_experiment
 from unet3d.training.history import LOG_FILENAME
-from unet3d.training.run import RunOptions
+from unet3d.training.options import RunOptions
 from unet3d.training.tensorboard import TENSORBOARD_DIRNAME, scalars, tag
 
 needs_tensorboard = pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="needs tensorboard")

@@ -17,7 +17,7 @@ from unet3d.errors import ConfigError
 from unet3d.experiment.run import run_experiment
 from unet3d.preflight import check_tracker
 from unet3d.training.history import LOG_FILENAME
-from unet3d.training.run import RunOptions
+from unet3d.training.options import RunOptions
 from unet3d.training.trackers import STATE_FILENAME, flatten, mlflow_key
 
 

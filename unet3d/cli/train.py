@@ -190,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from unet3d.devices import check_backend
     from unet3d.experiment.run import read_machine_config, run_experiment
     from unet3d.runtime import is_main_process, shutdown_distributed
-    from unet3d.training.run import RunOptions
+    from unet3d.training.options import RunOptions
 
     def body() -> int:
         n_workers, n_devices, pin_memory = args.nthreads, args.n_devices, args.pin_memory

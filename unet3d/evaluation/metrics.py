@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -234,6 +235,29 @@ def write_metrics(path: Path, table: pd.DataFrame) -> Path:
     combined = summary if table.empty else pd.concat([table.astype({"case_id": object}), summary], ignore_index=True)
     atomic_write_text(path, combined.to_csv(index=False, float_format="%.6g", na_rep="nan"))
     return path
+
+
+@dataclass(frozen=True)
+class MetricsTable:
+    """A metrics.csv read back: the per-case rows, and the means over the cases (NaN skipped) per metric."""
+
+    cases: pd.DataFrame
+    means: dict[str, float]
+
+    def region_means(self) -> dict[str, float]:
+        """The mean Dice and HD95 per region (`dice_<region>`, `hd95_<region>`)."""
+        return {k: v for k, v in self.means.items() if k.startswith(("dice_", "hd95_"))}
+
+
+def read_metrics(path: Path) -> MetricsTable:
+    """Read a metrics.csv written by `write_metrics` (empty when the file does not exist)."""
+    if not Path(path).exists():
+        return MetricsTable(pd.DataFrame(columns=["case_id"]), {})
+    table = pd.read_csv(path, dtype={"case_id": str})
+    summary = table["case_id"].isin(SUMMARY_ROWS)
+    mean = table[table["case_id"] == "mean"].drop(columns="case_id")
+    means = {c: float(mean[c].iloc[0]) for c in mean.columns} if not mean.empty else {}
+    return MetricsTable(table[~summary].reset_index(drop=True), means)
 
 
 def _named(ids: Sequence[str]) -> str:

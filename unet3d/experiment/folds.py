@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import traceback
 from collections.abc import Sequence
@@ -27,18 +26,19 @@ from unet3d.config.load import load_config
 from unet3d.config.schema import Config
 from unet3d.data.labels import channel_groups, region_names
 from unet3d.errors import Busy, ConfigError, MachineError, UserError, out_of_memory
-from unet3d.evaluation.postprocessing import POSTPROCESSING_FILENAME, decide, write_decision
+from unet3d.evaluation.postprocessing import decide, write_decision
 from unet3d.experiment.report import refresh_report
-from unet3d.experiment.splits import HELD_OUT_GROUP, SPLITS_FILENAME, load_or_make_inner_validation, load_or_make_splits
-from unet3d.experiment.steps import MANIFEST, predictions_done, run_model
+from unet3d.experiment.splits import load_or_make_inner_validation, load_or_make_splits
+from unet3d.experiment.steps import predictions_done, run_model
 from unet3d.experiment.summary import format_table, summarize, write_summary
 from unet3d.inference.writing import prediction_path
 from unet3d.locking import work_dir_lock
 from unet3d.preflight import check_experiment
 from unet3d.runtime import is_main_process
 from unet3d.training.components import cache_settings
+from unet3d.training.options import RunOptions
 from unet3d.training.resume import Change, changes_to_accept, config_changes
-from unet3d.training.run import RunOptions, is_finished
+from unet3d.workdir import HELD_OUT_GROUP, CrossValidationDir, RunDir, held_out_group
 
 log = logging.getLogger("unet3d")
 
@@ -84,14 +84,13 @@ def write_fold_configs(config: Config, work_dir: Path, existing: str = "refuse")
     the differences (`existing` "refuse"), rewritten with them logged ("update"), or kept as it is ("keep")."""
     assert config.cross_validation is not None
     cv = config.cross_validation
+    layout = CrossValidationDir(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     cases = config.groups["training"]
-    held_out = load_or_make_splits(work_dir / SPLITS_FILENAME, cases, cv.n_folds, cv.random_seed, cv.stratify)
+    held_out = load_or_make_splits(layout.splits, cases, cv.n_folds, cv.random_seed, cv.stratify)
     inner: list[list[str]] = [[] for _ in held_out]
     if cv.validation_fraction:
-        inner = load_or_make_inner_validation(
-            work_dir / SPLITS_FILENAME, cases, held_out, cv.validation_fraction, cv.random_seed
-        )
+        inner = load_or_make_inner_validation(layout.splits, cases, held_out, cv.validation_fraction, cv.random_seed)
     if f"{HELD_OUT_GROUP}_filenames" in config.raw:
         raise ConfigError(f"{HELD_OUT_GROUP}_filenames: this group name is reserved for each fold's held-out cases")
     if config.groups.get("validation"):
@@ -99,7 +98,7 @@ def write_fold_configs(config: Config, work_dir: Path, existing: str = "refuse")
     _, cache_root = cache_settings(config, work_dir)
     cases_by_id = {case.case_id: case.to_json() for case in cases}
     wanted = {
-        work_dir / f"fold{k}.json": fold_config(config.raw, cases_by_id, fold_ids, cache_root, inner[k - 1])
+        layout.fold_config(k): fold_config(config.raw, cases_by_id, fold_ids, cache_root, inner[k - 1])
         for k, fold_ids in enumerate(held_out, start=1)
     }
     changed = {path: fold_config_changes(path, document) for path, document in wanted.items() if path.exists()}
@@ -126,7 +125,7 @@ def write_fold_configs(config: Config, work_dir: Path, existing: str = "refuse")
         "%d folds of %s held-out cases; split in %s",
         len(held_out),
         "/".join(str(len(f)) for f in held_out),
-        work_dir / SPLITS_FILENAME,
+        layout.splits,
     )
     return list(wanted)
 
@@ -150,10 +149,14 @@ def selected_folds(n_folds: int, folds: Sequence[int] | None) -> list[int]:
     return sorted(set(folds))
 
 
+def fold_done(config: Config, fold_dir: Path) -> bool:
+    """A fold is done when its training is finished and its predictions are up to date."""
+    return RunDir(fold_dir).is_finished(config.training) and predictions_done(config, fold_dir)
+
+
 def _finished(config_path: Path, fold_dir: Path) -> bool:
     try:
-        config = load_config(config_path)
-        return is_finished(config, fold_dir) and predictions_done(config, fold_dir)
+        return fold_done(load_config(config_path), fold_dir)
     except UserError:
         return False
 
@@ -170,15 +173,15 @@ def run_cross_validation(
 def _run_folds(
     config: Config, work_dir: Path, options: RunOptions, folds: Sequence[int] | None
 ) -> CrossValidationResult:
-    paths = write_fold_configs(config, work_dir, "update" if options.update_fold_configs else "refuse")
+    paths = write_fold_configs(config, work_dir, options.existing_fold_configs)
     result = CrossValidationResult(work_dir)
     for k in selected_folds(len(paths), folds):
-        fold_dir = work_dir / f"fold{k}"
+        fold_dir = CrossValidationDir(work_dir).fold(k).path
         try:
             fold = load_config(paths[k - 1])
             check_experiment(fold)
             changes_to_accept(fold, fold_dir, options.accept_config_changes)  # a changed fold is never skipped
-            if is_finished(fold, fold_dir) and predictions_done(fold, fold_dir):
+            if fold_done(fold, fold_dir):
                 log.info("fold %d: finished already, skipping", k)
                 result.skipped.append(k)
                 continue
@@ -207,15 +210,17 @@ def _run_folds(
 def decide_postprocessing(paths: Sequence[Path], work_dir: Path) -> Path:
     """Step 5: choose the largest-component filter per region on every fold's held-out predictions (kept when the
     folds' predictions have not changed since the last decision)."""
-    sources = {f"fold{k}": json.loads((work_dir / f"fold{k}" / MANIFEST).read_text()) for k in range(1, len(paths) + 1)}
-    target = work_dir / POSTPROCESSING_FILENAME
-    if target.exists() and json.loads(target.read_text()).get("decided_on") == sources:
+    layout = CrossValidationDir(work_dir)
+    runs = [layout.fold(k) for k in range(1, len(paths) + 1)]
+    sources = {run.name: run.read_manifest() for run in runs}
+    target = layout.postprocessing
+    if target.exists() and read_json(target).get("decided_on") == sources:
         return target
     pairs = []
-    for k, path in enumerate(paths, start=1):
+    for run, path in zip(runs, paths, strict=True):
         fold = load_config(path)
-        group = HELD_OUT_GROUP if fold.groups.get(HELD_OUT_GROUP) else "validation"
-        pairs += [(prediction_path(work_dir / f"fold{k}" / group, case), case.label) for case in fold.groups[group]]
+        group = held_out_group(fold)
+        pairs += [(prediction_path(run.group(group), case), case.label) for case in fold.groups[group]]
     regions = channel_groups(fold.labels, fold.dataset.setup_label_hierarchy)
     decision = decide(pairs, regions, region_names(regions))
     write_decision(work_dir, decision, sources)
@@ -235,7 +240,8 @@ def summarize_folds(
     """Step 4: write and print `cv_summary.csv` once every fold has finished, or with `partial` for the finished
     ones so far; the folds that are not finished are recorded in `result.unfinished`."""
     all_folds = list(range(1, len(paths) + 1))
-    unfinished = [k for k in all_folds if k in result.failed or not _finished(paths[k - 1], work_dir / f"fold{k}")]
+    layout = CrossValidationDir(work_dir)
+    unfinished = [k for k in all_folds if k in result.failed or not _finished(paths[k - 1], layout.fold(k).path)]
     result.unfinished = unfinished
     table, _ = summarize(work_dir, [k for k in all_folds if k not in unfinished])
     if unfinished and not partial:

@@ -17,7 +17,6 @@ import importlib.util
 import io
 import json
 import logging
-import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -28,22 +27,19 @@ import pandas as pd
 from unet3d.atomic import atomic_write_text
 from unet3d.config.load import load_config
 from unet3d.data.image_io import read_aligned, read_array, read_header
-from unet3d.evaluation.metrics import METRICS_FILENAME, find_label_map
+from unet3d.evaluation.metrics import find_label_map, read_metrics
 from unet3d.evaluation.overlays import overlay_figure
-from unet3d.evaluation.postprocessing import POSTPROCESSING_FILENAME
-from unet3d.experiment.splits import HELD_OUT_GROUP
-from unet3d.experiment.summary import SUMMARY_FILENAME
 from unet3d.output_guard import Inputs, check_outputs
 from unet3d.training.history import LOG_FILENAME, read_log
 from unet3d.training.loop import CONFIG_FILENAME
 from unet3d.training.plots import fold_curves_figure
+from unet3d.workdir import CrossValidationDir, RunDir
 
 log = logging.getLogger("unet3d")
 REPORT_FILENAME = "report.html"
 REPORT_HEAD = '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>'  # how every report begins
 MAX_OVERLAYS = 12
 SHOWN_EACH_END = 4  # worst and best cases pictured when there are more than MAX_OVERLAYS
-SUMMARY_ROWS = ("mean", "median", "sd", "n_nan")
 STYLE = """
 body { font-family: sans-serif; margin: 2em; color: #222; max-width: 1400px; }
 table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0 1.5em; max-width: 100%; }
@@ -54,26 +50,12 @@ th { background: #f0f0f0; } td:first-child, th:first-child { text-align: left; }
 """
 
 
-def fold_dirs(work_dir: Path) -> list[Path]:
-    """The fold folders of a cross-validation work dir (fold1, fold2, ...), in order."""
-    return sorted(
-        (p for p in work_dir.glob("fold*") if p.is_dir() and re.fullmatch(r"fold\d+", p.name)),
-        key=lambda p: int(p.name[4:]),
-    )
-
-
 def runs_of(work_dir: Path) -> dict[str, Path]:
     """The runs of a work dir: its fold folders that have a training log, or the work dir itself for a single run."""
-    folds = fold_dirs(work_dir)
-    runs = {p.name: p for p in folds if (p / LOG_FILENAME).exists()}
-    if not runs and (work_dir / LOG_FILENAME).exists():
+    runs = {run.name: run.path for run in CrossValidationDir(work_dir).fold_dirs() if run.log.exists()}
+    if not runs and RunDir(work_dir).log.exists():
         runs = {work_dir.name: work_dir}
     return runs
-
-
-def held_out_group(run_dir: Path) -> str | None:
-    """Where a run's held-out cases were scored: `heldout/` with an inner validation split, else `validation/`."""
-    return next((g for g in (HELD_OUT_GROUP, "validation") if (run_dir / g / METRICS_FILENAME).exists()), None)
 
 
 def case_table(runs: dict[str, Path], flags: dict[str, str]) -> pd.DataFrame:
@@ -81,11 +63,10 @@ def case_table(runs: dict[str, Path], flags: dict[str, str]) -> pd.DataFrame:
     sorted worst (lowest mean Dice) first."""
     tables = []
     for name, run_dir in runs.items():
-        group = held_out_group(run_dir)
+        group = RunDir(run_dir).scored_held_out_group()
         if group is None:
             continue
-        table = pd.read_csv(run_dir / group / METRICS_FILENAME, dtype={"case_id": str})
-        table = table[~table["case_id"].isin(SUMMARY_ROWS)].copy()
+        table = read_metrics(RunDir(run_dir).metrics(group)).cases.copy()
         dice = [c for c in table.columns if c.startswith("dice_")]
         table.insert(0, "fold", name)
         table["mean_dice"] = table[dice].mean(axis=1)
@@ -133,7 +114,7 @@ def _draw_overlay(run_dir: Path, row: pd.Series) -> str:
 
 
 def _glance(work_dir: Path, runs: dict[str, Path], cases: pd.DataFrame) -> str:
-    logs = {name: read_log(d / LOG_FILENAME) for name, d in runs.items()}
+    logs = {name: read_log(RunDir(d).log) for name, d in runs.items()}
     banner = ""
     first = next(iter(runs.values()), None)
     if first is not None and (first / "train.log").exists():
@@ -145,7 +126,7 @@ def _glance(work_dir: Path, runs: dict[str, Path], cases: pd.DataFrame) -> str:
             ),
             "",
         )
-    splits = work_dir / "splits.json"
+    splits = CrossValidationDir(work_dir).splits
     n_cases = sum(len(f["validation"]) for f in json.loads(splits.read_text())["folds"]) if splits.exists() else None
     items = {
         "config": work_dir.name,
@@ -182,22 +163,19 @@ def render_report(work_dir: Path) -> str:
     """The report's HTML for a work dir (cross-validation or single run)."""
     work_dir = Path(work_dir)
     runs = runs_of(work_dir)
-    summary = (
-        pd.read_csv(work_dir / SUMMARY_FILENAME, dtype={"fold": str})
-        if (work_dir / SUMMARY_FILENAME).exists()
-        else None
-    )
+    layout = CrossValidationDir(work_dir)
+    summary = pd.read_csv(layout.summary, dtype={"fold": str}) if layout.summary.exists() else None
     flags = {}
     if summary is not None and "self_check" in summary:
         flags = {
-            f"fold{row['fold']}": str(row["self_check"])
+            layout.fold(int(row["fold"])).name: str(row["self_check"])
             for _, row in summary.iterrows()
-            if isinstance(row["self_check"], str)
+            if str(row["fold"]).isdigit() and isinstance(row["self_check"], str)
         }
     cases = case_table(runs, flags)
     plots = importlib.util.find_spec("matplotlib") is not None
     parts = [f"<h1>{html.escape(work_dir.name)}</h1>", "<h2>At a glance</h2>", _glance(work_dir, runs, cases)]
-    unlogged = [p.name for p in fold_dirs(work_dir) if p.name not in runs]
+    unlogged = [run.name for run in layout.fold_dirs() if run.name not in runs]
     if unlogged:
         parts.append(
             f'<p class="note">{html.escape(", ".join(unlogged))}: no {LOG_FILENAME} (not started, or the log was '
@@ -209,7 +187,7 @@ def render_report(work_dir: Path) -> str:
         if summary is not None
         else '<p class="note">no cv_summary.csv yet (a single run, or folds still running)</p>'
     )
-    parts.append(_postprocessing(work_dir / POSTPROCESSING_FILENAME))
+    parts.append(_postprocessing(layout.postprocessing))
     if not plots:
         parts.append("<p class=\"note\">pictures need matplotlib: pip install 'unet3d[plots]'</p>")
     else:
@@ -218,7 +196,7 @@ def render_report(work_dir: Path) -> str:
         matplotlib.use("Agg")
         parts += [
             "<h2>Training curves</h2>",
-            _png(fold_curves_figure({n: read_log(d / LOG_FILENAME) for n, d in runs.items()})),
+            _png(fold_curves_figure({n: read_log(RunDir(d).log) for n, d in runs.items()})),
         ]
     parts.append("<h2>Held-out cases, worst first</h2>")
     shown = [c for c in cases.columns if c not in ("group",)]

@@ -22,8 +22,9 @@ from unet3d.experiment.steps import check_training_outputs, run_model
 from unet3d.locking import check_not_busy, work_dir_lock
 from unet3d.preflight import check_data, check_experiment
 from unet3d.runtime import is_main_process
-from unet3d.training.run import RunOptions, work_dir_for
+from unet3d.training.options import RunOptions
 from unet3d.training.state import TrainingState
+from unet3d.workdir import CrossValidationDir
 
 log = logging.getLogger("unet3d")
 MACHINE_KEYS = {"n_workers": int, "n_gpus": int, "pin_memory": bool, "use_multiprocessing": bool}
@@ -40,6 +41,16 @@ class ExperimentResult:
     @property
     def failed(self) -> bool:
         return bool(self.cross_validation and self.cross_validation.failed)
+
+
+def work_dir_for(config_path: Path, output_dir: Path | None) -> Path:
+    """`<output_dir>/<config file name without .json>/` (`exp.v2.json` → `exp.v2/`, so versions never share a work
+    dir); output_dir defaults to the config's folder."""
+    config_path = Path(config_path).resolve()
+    base = Path(output_dir).resolve() if output_dir is not None else config_path.parent
+    name = config_path.name
+    stem = name[: -len(".json")] if name.lower().endswith(".json") else config_path.stem
+    return base / (stem if stem != name else f"{name}_run")
 
 
 def read_machine_config(path: Path) -> dict[str, Any]:
@@ -78,7 +89,8 @@ def run_experiment(
         if not summary_only:
             check_not_busy(work_dir, "cross-validation work dir" if config.cross_validation else "work dir")
             n_folds = config.cross_validation.n_folds if config.cross_validation else 0
-            check_training_outputs(config, work_dir, [work_dir / f"fold{k}" for k in range(1, n_folds + 1)])
+            folds = [CrossValidationDir(work_dir).fold(k).path for k in range(1, n_folds + 1)]
+            check_training_outputs(config, work_dir, folds)
         check_data(config, n_threads=max(2, options.n_workers))
     if is_main_process() and not summary_only:
         check_writable(work_dir)

@@ -17,9 +17,6 @@ from unet3d.atomic import atomic_write_json
 from unet3d.config.schema import Case
 from unet3d.errors import ConfigError
 
-SPLITS_FILENAME = "splits.json"
-HELD_OUT_GROUP = "heldout"  # a fold's held-out cases when an inner validation split selects the model
-
 
 def make_splits(cases: Sequence[Case], n_folds: int, seed: int, stratify: str | None = None) -> list[list[str]]:
     """The held-out case ids of each fold (fold 1 first). Groups by `subject` when any case names one."""

@@ -18,21 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from unet3d import checkpoint as ckpt
 from unet3d.atomic import atomic_write_json
 from unet3d.config.schema import Config
 from unet3d.data.labels import channel_groups, region_names
-from unet3d.evaluation.metrics import (
-    METRICS_FILENAME,
-    case_metrics,
-    evaluate_directory,
-    format_summary,
-    read_labels,
-)
-from unet3d.experiment.splits import HELD_OUT_GROUP
+from unet3d.evaluation.metrics import case_metrics, evaluate_directory, format_summary, read_labels, read_metrics
 from unet3d.inference.predictor import Predictor, make_predictor
 from unet3d.inference.writing import iter_predictions, predict_cases, prediction_path
 from unet3d.inferers import build_inferer
@@ -40,14 +32,15 @@ from unet3d.locking import work_dir_lock
 from unet3d.losses import activation_from_loss
 from unet3d.output_guard import Inputs, check_outputs
 from unet3d.runtime import is_main_process, resolve_runtime
-from unet3d.training.history import LOG_FILENAME, read_log
+from unet3d.training.history import read_log
 from unet3d.training.loop import FullValidation
-from unet3d.training.run import RunOptions, train_model
+from unet3d.training.options import RunOptions
+from unet3d.training.run import train_model
 from unet3d.training.state import TrainingState
 from unet3d.training.trackers import log_final_metrics
+from unet3d.workdir import HELD_OUT_GROUP, RunDir
 
 log = logging.getLogger("unet3d")
-MANIFEST = "predictions.json"
 DICE_GAP_TOLERANCE = 0.05  # how far the full-volume Dice may fall below the preprocessed-space Dice before a warning
 
 
@@ -72,12 +65,6 @@ class ModelResult:
     metrics: dict[str, Path] = field(default_factory=dict)
 
 
-def best_model_path(work_dir: Path) -> Path:
-    """`model_best.pth`, or `model.pth` when the run keeps no best model."""
-    best = work_dir / ckpt.BEST
-    return best if best.exists() else work_dir / ckpt.LAST
-
-
 def prediction_groups(config: Config) -> list[str]:
     """Every file group except the training cases, validation first."""
     return sorted((g for g in config.groups if g != "training" and config.groups[g]), key=lambda g: g != "validation")
@@ -100,7 +87,7 @@ def _manifest(config: Config, model: Path, groups: list[str]) -> dict:
     settings = json.dumps({key: config.raw.get(key) for key in PREDICTION_KEYS}, sort_keys=True, default=str)
     return {
         "model": model.name,
-        "epoch": int(ckpt.load_checkpoint(model).get("epoch", 0)),
+        "epoch": ckpt.read_checkpoint(model).epoch,
         "groups": groups,
         "settings": hashlib.sha256(settings.encode()).hexdigest(),
         "files": {
@@ -116,11 +103,11 @@ def _manifest(config: Config, model: Path, groups: list[str]) -> dict:
 def predictions_done(config: Config, work_dir: Path) -> bool:
     """True when the groups were predicted (and scored) with the current best model, the same prediction settings
     and the same files."""
-    path = work_dir / MANIFEST
-    if not path.exists() or not best_model_path(work_dir).exists():
+    run = RunDir(work_dir)
+    written = run.read_manifest()
+    if written is None or not run.model().exists():
         return False
-    expected = _manifest(config, best_model_path(work_dir), prediction_groups(config))
-    return json.loads(path.read_text()) == expected
+    return written == _manifest(config, run.model(), prediction_groups(config))
 
 
 def predict_and_evaluate(
@@ -131,22 +118,23 @@ def predict_and_evaluate(
     groups = prediction_groups(config)
     if not groups:
         return result
-    model = best_model_path(work_dir)
+    run = RunDir(work_dir)
+    model = run.model()
     runtime = resolve_runtime(
         options.n_devices, options.n_workers, options.pin_memory, options.thread_workers, config.training.device
     )
     predictor = make_predictor(config, [model], runtime.device, tta=tta)
     regions = channel_groups(config.labels, config.dataset.setup_label_hierarchy)
     for group in groups:
-        folder = work_dir / group
+        folder = run.group(group)
         cases = config.groups[group]
         predict_cases(predictor, config, cases, folder, save_probabilities, description=f"predict {group}")
         result.predicted[group] = folder
         if all(case.label is not None for case in cases):
             table = evaluate_directory(folder, cases, regions, region_names(regions))
-            result.metrics[group] = folder / METRICS_FILENAME
+            result.metrics[group] = run.metrics(group)
             log.info("%s: %d cases, full volume, original space:\n%s", group, len(cases), format_summary(table))
-    atomic_write_json(work_dir / MANIFEST, _manifest(config, model, groups))
+    atomic_write_json(run.manifest, _manifest(config, model, groups))
     return result
 
 
@@ -154,22 +142,20 @@ def dice_gaps(work_dir: Path, tolerance: float = DICE_GAP_TOLERANCE) -> list[Dic
     """Step 4, the self-check: regions whose full-volume Dice on the validation cases is more than `tolerance` below
     the preprocessed-space Dice of the same model on the same cases. Both come from the same decoding, so a gap points
     at the inversion of the preprocessing or the resampling (or at regions too small to survive it)."""
-    manifest, metrics = work_dir / MANIFEST, work_dir / "validation" / METRICS_FILENAME
-    if not manifest.exists() or not metrics.exists():
+    run = RunDir(work_dir)
+    manifest, means = run.read_manifest(), read_metrics(run.metrics("validation")).means
+    if manifest is None or not means:
         return []
-    epoch = json.loads(manifest.read_text()).get("epoch")
-    rows = read_log(work_dir / LOG_FILENAME)
-    rows = rows[rows["epoch"] == epoch]
-    table = pd.read_csv(metrics)
-    mean = table[table["case_id"].astype(str) == "mean"]
-    if rows.empty or mean.empty:
+    rows = read_log(run.log)
+    rows = rows[rows["epoch"] == manifest.get("epoch")]
+    if rows.empty:
         return []
     gaps = []
     for column in (c for c in rows.columns if c.startswith("val_dice_")):
         region = column.removeprefix("val_dice_")
-        if f"dice_{region}" not in mean:
+        if f"dice_{region}" not in means:
             continue
-        logged, full = float(rows[column].iloc[0]), float(mean[f"dice_{region}"].iloc[0])
+        logged, full = float(rows[column].iloc[0]), means[f"dice_{region}"]
         if full < logged - tolerance:
             gaps.append(DiceGap(region, logged, full))
     return gaps
@@ -211,9 +197,7 @@ def track_final_metrics(config: Config, work_dir: Path, metrics: dict[str, Path]
     path = metrics.get(HELD_OUT_GROUP) or metrics.get("validation")
     if config.training.tracker is None or path is None:
         return
-    table = pd.read_csv(path, dtype={"case_id": str})
-    mean = table[table["case_id"] == "mean"]
-    values = {c: float(mean[c].iloc[0]) for c in table.columns if c.startswith(("dice_", "hd95_")) and not mean.empty}
+    values = read_metrics(path).region_means()
     log_final_metrics(work_dir, config.training.tracker, config.training.tracker_kwargs, values)
 
 

@@ -18,19 +18,16 @@ import numpy as np
 import pandas as pd
 
 from unet3d.atomic import atomic_write_text
-from unet3d.evaluation.metrics import METRICS_FILENAME
-from unet3d.experiment.splits import HELD_OUT_GROUP
+from unet3d.evaluation.metrics import read_metrics
 from unet3d.experiment.steps import dice_gaps
-from unet3d.training.history import LOG_FILENAME, read_log
-
-SUMMARY_FILENAME = "cv_summary.csv"
-# Where a fold's held-out cases are scored: `heldout/` with an inner validation split, else `validation/`.
-HELD_OUT_METRICS = (Path(HELD_OUT_GROUP) / METRICS_FILENAME, Path("validation") / METRICS_FILENAME)
+from unet3d.training.history import read_log
+from unet3d.workdir import CrossValidationDir, RunDir
 
 
 def fold_row(fold: int, fold_dir: Path) -> dict[str, float | int | str] | None:
     """The best epoch (lowest val_loss, else loss) of one fold's log, or None if the fold has no epoch yet."""
-    log = read_log(fold_dir / LOG_FILENAME)
+    run = RunDir(fold_dir)
+    log = read_log(run.log)
     if log.empty:
         return None
     finite = {c: log[c].replace([np.inf, -np.inf], np.nan) for c in ("val_loss", "loss") if c in log}
@@ -45,22 +42,16 @@ def fold_row(fold: int, fold_dir: Path) -> dict[str, float | int | str] | None:
     row["training_time_s"] = float(log["epoch_time"].sum())
     if "samples_per_s" in log and log["samples_per_s"].notna().any():  # logs written before unet3d 15 lack it
         row["samples_per_s"] = float(log["samples_per_s"].median())
-    scored = next((fold_dir / p for p in HELD_OUT_METRICS if (fold_dir / p).exists()), None)
+    scored = run.scored_held_out_group()
     if scored is not None:
-        row.update(full_volume_means(scored))
+        row.update(full_volume_means(run.metrics(scored)))
     row["self_check"] = "; ".join(str(gap) for gap in dice_gaps(fold_dir))
     return row
 
 
 def full_volume_means(metrics_csv: Path) -> dict[str, float]:
     """The mean Dice and HD95 per region over a fold's held-out cases, in their original space (if scored)."""
-    if not metrics_csv.exists():
-        return {}
-    table = pd.read_csv(metrics_csv)
-    mean = table[table["case_id"].astype(str) == "mean"]
-    if mean.empty:
-        return {}
-    values = {column: float(mean[column].iloc[0]) for column in table.columns if column.startswith(("dice_", "hd95_"))}
+    values = read_metrics(metrics_csv).region_means()
     dice = [v for k, v in values.items() if k.startswith("dice_")]
     return {"mean_dice": sum(dice) / len(dice), **values} if dice else values
 
@@ -69,7 +60,7 @@ def summarize(work_dir: Path, folds: Sequence[int]) -> tuple[pd.DataFrame, list[
     """The summary table of the folds that have a log, plus mean and sd rows; and the folds still missing."""
     rows, missing = [], []
     for fold in folds:
-        row = fold_row(fold, work_dir / f"fold{fold}")
+        row = fold_row(fold, CrossValidationDir(work_dir).fold(fold).path)
         if row is None:
             missing.append(fold)
         else:
@@ -85,7 +76,7 @@ def summarize(work_dir: Path, folds: Sequence[int]) -> tuple[pd.DataFrame, list[
 
 def write_summary(work_dir: Path, table: pd.DataFrame) -> Path:
     """Atomically write `cv_summary.csv` in the CV work dir."""
-    path = work_dir / SUMMARY_FILENAME
+    path = CrossValidationDir(work_dir).summary
     atomic_write_text(path, table.to_csv(index=False, float_format="%.4f"))
     return path
 

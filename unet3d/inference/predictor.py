@@ -12,12 +12,11 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from monai.inferers import Inferer
 
-from unet3d.checkpoint import load_checkpoint, load_model_weights, model_state
+from unet3d.checkpoint import Checkpoint, load_model_weights, read_checkpoint
 from unet3d.config.schema import Config
 from unet3d.data.labels import activate
 from unet3d.devices import amp_dtype, autocast, empty_cache
@@ -85,10 +84,10 @@ def mirror_axes(spatial_dims: int) -> list[tuple[int, ...]]:
     return [combo for n in range(spatial_dims + 1) for combo in itertools.combinations(dims, n)]
 
 
-def check_model_matches_config(saved: dict[str, Any], config: Config, path: Path) -> None:
+def check_model_matches_config(saved: Checkpoint, config: Config, path: Path) -> None:
     """Compare the labels and channels a checkpoint was trained with to the config used for prediction."""
-    trained = saved.get("config")
-    if not isinstance(trained, dict):
+    trained = saved.config
+    if trained is None:
         return
     trained_labels = (trained.get("dataset") or {}).get("labels")
     if trained_labels is not None and trained_labels != config.dataset.labels:
@@ -105,10 +104,10 @@ def load_models(paths: Sequence[Path], config: Config, device: torch.device) -> 
     """Build the config's network once per checkpoint and load its weights (weights_only), in eval mode."""
     models = []
     for path in paths:
-        saved = load_checkpoint(path, map_location="cpu")
+        saved = read_checkpoint(path, map_location="cpu")
         check_model_matches_config(saved, config, Path(path))
         model = build_model(config.model)
-        load_model_weights(model, model_state(saved), Path(path))
+        load_model_weights(model, saved.model, Path(path))
         models.append(model.to(device).eval())
     return models
 

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 
-import unet3d
 from unet3d.atomic import atomic_write_json, atomic_write_text, check_writable
 from unet3d.config.layouts import Layout, dataset_json_of, read_layout
 from unet3d.config.load import parse_cases, parse_config
@@ -32,6 +31,7 @@ from unet3d.planning import rules
 from unet3d.planning.fingerprint import CaseFingerprint, fingerprint_cases, summarize
 from unet3d.planning.report import render
 from unet3d.preflight import check_experiment
+from unet3d.version import __version__
 
 log = logging.getLogger("unet3d")
 MAX_RESAMPLED_VOXELS = 2**31  # 8 GiB per float32 channel: far beyond any scan, a spacing typed in the wrong unit
@@ -312,7 +312,7 @@ def plan_experiment(
     else:  # a case list is copied, its paths made relative to the config (a config reads lists relative to itself)
         config["training_filenames"] = [_relative_case(case.to_json(), out.parent) for case in cases]
     config["planned"] = {
-        "by": f"unet3d-plan {unet3d.__version__}",
+        "by": f"unet3d-plan {__version__}",
         "device": device,
         "gpu_memory_gb": gpu_memory_gb,
         "fingerprint": out.stem + FINGERPRINT_SUFFIX,

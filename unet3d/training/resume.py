@@ -107,8 +107,8 @@ def changes_to_accept(config: Config, work_dir: Path, accept: bool) -> list[Chan
     path = work_dir / ckpt.LAST
     if not path.exists():
         return []
-    saved = ckpt.load_checkpoint(path).get("config")
-    if not isinstance(saved, dict):
+    saved = ckpt.read_checkpoint(path).config
+    if saved is None:
         return []
     changes = config_changes(saved, config.raw)
     refused = [change for change in changes if not applies_on_resume(change.key)]

@@ -6,7 +6,6 @@ import logging
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import InitVar, dataclass
 from pathlib import Path
 
 import torch
@@ -16,57 +15,15 @@ from unet3d.atomic import remove_stale_temporaries
 from unet3d.config.schema import Config
 from unet3d.data.datasets import stop_workers
 from unet3d.data.examples import write_examples
-from unet3d.errors import ConfigError, Terminated
+from unet3d.errors import Terminated
 from unet3d.runtime import banner, broadcast_from_main, resolve_runtime, use_deterministic_algorithms
 from unet3d.training.components import build_components
 from unet3d.training.loop import FullValidation, fit
+from unet3d.training.options import RunOptions
 from unet3d.training.resume import changes_to_accept
-from unet3d.training.state import TrainingState, should_stop
+from unet3d.training.state import TrainingState
 
 log = logging.getLogger("unet3d")
-
-
-@dataclass
-class RunOptions:
-    """Settings of a run that are not part of the experiment (where and how it executes)."""
-
-    n_devices: int | None = None  # devices of the config's training.device kind (None: all; 0: the CPU)
-    dist_backend: str | None = None  # torch.distributed backend under torchrun (None: by device)
-    n_workers: int = 0
-    thread_workers: bool = False
-    pin_memory: bool = False
-    seed: int | None = None
-    pretrained_model_filename: Path | None = None
-    n_examples: int | None = None
-    accept_config_changes: bool = False  # resume with changed model, data or optimizer keys (see training.resume)
-    update_fold_configs: bool = False  # rewrite a cross-validation's fold configs from a changed experiment config
-    n_gpus: InitVar[int | None] = None  # the name of n_devices before accelerators other than CUDA were supported
-
-    def __post_init__(self, n_gpus: int | None) -> None:
-        if n_gpus is not None:
-            if self.n_devices is not None and self.n_devices != n_gpus:
-                raise ConfigError(f"RunOptions: n_gpus={n_gpus} and n_devices={self.n_devices} disagree")
-            self.n_devices = n_gpus
-
-
-def work_dir_for(config_path: Path, output_dir: Path | None) -> Path:
-    """`<output_dir>/<config file name without .json>/` (`exp.v2.json` → `exp.v2/`, so versions never share a work
-    dir); output_dir defaults to the config's folder."""
-    config_path = Path(config_path).resolve()
-    base = Path(output_dir).resolve() if output_dir is not None else config_path.parent
-    name = config_path.name
-    stem = name[: -len(".json")] if name.lower().endswith(".json") else config_path.stem
-    return base / (stem if stem != name else f"{name}_run")
-
-
-def is_finished(config: Config, work_dir: Path) -> bool:
-    """True when `work_dir` holds a checkpoint at n_epochs, or one whose run stopped early."""
-    path = work_dir / ckpt.LAST
-    if not path.exists():
-        return False
-    saved = ckpt.load_checkpoint(path)
-    state = TrainingState(epoch=int(saved.get("epoch", 0)), best_epoch=int(saved.get("best_epoch", 0)))
-    return state.epoch >= config.training.n_epochs or should_stop(state, config.training.early_stopping_patience)
 
 
 @contextmanager
@@ -105,7 +62,7 @@ def choose_seed(config: Config, options: RunOptions, work_dir: Path) -> int:
     if config.training.seed is not None:
         return config.training.seed
     if (work_dir / ckpt.LAST).exists():
-        return int(ckpt.load_checkpoint(work_dir / ckpt.LAST).get("seed", 0))
+        return ckpt.read_checkpoint(work_dir / ckpt.LAST).seed
     return secrets.randbelow(2**31)
 
 

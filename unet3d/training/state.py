@@ -36,20 +36,25 @@ class TrainingState:
     rows: list[dict[str, Any]] = field(default_factory=list)
 
 
-def checkpoint_state(parts: Components, state: TrainingState, config: Config) -> dict[str, Any]:
+def checkpoint_state(parts: Components, state: TrainingState, config: Config) -> ckpt.Checkpoint:
     """The full state to save: weights, optimizer, scheduler, scaler, progress, log rows and config."""
-    return {
-        "model": parts.model.state_dict(),
-        "optimizer": parts.optimizer.state_dict(),
-        "scheduler": parts.scheduler.state_dict() if parts.scheduler is not None else None,
-        "scaler": parts.scaler.state_dict(),
-        "epoch": state.epoch,
-        "best_metric": state.best_metric,
-        "best_epoch": state.best_epoch,
-        "seed": state.seed,
-        "rows": state.rows,
-        "config": config.raw,
-    }
+    return ckpt.Checkpoint(
+        model=parts.model.state_dict(),
+        optimizer=parts.optimizer.state_dict(),
+        scheduler=parts.scheduler.state_dict() if parts.scheduler is not None else None,
+        scaler=parts.scaler.state_dict(),
+        epoch=state.epoch,
+        best_metric=state.best_metric,
+        best_epoch=state.best_epoch,
+        seed=state.seed,
+        rows=state.rows,
+        config=config.raw,
+    )
+
+
+def progress(saved: ckpt.Checkpoint) -> TrainingState:
+    """The training state a checkpoint records."""
+    return TrainingState(saved.epoch, saved.best_metric, saved.best_epoch, saved.seed, list(saved.rows))
 
 
 def restore(
@@ -57,27 +62,20 @@ def restore(
 ) -> TrainingState:
     """Load a full checkpoint into the components and return the training state it records; config changes the user
     accepted (`--accept_config_changes`) are applied on top of the restored optimizer."""
-    saved = ckpt.load_checkpoint(path, map_location=device)
-    for key in ("model", "optimizer", "epoch", "rows"):
-        if key not in saved:
-            raise CheckpointError(
-                f"{path}: not a unet3d training checkpoint (no {key!r}); "
-                "use --pretrained_model_filename to start from its weights"
-            )
-    ckpt.load_model_weights(parts.model, ckpt.model_state(saved), path)
+    saved = ckpt.read_checkpoint(path, map_location=device)
+    if not saved.is_training_state:
+        raise CheckpointError(
+            f"{path}: not a unet3d training checkpoint (no {saved.missing[0]!r}); "
+            "use --pretrained_model_filename to start from its weights"
+        )
+    ckpt.load_model_weights(parts.model, saved.model, path)
     _restore_optimizer(parts, saved, config, accepted)
-    if saved.get("scaler"):
-        parts.scaler.load_state_dict(saved["scaler"])
-    return TrainingState(
-        epoch=int(saved["epoch"]),
-        best_metric=float(saved["best_metric"]),
-        best_epoch=int(saved["best_epoch"]),
-        seed=int(saved["seed"]),
-        rows=list(saved["rows"]),
-    )
+    if saved.scaler:
+        parts.scaler.load_state_dict(saved.scaler)
+    return progress(saved)
 
 
-def _restore_optimizer(parts: Components, saved: dict[str, Any], config: Config, accepted: Sequence[Change]) -> None:
+def _restore_optimizer(parts: Components, saved: ckpt.Checkpoint, config: Config, accepted: Sequence[Change]) -> None:
     """The saved optimizer and scheduler states, with the accepted config changes on top (see `apply_accepted`); a
     new optimizer class starts both from scratch, a changed scheduler starts itself from scratch."""
     if optimizer_replaced(accepted):
@@ -88,7 +86,7 @@ def _restore_optimizer(parts: Components, saved: dict[str, Any], config: Config,
         )
         return  # a scheduler's state belongs to the optimizer it was built on
     fresh_groups = [dict(group) for group in parts.optimizer.param_groups]
-    parts.optimizer.load_state_dict(saved["optimizer"])
+    parts.optimizer.load_state_dict(saved.optimizer)
     apply_accepted(accepted, parts.optimizer, fresh_groups)
     missing = missing_state(parts.optimizer) if any(c.key.startswith("optimizer.") for c in accepted) else []
     if missing:  # e.g. amsgrad turned on: its step would fail with a KeyError
@@ -102,8 +100,8 @@ def _restore_optimizer(parts: Components, saved: dict[str, Any], config: Config,
         return
     if scheduler_replaced(accepted):
         log.warning("the scheduler's settings changed: it starts again from its initial state")
-    elif saved.get("scheduler") is not None:
-        parts.scheduler.load_state_dict(saved["scheduler"])
+    elif saved.scheduler is not None:
+        parts.scheduler.load_state_dict(saved.scheduler)
         if hasattr(parts.scheduler, "base_lrs"):  # an accepted learning rate is the schedule's new base
             pairs = zip(parts.optimizer.param_groups, parts.scheduler.base_lrs, strict=True)
             parts.scheduler.base_lrs = [group.get("initial_lr", base) for group, base in pairs]
