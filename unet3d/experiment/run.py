@@ -89,8 +89,8 @@ def run_experiment(
         if not summary_only:
             check_not_busy(work_dir, "cross-validation work dir" if config.cross_validation else "work dir")
             n_folds = config.cross_validation.n_folds if config.cross_validation else 0
-            folds = [CrossValidationDir(work_dir).fold(k).path for k in range(1, n_folds + 1)]
-            check_training_outputs(config, work_dir, folds)
+            fold_dirs = [CrossValidationDir(work_dir).fold(k).path for k in range(1, n_folds + 1)]
+            check_training_outputs(config, work_dir, fold_dirs)
         check_data(config, n_threads=max(2, options.n_workers))
     if is_main_process() and not summary_only:
         check_writable(work_dir)
