@@ -28,7 +28,6 @@ import pandas as pd
 import torch
 
 from unet3d.config.load import load_config
-from unet3d.data.labels import channel_groups, region_names
 from unet3d.data.synthetic import write_dataset
 from unet3d.evaluation.metrics import read_labels
 from unet3d.experiment.run import run_experiment
@@ -94,8 +93,7 @@ def dice(predicted: np.ndarray, truth: np.ndarray) -> float:
 def fold_rows(fold: int, fold_dir: Path) -> list[dict]:
     """Per region of one fold: the log's Dice at the best epoch, the channel alone and the label map, held-out."""
     config = load_config(fold_dir.parent / f"fold{fold}.json")
-    groups = channel_groups(config.labels, config.dataset.setup_label_hierarchy)
-    names = region_names(groups)
+    groups, names = config.regions, config.region_names
     model = RunDir(fold_dir).model()
     epoch = int(torch.load(model, map_location="cpu", weights_only=True)["epoch"])
     log = read_log(fold_dir / LOG_FILENAME).set_index("epoch")

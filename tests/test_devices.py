@@ -320,3 +320,15 @@ def test_a_dist_backend_torch_does_not_know_is_refused():
     check_backend("cpu:gloo,cuda:nccl")
     with pytest.raises(ConfigError, match=r"--dist_backend: 'nonsense' is not a torch.distributed backend here"):
         check_backend("nonsense")
+
+
+def test_plan_speaks_trains_device_vocabulary_without_needing_the_device(monkeypatch):
+    from unet3d.devices import planned_kind
+
+    assert [planned_kind(name) for name in ("cuda", "xpu", "cpu", "gpu")] == ["cuda", "xpu", "cpu", "cuda"]
+    monkeypatch.setattr(devices, "accelerator_type", lambda: None)
+    assert planned_kind("auto") == "cpu"
+    monkeypatch.setattr(devices, "accelerator_type", lambda: "npu")
+    assert planned_kind("auto") == "npu"
+    with pytest.raises(ConfigError, match=r"^--device: expected one of auto, cpu, cuda, npu, xpu, mps, gpu, got 'tpu'"):
+        planned_kind("tpu")

@@ -42,8 +42,11 @@ def test_the_cases_come_from_exactly_one_of_a_group_and_an_input(tmp_path):
     for group, input_path in ((None, None), ("training", tmp_path)):
         with pytest.raises(ConfigError, match=r"^give exactly one of --group and --input$"):
             select_cases(config, group, input_path)
-    with pytest.raises(ConfigError, match=r"^--group test: the config has no test_filenames \(it has: training\)$"):
+    message = r"^--group test: the config has no test_filenames \(groups there: training_filenames\)$"
+    with pytest.raises(ConfigError, match=message):
         select_cases(config, "test", None)
+    with pytest.raises(ConfigError, match=r"has no trainig_filenames; did you mean 'training'\?"):
+        select_cases(config, "trainig", None)  # the same rule, and message, as unet3d-evaluate's
     (tmp_path / "new").mkdir()
     (tmp_path / "new" / "b_t1.nii.gz").write_bytes(b"")
     (case,) = select_cases(config, None, tmp_path / "new", ["_t1.nii.gz"])

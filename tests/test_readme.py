@@ -2,13 +2,14 @@
 
 from pathlib import Path
 
-from unet3d.config.reference import reference_markdown
+from unet3d.config.reference import machine_reference_markdown, reference_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_readme_config_reference_matches_the_schema():
     assert reference_markdown() in (ROOT / "README.md").read_text()
+    assert machine_reference_markdown() in (ROOT / "README.md").read_text()
 
 
 def test_ci_runs_the_readme_test_command():

@@ -23,7 +23,7 @@ import torch
 from unet3d.atomic import atomic_save, atomic_write_json, check_writable
 from unet3d.checkpoint import Checkpoint, load_model_weights, read_checkpoint
 from unet3d.config.schema import Config
-from unet3d.data.labels import channel_groups, enclosing, region_names
+from unet3d.data.labels import enclosing
 from unet3d.errors import CheckpointError, ConfigError
 from unet3d.losses import activation_from_loss
 from unet3d.models import build_model, spatial_dims, total_downsampling
@@ -106,8 +106,7 @@ def sidecar(config: Config, saved: Checkpoint, shape: list[int], result: dict[st
     """What a deployer needs besides the network: inputs, preprocessing, sliding window, outputs and decoding."""
     activation = activation_from_loss(config.loss)
     dataset = config.dataset
-    groups = channel_groups(dataset.labels or [], dataset.setup_label_hierarchy)
-    names = region_names(groups)
+    groups, names = dataset.regions, dataset.region_names
     first_case = next(iter(config.groups.get("training", [])), None)
     channels = [
         {"channel": index, "label_values": list(group), "writes": group[0], "name": name}

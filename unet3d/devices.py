@@ -109,6 +109,19 @@ def device_type(name: str) -> str:
     return name
 
 
+def planned_kind(name: str) -> str:
+    """The kind of device `unet3d-plan --device` plans for, in train's and predict's vocabulary: a kind of `KINDS`,
+    'auto' (this machine's accelerator, else the CPU), or 'gpu' (the earlier name of cuda). Unlike `device_type` it
+    does not need the device here: a plan is often written on a login node for the cluster's GPUs."""
+    if name == "gpu":
+        return "cuda"
+    if name == "auto":
+        return accelerator_type() or "cpu"
+    if name not in KINDS:
+        raise ConfigError(f"--device: expected one of {', '.join([*DEVICE_CHOICES, 'gpu'])}, got {name!r}")
+    return name
+
+
 def device_count(kind: str) -> int:
     """How many devices of this kind torch sees (0 for the CPU, and for any kind but the current accelerator)."""
     return torch.accelerator.device_count() if kind != "cpu" and accelerator_type() == kind else 0

@@ -16,9 +16,9 @@ from unet3d import checkpoint as ckpt
 from unet3d.atomic import check_writable
 from unet3d.config.fields import parse_section
 from unet3d.config.load import load_config, parse_config
+from unet3d.config.regions import declared_values
 from unet3d.config.schema import Case, Config, TrainingConfig
 from unet3d.data.checks import check_cases
-from unet3d.data.labels import channel_groups, declared_values, region_names
 from unet3d.devices import device_type, n_devices_from
 from unet3d.errors import CheckpointError, ConfigError, UserError
 from unet3d.evaluation.metrics import METRICS_FILENAME, evaluate_directory
@@ -150,12 +150,7 @@ def select_cases(
         raise ConfigError("give exactly one of --group and --input")
     if input_path is not None:
         return cases_from_input(input_path, config, suffixes)
-    if group not in config.groups:
-        raise ConfigError(
-            f"--group {group}: the config has no {group}_filenames (it has: "
-            f"{', '.join(sorted(config.groups)) or 'none'})"
-        )
-    return config.groups[group]
+    return config.cases_of(group)
 
 
 def predict(
@@ -231,16 +226,16 @@ def predict(
         runtime.device,
     )
     output_directory = Path(output_directory)
-    regions = channel_groups(config.labels, config.dataset.setup_label_hierarchy)
+    regions, names = config.regions, config.region_names
     postprocess = None
     found = (CrossValidationDir(d).postprocessing for d in model_dirs)
     decision = postprocessing or next((path for path in found if path.exists()), None)
     if use_postprocessing and decision is not None:
-        chosen = read_decision(decision, region_names(regions))
+        chosen = read_decision(decision, names)
         log.info(
             "postprocessing from %s: largest connected component of %s",
             decision,
-            [region_names(regions)[i] for i in chosen] or "no region",
+            [names[i] for i in chosen] or "no region",
         )
         if chosen:
             postprocess = partial(keep_largest_component, groups=regions, regions=chosen)
@@ -250,5 +245,5 @@ def predict(
         )
         metrics = None
         if labelled:
-            metrics = evaluate_directory(output_directory, cases, regions, region_names(regions))
+            metrics = evaluate_directory(output_directory, cases, regions, names)
     return PredictionResult(paths, metrics)

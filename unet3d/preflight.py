@@ -8,10 +8,11 @@ import importlib.util
 import logging
 import math
 
+from unet3d.config.regions import declared_values
 from unet3d.config.schema import SPLIT_BLOCKS, Config, TrainingConfig
 from unet3d.data.checks import CaseInfo, check_cases
 from unet3d.data.datasets import available_memory
-from unet3d.data.labels import channel_groups, check_label_spec, declared_values, n_target_channels, region_names
+from unet3d.data.labels import check_label_spec, n_target_channels
 from unet3d.data.transforms import build_transforms
 from unet3d.devices import accelerator_type, total_memory
 from unet3d.errors import ConfigError, DataError
@@ -38,7 +39,7 @@ def check_monitor(config: Config) -> None:
     """`scheduler.monitor` must name a column every epoch's log row has."""
     if config.scheduler is None or "monitor" not in config.scheduler.kwargs:
         return
-    regions = region_names(channel_groups(config.labels, config.dataset.setup_label_hierarchy))
+    regions = config.region_names
     columns = ["loss", "val_loss", "val_dice", *(f"val_dice_{r}" for r in regions)]
     monitor = config.scheduler.kwargs["monitor"]
     if monitor.startswith("val") and not config.groups.get("validation") and config.cross_validation is None:

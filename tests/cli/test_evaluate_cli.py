@@ -119,5 +119,6 @@ def test_unknown_group_exits_2_with_the_groups_the_config_has(project, capsys):
     args = ["--predictions", str(project / "pred"), "--config_filename", str(project / "exp.json")]
     assert main([*args, "--group", "validaton"]) == 2
     err = capsys.readouterr().err
-    assert "validaton_filenames: not in" in err and "did you mean 'validation'?" in err
-    assert "groups there: validation_filenames" in err
+    assert f"--group validaton: the config {project / 'exp.json'} has no validaton_filenames" in err
+    assert "did you mean 'validation'?" in err and "groups there: validation_filenames" in err
+    assert err.rstrip().endswith("choose one with --group, or give --ground_truth")

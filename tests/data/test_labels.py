@@ -4,18 +4,16 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
+from unet3d.config.regions import label_regions
 from unet3d.data.labels import (
     LabelsToChannelsd,
     activate,
-    channel_groups,
     check_label_spec,
-    declared_values,
     decode,
     enclosing,
     encode,
     n_target_channels,
     region_masks,
-    region_names,
 )
 from unet3d.errors import ConfigError
 
@@ -30,26 +28,8 @@ LABEL = torch.tensor(
 )
 
 
-def test_channel_groups_plain():
-    assert channel_groups([2, 1, 4]) == [(2,), (1,), (4,)]
-
-
-def test_channel_groups_hierarchy_brats():
-    assert channel_groups([2, 1, 4], hierarchy=True) == [(2, 1, 4), (1, 4), (4,)]
-
-
-def test_channel_groups_nested():
-    assert channel_groups([[1, 2], 4]) == [(1, 2), (4,)]
-    assert channel_groups([[1, 2], 4], hierarchy=True) == [(1, 2, 4), (4,)]
-    assert channel_groups(((3,), [5, 6])) == [(3,), (5, 6)]
-
-
-def test_declared_values_include_background():
-    assert declared_values([[1, 2], 4]) == {0, 1, 2, 4}
-
-
 def test_encode_hierarchy_exact_channels():
-    out = encode(LABEL, channel_groups([2, 1, 4], hierarchy=True), background=False)
+    out = encode(LABEL, label_regions([2, 1, 4], hierarchy=True), background=False)
     values = LABEL[0]
     assert out.dtype == torch.float32
     assert out.shape == (3, 2, 2, 3)
@@ -64,7 +44,7 @@ def test_encode_hierarchy_exact_channels():
 
 
 def test_encode_softmax_background_first():
-    out = encode(LABEL, channel_groups([[1, 2], 4]), background=True)
+    out = encode(LABEL, label_regions([[1, 2], 4]), background=True)
     values = LABEL[0]
     assert out.shape == (3, 2, 2, 3)
     expected_background = torch.tensor([[[1, 0, 0], [0, 1, 0]], [[0, 0, 0], [1, 0, 0]]], dtype=torch.float32)
@@ -127,7 +107,7 @@ def test_n_target_channels(labels, activation, expected):
 
 def test_n_target_channels_matches_encoding():
     labels = [[1, 2], 4]
-    out = encode(LABEL, channel_groups(labels), background=True)
+    out = encode(LABEL, label_regions(labels), background=True)
     assert out.shape[0] == n_target_channels(labels, "softmax")
 
 
@@ -139,13 +119,13 @@ def test_labels_to_channels_keeps_meta_tensor_affine():
     # Resampled label maps come as floats close to, not at, the label values.
     label = MetaTensor(LABEL.float() + 0.01 * torch.randn(LABEL.shape).clamp(-1, 1), affine=affine)
     image = MetaTensor(torch.rand(1, 2, 2, 3), affine=affine)
-    transform = LabelsToChannelsd(keys="label", groups=channel_groups([2, 1, 4], hierarchy=True))
+    transform = LabelsToChannelsd(keys="label", groups=label_regions([2, 1, 4], hierarchy=True))
     result = transform({"image": image, "label": label})
     out = result["label"]
     assert isinstance(out, MetaTensor)
     assert out.shape == (3, 2, 2, 3)
     assert torch.allclose(out.affine.double(), affine)
-    assert torch.equal(out.as_tensor(), encode(LABEL, channel_groups([2, 1, 4], hierarchy=True), False))
+    assert torch.equal(out.as_tensor(), encode(LABEL, label_regions([2, 1, 4], hierarchy=True), False))
     assert result["image"] is image  # other keys untouched
     assert torch.equal(label.affine.double(), affine)  # input not changed
 
@@ -159,7 +139,7 @@ def test_labels_to_channels_plain_tensor_with_background():
 
 # Decoding: channels → label maps (the inverse of `encode`), with nested regions kept nested.
 
-BRATS = channel_groups([2, 1, 4], hierarchy=True)  # whole tumour {2,1,4} ⊃ core {1,4} ⊃ enhancing {4}
+BRATS = label_regions([2, 1, 4], hierarchy=True)  # whole tumour {2,1,4} ⊃ core {1,4} ⊃ enhancing {4}
 
 
 def test_enclosing_regions_of_a_hierarchy_and_of_disjoint_groups():
@@ -225,8 +205,3 @@ def test_activate_matches_torch():
     logits = torch.randn(2, 3, 4)
     assert torch.equal(activate(logits, "sigmoid"), torch.sigmoid(logits))
     assert torch.allclose(activate(logits, "softmax").sum(1), torch.ones(2, 4))
-
-
-def test_region_names_join_the_values_of_each_group():
-    assert region_names([(2, 1, 4), (1, 4), (4,)]) == ["2+1+4", "1+4", "4"]
-    assert region_names(BRATS) == ["2+1+4", "1+4", "4"]

@@ -10,13 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from unet3d.config.regions import label_regions, region_names
 from unet3d.config.schema import Case
-from unet3d.data.labels import channel_groups, region_names
 from unet3d.errors import DataError
 from unet3d.evaluation.metrics import case_metrics, evaluate_cases, evaluate_directory, summary_rows, write_metrics
 
 ONE = [(1,)]
-BRATS = channel_groups([2, 1, 4], hierarchy=True)
+BRATS = label_regions([2, 1, 4], hierarchy=True)
 
 
 def save(path: Path, array: np.ndarray, spacing=(1.0, 1.0, 1.0), shift=(0.0, 0.0, 0.0)) -> Path:

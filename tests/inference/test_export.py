@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from unet3d.config.load import parse_config
+from unet3d.config.regions import label_regions
 from unet3d.data.datasets import case_items
-from unet3d.data.labels import channel_groups, decode
+from unet3d.data.labels import decode
 from unet3d.data.synthetic import write_dataset
 from unet3d.data.transforms import build_transforms
 from unet3d.inference.export import write_label_map
@@ -41,7 +42,7 @@ def round_trip(folder, entries, index, **dataset):
     case = parsed.groups["training"][index]
     transform = build_transforms(parsed.dataset, with_label=True, softmax=False, augment=False)
     out = transform(case_items([case], with_label=True)[0])
-    groups = channel_groups([2, 1, 4], hierarchy=True)
+    groups = label_regions([2, 1, 4], hierarchy=True)
     # The preprocessed label channels stand in for a perfect prediction in the preprocessed space; prediction inverts
     # the same chain (built without the label key, see the end-to-end checks in tests/experiment/test_steps.py).
     original = transform.inverse({"image": out["image"], "label": out["label"]})["label"]

@@ -19,13 +19,13 @@ from PIL import Image
 
 from tests.conftest import Undertrained, nested_config
 from unet3d.config.load import parse_config
+from unet3d.config.regions import label_regions
 from unet3d.config.schema import Case
 from unet3d.data.image_io import read_array
-from unet3d.data.labels import channel_groups
 from unet3d.inference.predictor import Predictor
 from unet3d.inference.writing import iter_predictions, predict_cases
 
-BRATS = channel_groups([2, 1, 4], hierarchy=True)
+BRATS = label_regions([2, 1, 4], hierarchy=True)
 CPU = torch.device("cpu")
 
 
@@ -114,7 +114,7 @@ def test_png_pictures_with_nested_labels_are_nested(tmp_path):
         Image.fromarray(mask).save(tmp_path / f"p{i}_mask.png")
         cases.append({"case_id": f"p{i}", "image": [f"p{i}.png"], "label": f"p{i}_mask.png"})
     config = parse_config(nested_config(cases, 2, 1, [2, 1], desired_shape=[16, 16], resample=True), tmp_path)
-    groups = channel_groups([2, 1], hierarchy=True)
+    groups = label_regions([2, 1], hierarchy=True)
     predictor = Predictor([Undertrained(n_out=2)], SimpleInferer(), "sigmoid", CPU)
     for prediction in iter_predictions(predictor, config, config.groups["training"]):
         assert (prediction.probabilities[1] > 0.5).all()

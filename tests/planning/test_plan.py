@@ -27,6 +27,7 @@ def test_two_plans_in_one_folder_keep_their_own_fingerprints(tmp_path, dataset):
     cpu = json.loads((tmp_path / "cpu_plan.json").read_text())
     assert gpu["model"]["filters"][0] == 32 and cpu["model"]["filters"][0] == 16
     assert gpu["training"]["amp"] is True and cpu["training"]["amp"] is False
+    assert gpu["planned"]["device"] == "cuda" and cpu["planned"]["device"] == "cpu"  # train's --device vocabulary
 
 
 def test_anisotropic_data_rotates_in_plane_only(tmp_path, dataset):
@@ -48,7 +49,7 @@ def test_spacing_given_by_the_user_is_kept_and_the_network_follows(tmp_path, dat
     [
         ({"n_folds": 1}, "--n_folds: expected at least 2, got 1"),
         ({"spacing": (1.0, 0.0, 1.0)}, r"--spacing: expected three positive numbers \(mm\)"),
-        ({"device": "tpu"}, "--device: expected 'gpu' or 'cpu'"),
+        ({"device": "tpu"}, "--device: expected one of auto, cpu, cuda, npu, xpu, mps, gpu, got 'tpu'"),
         ({"gpu_memory_gb": 0.0}, "--gpu_memory_gb: expected a positive number"),
     ],
 )

@@ -17,14 +17,14 @@ from tests.conftest import Undertrained, nested_config
 from tests.training.conftest import weights
 from unet3d import checkpoint as ckpt
 from unet3d.config.load import parse_config
-from unet3d.data.labels import channel_groups, region_names
+from unet3d.config.regions import label_regions, region_names
 from unet3d.experiment.run import run_experiment
 from unet3d.losses import build_loss
 from unet3d.training.history import LOG_FILENAME
 from unet3d.training.loop import validate
 from unet3d.training.options import RunOptions
 
-BRATS = channel_groups([2, 1, 4], hierarchy=True)
+BRATS = label_regions([2, 1, 4], hierarchy=True)
 CPU = torch.device("cpu")
 
 

@@ -29,9 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gpu_memory_gb", type=float, default=8.0, help="memory a training step may use (default 8)")
     parser.add_argument(
         "--device",
-        choices=("gpu", "cpu"),
-        default="gpu",
-        help="plan for a GPU (mixed precision, nnU-Net's widths) or a CPU (narrower, shorter; default gpu)",
+        choices=("auto", "cpu", "cuda", "npu", "xpu", "mps", "gpu"),
+        default="cuda",
+        help="the device to plan for, as --device of unet3d-train names it: an accelerator (mixed precision, nnU-Net's "
+        "widths; default cuda; gpu is its earlier name) or cpu (narrower, shorter); auto: this machine's",
     )
     parser.add_argument(
         "--spacing",

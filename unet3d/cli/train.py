@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--machine_config_filename",
         type=Path,
-        help="JSON with n_workers, n_gpus, pin_memory (replaces --nthreads/--n_devices/--pin_memory)",
+        help="JSON with n_workers, n_gpus, pin_memory, use_multiprocessing (replace --nthreads, --n_devices, "
+        "--pin_memory, --thread_workers)",
     )
     parser.add_argument(
         "--n_examples",
@@ -194,11 +195,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> int:
         n_workers, n_devices, pin_memory = args.nthreads, args.n_devices, args.pin_memory
+        thread_workers = args.thread_workers
         if args.machine_config_filename is not None:
             machine = read_machine_config(args.machine_config_filename)
-            n_workers = machine.get("n_workers", n_workers)
-            n_devices = machine.get("n_gpus", n_devices)
-            pin_memory = machine.get("pin_memory", pin_memory)
+            n_workers = n_workers if machine.n_workers is None else machine.n_workers
+            n_devices = n_devices if machine.n_gpus is None else machine.n_gpus
+            pin_memory = pin_memory if machine.pin_memory is None else machine.pin_memory
+            if machine.use_multiprocessing is not None:
+                thread_workers = not machine.use_multiprocessing
         if n_devices < 0 or n_workers < 0:
             raise ConfigError(
                 f"--{'n_devices' if n_devices < 0 else 'nthreads'}: expected 0 or more, got {min(n_devices, n_workers)}"
@@ -209,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             n_devices=n_devices,
             dist_backend=args.dist_backend,
             n_workers=n_workers,
-            thread_workers=args.thread_workers,
+            thread_workers=thread_workers,
             pin_memory=pin_memory,
             seed=args.seed,
             pretrained_model_filename=args.pretrained_model_filename,

@@ -7,7 +7,7 @@ import typing
 from dataclasses import MISSING, fields
 
 from unet3d.config.fields import type_name
-from unet3d.config.schema import NAMED_SECTIONS, NOTE_SECTIONS, REQUIRED_SECTIONS, SECTION_RECORDS
+from unet3d.config.schema import NAMED_SECTIONS, NOTE_SECTIONS, REQUIRED_SECTIONS, SECTION_RECORDS, MachineConfig
 
 
 def reference_markdown() -> str:
@@ -18,14 +18,25 @@ def reference_markdown() -> str:
     for section, text in NOTE_SECTIONS.items():
         lines.append(f"| `{section}` | object | none | {text} |")
     for section, record in SECTION_RECORDS.items():
-        hints = typing.get_type_hints(record)
-        for f in fields(record):
-            default = f.default if f.default is not MISSING else f.default_factory()
-            type_text = type_name(hints[f.name]).replace("|", "/")
-            lines.append(f"| `{section}.{f.name}` | {type_text} | `{default!r}` | {f.metadata['doc']} |")
+        lines += _rows(record, f"{section}.")
     lines.append(
         '| `<group>_filenames` | list or path | | Cases: `{"image": path or [paths], "label": path}`; '
         "or a `.npy`/`.json` file holding such a list; or an MSD / nnU-Net v2 data set (its folder or `dataset.json`): "
         "`training_filenames` takes its training cases, other groups its test cases. |"
     )
     return "\n".join(lines)
+
+
+def machine_reference_markdown() -> str:
+    """The table of 3DUnetCNN's machine config keys (`--machine_config_filename`), from its record."""
+    return "\n".join(["| key | type | default | meaning |", "|---|---|---|---|", *_rows(MachineConfig, "")])
+
+
+def _rows(record: type, prefix: str) -> list[str]:
+    hints = typing.get_type_hints(record)
+    rows = []
+    for f in fields(record):
+        default = f.default if f.default is not MISSING else f.default_factory()
+        type_text = type_name(hints[f.name]).replace("|", "/")
+        rows.append(f"| `{prefix}{f.name}` | {type_text} | `{default!r}` | {f.metadata['doc']} |")
+    return rows

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from unet3d.config.fields import NamedSpec, doc
+from unet3d.config.regions import label_regions, region_names
+from unet3d.errors import ConfigError
 
 
 @dataclass
@@ -82,6 +84,16 @@ class DatasetConfig:
     verbose: bool = doc("Accepted for 3DUnetCNN compatibility; no effect (use --debug for a verbose log).", False)
     training: dict[str, Any] | None = doc("Dataset keys that apply to the training split only (augmentations).", None)
     validation: dict[str, Any] | None = doc("Dataset keys that apply to validation and prediction only.", None)
+
+    @property
+    def regions(self) -> list[tuple[int, ...]]:
+        """The label values of each output channel (see `unet3d.config.regions`)."""
+        return label_regions(self.labels or [], self.setup_label_hierarchy)
+
+    @property
+    def region_names(self) -> list[str]:
+        """Each channel's values joined with '+', as log and metric columns name them ('2+1+4', '1+4', '4')."""
+        return region_names(self.regions)
 
 
 @dataclass
@@ -241,6 +253,19 @@ class ClusterConfig:
 
 SPLIT_BLOCKS = ("training", "validation")  # dataset blocks whose keys apply to one split only
 
+@dataclass
+class MachineConfig:
+    """3DUnetCNN's machine config (`unet3d-train --machine_config_filename F`): how a run executes on this machine.
+    A key given replaces its command-line flag."""
+
+    n_workers: int | None = doc("Data loader workers (replaces --nthreads).", None, minimum=0)
+    n_gpus: int | None = doc("Devices to train on, 0 for the CPU (replaces --n_devices).", None, minimum=0)
+    pin_memory: bool | None = doc("Copy batches through page-locked memory (replaces --pin_memory).", None)
+    use_multiprocessing: bool | None = doc(
+        "Loader workers as processes (true) or as threads of the training process (false: --thread_workers).", None
+    )
+
+
 SECTION_RECORDS: dict[str, type] = {
     "dataset": DatasetConfig,
     "training": TrainingConfig,
@@ -302,6 +327,27 @@ class Config:
     @property
     def labels(self) -> list[int | list[int]]:
         return list(self.dataset.labels or [])
+
+    @property
+    def regions(self) -> list[tuple[int, ...]]:
+        return self.dataset.regions
+
+    @property
+    def region_names(self) -> list[str]:
+        return self.dataset.region_names
+
+    def cases_of(self, group: str, option: str = "--group") -> list[Case]:
+        """The cases of `<group>_filenames`; a ConfigError naming the groups the config has (and the nearest)."""
+        if group not in self.groups:
+            from unet3d.registry import suggest
+
+            have = ", ".join(f"{g}_filenames" for g in self.groups) or "none"
+            where = f" {self.source}" if self.source is not None else ""
+            raise ConfigError(
+                f"{option} {group}: the config{where} has no {group}_filenames{suggest(group, self.groups)} "
+                f"(groups there: {have})"
+            )
+        return self.groups[group]
 
     def dataset_for(self, split: str) -> DatasetConfig:
         """The dataset settings of one split ('training' or 'validation', which prediction uses too): the top-level

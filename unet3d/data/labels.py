@@ -19,35 +19,15 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
+from unet3d.config.regions import LabelSpec, label_regions
 from unet3d.errors import ConfigError
-
-LabelSpec = Sequence[int | Sequence[int]]
-
-
-def channel_groups(labels: LabelSpec, hierarchy: bool = False) -> list[tuple[int, ...]]:
-    """The set of label values that make each channel, in channel order (without any background channel)."""
-    groups = [tuple(v) if isinstance(v, (list, tuple)) else (v,) for v in labels]
-    if hierarchy:
-        groups = [tuple(value for group in groups[i:] for value in group) for i in range(len(groups))]
-    return groups
-
-
-def region_names(groups: Sequence[Sequence[int]]) -> list[str]:
-    """Each channel's label values joined with '+', as log and metric columns name them:
-    [(2, 1, 4), (1, 4), (4,)] → ['2+1+4', '1+4', '4']."""
-    return ["+".join(str(value) for value in group) for group in groups]
-
-
-def declared_values(labels: LabelSpec) -> set[int]:
-    """Every label value the config declares, plus 0 (background)."""
-    return {0} | {value for group in channel_groups(labels) for value in group}
 
 
 def check_label_spec(labels: LabelSpec | None, hierarchy: bool, activation: str, where: str = "dataset.labels") -> None:
     """Reject label specs that cannot be trained: none given, repeats, overlap under softmax, background as a label."""
     if not labels:
         raise ConfigError(f"{where}: required for training; list the label values, e.g. [1] or [2, 1, 4]")
-    flat = [value for group in channel_groups(labels) for value in group]
+    flat = [value for group in label_regions(labels) for value in group]
     repeated = sorted({v for v in flat if flat.count(v) > 1})
     if repeated:
         raise ConfigError(f"{where}: label value(s) {repeated} appear in more than one channel")

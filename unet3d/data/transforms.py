@@ -28,7 +28,7 @@ from monai.utils import GridSampleMode, InterpolateMode
 from unet3d.config.fields import NamedSpec
 from unet3d.config.schema import DatasetConfig
 from unet3d.data.image_io import monai_reader
-from unet3d.data.labels import LabelsToChannelsd, channel_groups
+from unet3d.data.labels import LabelsToChannelsd
 from unet3d.errors import ConfigError
 from unet3d.registry import check_kwargs, lookup
 
@@ -168,7 +168,7 @@ def build_transforms(
     if with_label:
         # Encoding after every spatial step keeps the label map whole until then: padding adds label 0, which is
         # background in every encoding (a one-hot background channel padded with 0 would belong to no class).
-        groups = channel_groups(dataset.labels or [], dataset.setup_label_hierarchy)
+        groups = dataset.regions
         steps.append(LabelsToChannelsd(LABEL, groups, background=softmax))
     normalization = normalization_transform(dataset, where)
     if normalization is not None:

@@ -13,11 +13,9 @@ import pandas as pd
 
 from unet3d.config.load import case_id_from_path, load_config
 from unet3d.config.schema import Case, Config
-from unet3d.data.labels import channel_groups, region_names
 from unet3d.errors import ConfigError, DataError
 from unet3d.evaluation.metrics import METRICS_FILENAME, evaluate_directory, find_label_map, label_map_files
 from unet3d.output_guard import Inputs, check_outputs
-from unet3d.registry import suggest
 
 
 def cases_from_folders(predictions: Path, ground_truth: Path) -> list[Case]:
@@ -39,14 +37,11 @@ def cases_from_folders(predictions: Path, ground_truth: Path) -> list[Case]:
 
 
 def config_cases(config: Config, group: str) -> list[Case]:
-    """The cases of `<group>_filenames`; a ConfigError naming the groups the config has otherwise."""
-    if group not in config.groups:
-        have = ", ".join(f"{g}_filenames" for g in config.groups) or "none"
-        raise ConfigError(
-            f"{group}_filenames: not in {config.source}{suggest(group, config.groups)} (groups there: {have}); "
-            "choose one with --group, or give --ground_truth"
-        )
-    return config.groups[group]
+    """The cases of `<group>_filenames`; a ConfigError naming the groups the config has, and the way on, otherwise."""
+    try:
+        return config.cases_of(group)
+    except ConfigError as error:
+        raise ConfigError(f"{error}; choose one with --group, or give --ground_truth") from None
 
 
 def evaluate(
@@ -65,7 +60,7 @@ def evaluate(
     config = load_config(config_filename)
     if not config.labels:
         raise ConfigError("dataset.labels: required to know which regions to score, e.g. [1] or [2, 1, 4]")
-    groups = channel_groups(config.labels, config.dataset.setup_label_hierarchy)
+    regions = config.regions
     cases = cases_from_folders(predictions, Path(ground_truth)) if ground_truth else config_cases(config, group)
     target = Path(output) if output is not None else predictions / METRICS_FILENAME
     source = f"the config {config_filename}"
@@ -74,7 +69,7 @@ def evaluate(
     for path in label_map_files(predictions) if predictions.is_dir() else []:
         inputs.add(path, "a prediction being scored")
     check_outputs({target: "the metrics table"}, inputs, replace=overwrite, made_here=_metrics_table)
-    return evaluate_directory(predictions, cases, groups, region_names(groups), output=target)
+    return evaluate_directory(predictions, cases, regions, config.region_names, output=target)
 
 
 def _metrics_table(path: Path) -> bool:

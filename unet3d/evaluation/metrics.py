@@ -1,6 +1,6 @@
 """Full-volume segmentation metrics: Dice and HD95 per region, per case, in each case's original space.
 
-A region is a set of label values (one output channel: see `unet3d.data.labels.channel_groups`), named by its values
+A region is a set of label values (one output channel: see `unet3d.config.regions`), named by its values
 joined with '+' (BraTS: '2+1+4' whole tumour, '1+4' tumour core, '4' enhancing), as in the training log's
 `val_dice_<region>` columns.
 

@@ -24,7 +24,6 @@ from unet3d.atomic import atomic_write_json
 from unet3d.config.jsonfile import read_json
 from unet3d.config.load import load_config
 from unet3d.config.schema import Config
-from unet3d.data.labels import channel_groups, region_names
 from unet3d.errors import Busy, ConfigError, MachineError, UserError, out_of_memory
 from unet3d.evaluation.postprocessing import decide, write_decision
 from unet3d.experiment.report import refresh_report
@@ -221,8 +220,7 @@ def decide_postprocessing(paths: Sequence[Path], work_dir: Path) -> Path:
         fold = load_config(path)
         group = held_out_group(fold)
         pairs += [(prediction_path(run.group(group), case), case.label) for case in fold.groups[group]]
-    regions = channel_groups(fold.labels, fold.dataset.setup_label_hierarchy)
-    decision = decide(pairs, regions, region_names(regions))
+    decision = decide(pairs, fold.regions, fold.region_names)
     write_decision(work_dir, decision, sources)
     log.info(
         "postprocessing: largest connected component for %s (cross-validated mean Dice %.4f → %.4f); "

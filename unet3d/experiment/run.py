@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from unet3d.atomic import check_writable
+from unet3d.config.fields import parse_section
 from unet3d.config.jsonfile import read_json
 from unet3d.config.load import load_config
+from unet3d.config.schema import MachineConfig
 from unet3d.devices import device_type
 from unet3d.errors import ConfigError
 from unet3d.experiment.folds import CrossValidationResult, run_cross_validation, summarize_only, write_fold_configs
@@ -27,7 +29,6 @@ from unet3d.training.state import TrainingState
 from unet3d.workdir import CrossValidationDir
 
 log = logging.getLogger("unet3d")
-MACHINE_KEYS = {"n_workers": int, "n_gpus": int, "pin_memory": bool, "use_multiprocessing": bool}
 
 
 @dataclass
@@ -53,20 +54,9 @@ def work_dir_for(config_path: Path, output_dir: Path | None) -> Path:
     return base / (stem if stem != name else f"{name}_run")
 
 
-def read_machine_config(path: Path) -> dict[str, Any]:
-    """3DUnetCNN's machine config (n_workers, n_gpus, pin_memory, use_multiprocessing), checked."""
-    data = read_json(Path(path))
-    for key, value in data.items():
-        if key not in MACHINE_KEYS:
-            raise ConfigError(f"{path}: unknown machine config key {key!r} (known: {', '.join(MACHINE_KEYS)})")
-        expected = MACHINE_KEYS[key]
-        if (
-            not isinstance(value, expected)
-            or (expected is int and isinstance(value, bool))
-            or (expected is int and value < 0)
-        ):
-            raise ConfigError(f"{path}: {key} must be a {'non-negative integer' if expected is int else 'boolean'}")
-    return data
+def read_machine_config(path: Path) -> MachineConfig:
+    """3DUnetCNN's machine config, with its keys and types checked (every problem in one ConfigError)."""
+    return parse_section(MachineConfig, read_json(Path(path)), str(path))
 
 
 def run_experiment(

@@ -23,7 +23,6 @@ import torch
 from unet3d import checkpoint as ckpt
 from unet3d.atomic import atomic_write_json
 from unet3d.config.schema import Config
-from unet3d.data.labels import channel_groups, region_names
 from unet3d.evaluation.metrics import case_metrics, evaluate_directory, format_summary, read_labels, read_metrics
 from unet3d.inference.predictor import Predictor, make_predictor
 from unet3d.inference.writing import iter_predictions, predict_cases, prediction_path
@@ -124,14 +123,13 @@ def predict_and_evaluate(
         options.n_devices, options.n_workers, options.pin_memory, options.thread_workers, config.training.device
     )
     predictor = make_predictor(config, [model], runtime.device, tta=tta)
-    regions = channel_groups(config.labels, config.dataset.setup_label_hierarchy)
     for group in groups:
         folder = run.group(group)
         cases = config.groups[group]
         predict_cases(predictor, config, cases, folder, save_probabilities, description=f"predict {group}")
         result.predicted[group] = folder
         if all(case.label is not None for case in cases):
-            table = evaluate_directory(folder, cases, regions, region_names(regions))
+            table = evaluate_directory(folder, cases, config.regions, config.region_names)
             result.metrics[group] = run.metrics(group)
             log.info("%s: %d cases, full volume, original space:\n%s", group, len(cases), format_summary(table))
     atomic_write_json(run.manifest, _manifest(config, model, groups))
@@ -167,8 +165,7 @@ def full_volume_validation(config: Config) -> FullValidation | None:
     cases = config.groups.get("validation") or []
     if not cases:
         return None
-    regions = channel_groups(config.labels, config.dataset.setup_label_hierarchy)
-    names = region_names(regions)
+    regions, names = config.regions, config.region_names
     inferer = build_inferer(config)
     activation = activation_from_loss(config.loss)
     truths = {}

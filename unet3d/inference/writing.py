@@ -16,7 +16,7 @@ from unet3d.atomic import remove_stale_temporaries
 from unet3d.config.schema import Case, Config
 from unet3d.data.datasets import case_items
 from unet3d.data.image_io import label_map_suffix
-from unet3d.data.labels import channel_groups, decode
+from unet3d.data.labels import decode
 from unet3d.data.transforms import build_transforms
 from unet3d.errors import CheckpointError, raise_if_terminated
 from unet3d.formats import PROBABILITY_SUFFIX
@@ -78,7 +78,7 @@ def iter_predictions(
     """Preprocess each case as for validation, predict, invert to its original space and decode, one at a time."""
     dataset = config.dataset_for("validation")
     transform = build_transforms(dataset, with_label=False, softmax=predictor.activation == "softmax", augment=False)
-    groups = channel_groups(config.labels, config.dataset.setup_label_hierarchy)
+    groups = config.regions
     pairs = list(zip(cases, case_items(cases, with_label=False), strict=True))
     for case, item in tqdm(pairs, desc=description, unit="case", disable=None, leave=False):
         raise_if_terminated()

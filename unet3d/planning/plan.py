@@ -21,10 +21,11 @@ import numpy as np
 from unet3d.atomic import atomic_write_json, atomic_write_text, check_writable
 from unet3d.config.layouts import Layout, dataset_json_of, read_layout
 from unet3d.config.load import parse_cases, parse_config
+from unet3d.config.regions import declared_values
 from unet3d.config.schema import Case
 from unet3d.data.checks import check_cases
 from unet3d.data.image_io import image_format
-from unet3d.data.labels import declared_values
+from unet3d.devices import planned_kind
 from unet3d.errors import ConfigError, DataError
 from unet3d.output_guard import Inputs, check_outputs
 from unet3d.planning import rules
@@ -212,14 +213,14 @@ def build_config(
             "iterations_per_epoch": profile.iterations_per_epoch,
             "gradient_clip": 12.0,
             **({"output_bias_prior": OUTPUT_BIAS_PRIOR} if hierarchy else {}),
-            "amp": profile.device == "gpu",
+            "amp": profile.device == "accelerator",
             "save_best": True,
         },
     }
     reasons["training"] = (
         f"{profile.n_epochs} epochs x {profile.iterations_per_epoch} batches of {profile.batch_size}, SGD 0.01 "
         "(Nesterov 0.99) with polynomial decay per epoch, gradients clipped at 12"
-        + (", mixed precision" if profile.device == "gpu" else "")
+        + (", mixed precision" if profile.device == "accelerator" else "")
         + (
             f"; every region starts at probability {OUTPUT_BIAS_PRIOR} (output_bias_prior), so that small regions "
             "are not switched off by the first steps"
@@ -259,7 +260,7 @@ def plan_experiment(
     dataset: str | Path,
     config_filename: str | Path,
     gpu_memory_gb: float = 8.0,
-    device: str = "gpu",
+    device: str = "cuda",
     n_folds: int = 5,
     n_threads: int | None = None,
     overwrite: bool = False,
@@ -271,8 +272,7 @@ def plan_experiment(
     `<name>.data_report.txt` beside it. None of the three replaces a file of the data set (`--overwrite` never
     extends to those), and an existing one is replaced only with `overwrite` (see `unet3d.output_guard`)."""
     dataset, out = Path(dataset).expanduser().resolve(), Path(config_filename).expanduser().resolve()
-    if device not in ("gpu", "cpu"):
-        raise ConfigError(f"--device: expected 'gpu' or 'cpu', got {device!r}")
+    device = planned_kind(device)
     if spacing is not None and (len(spacing) != 3 or not all(v > 0 for v in spacing)):
         raise ConfigError(f"--spacing: expected three positive numbers (mm), got {list(spacing)}")
     if not gpu_memory_gb > 0:
@@ -301,7 +301,7 @@ def plan_experiment(
             f"{dataset}: {len(flat)} of {len(fingerprints)} cases are a single slice ({flat[0].case_id}: shape "
             f"{flat[0].shape}); unet3d-plan plans 3D volumes: write a 2D config by hand (examples/carvana_2d)"
         )
-    profile = rules.profile_for(device, gpu_memory_gb)
+    profile = rules.profile_for("cpu" if device == "cpu" else "accelerator", gpu_memory_gb)
     given = None if spacing is None else [float(v) for v in spacing]
     config, reasons, ct_channels = build_config(fingerprints, layout, profile, n_folds, given)
     source = os.path.relpath(dataset, out.parent)

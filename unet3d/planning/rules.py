@@ -31,9 +31,10 @@ CT_NAME = re.compile(r"(?<![a-z])cta?(?![a-z])", re.IGNORECASE)  # CT, ct_venous
 
 @dataclass(frozen=True)
 class Profile:
-    """What the plan aims at: a GPU (mixed precision, nnU-Net's widths and schedule) or a CPU (narrower, shorter)."""
+    """What the plan aims at: an accelerator, a GPU (mixed precision, nnU-Net's widths and schedule), or a CPU
+    (narrower, shorter)."""
 
-    device: Literal["gpu", "cpu"]
+    device: Literal["accelerator", "cpu"]
     memory_gb: float
     base_filters: int
     max_filters: int
@@ -45,11 +46,11 @@ class Profile:
 
 
 def profile_for(device: str, memory_gb: float) -> Profile:
-    """The GPU profile (fp16, 32-320 filters, 1000 epochs x 250 iterations) or the CPU one (fp32, 16-128 filters,
-    patches of at most 64³ voxels, 100 epochs x 50 iterations: hours, not weeks, on a workstation CPU)."""
+    """The accelerator profile (fp16, 32-320 filters, 1000 epochs x 250 iterations) or the CPU one (fp32, 16-128
+    filters, patches of at most 64³ voxels, 100 epochs x 50 iterations: hours, not weeks, on a workstation CPU)."""
     if device == "cpu":
         return Profile("cpu", memory_gb, 16, 128, 4, 64**3, 2, 100, 50)
-    return Profile("gpu", memory_gb, 32, 320, 2, 256**3, 2, 1000, 250)
+    return Profile("accelerator", memory_gb, 32, 320, 2, 256**3, 2, 1000, 250)
 
 
 def target_spacing(spacings: np.ndarray) -> tuple[list[float], str]:

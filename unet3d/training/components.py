@@ -23,7 +23,7 @@ from unet3d.data.datasets import (
     make_loader,
     preprocessed_bytes,
 )
-from unet3d.data.labels import channel_groups, n_target_channels, region_names
+from unet3d.data.labels import n_target_channels
 from unet3d.data.seeding import SeededDataset, SeededSampler
 from unet3d.data.transforms import build_transforms, preprocessing_fingerprint
 from unet3d.devices import amp_dtype, grad_scaler
@@ -121,8 +121,8 @@ def training_sampler(dataset: Dataset, samples_per_epoch: int | None, runtime: R
 def build_components(config: Config, work_dir: Path, runtime: Runtime) -> Components:
     """Everything `fit` needs, on `runtime.device`."""
     activation = activation_from_loss(config.loss)
-    groups = channel_groups(config.labels, config.dataset.setup_label_hierarchy)
-    channel_names = region_names(groups)
+    groups = config.regions
+    channel_names = config.region_names
     train_dataset, train_transform = build_dataset(config, "training", work_dir, runtime, augment=True)
     samples = config.training.samples_per_epoch
     if config.training.iterations_per_epoch is not None:
