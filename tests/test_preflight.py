@@ -55,6 +55,27 @@ def test_training_crop_size_must_fit_the_downsampling(tmp_path: Path):
     check_experiment(config(tmp_path, augmentations=[crop]))
 
 
+def test_every_problem_of_a_config_is_reported_at_once_each_naming_its_key(tmp_path: Path):
+    bad = config(tmp_path, inference={"name": "SlidingWindowInferer", "roi_size": [30, 32, 32]})
+    bad.optimizer.name = "Adamm"
+    bad.dataset.spacing = [1.0, 1.0]
+    bad.dataset.random_crop = True
+    bad.training.iterations_per_epoch, bad.training.samples_per_epoch = 10, 20
+    bad.model.kwargs["out_channels"] = 5
+    with pytest.raises(ConfigError) as raised:
+        check_experiment(bad)
+    lines = str(raised.value).splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "optimizer.name",
+        "dataset.spacing",
+        "dataset.random_crop",
+        "inference.roi_size",
+        "training.iterations_per_epoch",
+        "model.out_channels",
+    ], lines
+    assert len(set(lines)) == len(lines)
+
+
 def test_dice_ce_with_sigmoid_on_several_channels_is_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFixture):
     with caplog.at_level(logging.WARNING, logger="unet3d"):
         check_experiment(config(tmp_path, loss={"name": "DiceCELoss", "sigmoid": True}))

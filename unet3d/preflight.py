@@ -8,8 +8,9 @@ import importlib.util
 import logging
 import math
 
+from unet3d.config.fields import Problems
 from unet3d.config.regions import declared_values
-from unet3d.config.schema import SPLIT_BLOCKS, Config, TrainingConfig
+from unet3d.config.schema import SPLIT_BLOCKS, TRACKER_SETTINGS, Config, TrainingConfig
 from unet3d.data.checks import CaseInfo, check_cases
 from unet3d.data.datasets import available_memory
 from unet3d.data.labels import check_label_spec, n_target_channels
@@ -104,7 +105,7 @@ def check_tracker(training: TrainingConfig) -> None:
             f"training.tracker: {training.tracker!r} needs the {training.tracker} package; "
             f"pip install 'unet3d[{training.tracker}]'"
         )
-    known = TRACKER_KEYS[training.tracker]
+    known = TRACKER_SETTINGS[training.tracker]
     unknown = sorted(set(training.tracker_kwargs) - set(known))
     if unknown:
         raise ConfigError(
@@ -117,11 +118,6 @@ def check_tracker(training: TrainingConfig) -> None:
             raise ConfigError(f"training.tracker_kwargs.{key}: expected {expected}, got {value!r}")
 
 
-# Each tracker's settings: a string, or one of the listed values.
-TRACKER_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
-    "mlflow": {"experiment_name": (), "tracking_uri": ()},
-    "wandb": {"dir": (), "entity": (), "group": (), "mode": ("online", "offline", "disabled", "shared"), "project": ()},
-}
 FIRST_WIDTH_KEYS = ("filters", "channels", "init_filters", "feature_size")  # the first layer's width, by network
 
 
@@ -152,41 +148,56 @@ def check_memory(config: Config) -> None:
 
 
 def check_experiment(config: Config, train: bool = True) -> None:
-    """Everything that can be checked without reading data; raises ConfigError naming the key."""
-    activation = activation_from_loss(config.loss)
-    check_loss_spec(config.loss)
-    check_optim_specs(config.optimizer, config.scheduler)
+    """Everything that can be checked without reading data; one ConfigError lists every problem, each naming its key
+    (a check that needs what an earlier one refused is skipped)."""
+    problems = Problems()
+    activation = problems.run(activation_from_loss, config.loss)
+    problems.run(check_loss_spec, config.loss)
+    problems.run(check_optim_specs, config.optimizer, config.scheduler)
     if config.inference is not None:
-        check_kwargs(lookup("inferer", config.inference.name, "inference.name"), config.inference.kwargs, "inference")
+        inferer = problems.run(lookup, "inferer", config.inference.name, "inference.name")
+        if inferer is not None:
+            problems.run(check_kwargs, inferer, config.inference.kwargs, "inference")
     dataset = config.dataset
-    check_label_spec(dataset.labels, dataset.setup_label_hierarchy, activation)
-    check_orientation(dataset.orientation)
-    dims = spatial_dims(config.model)
-    if dataset.desired_shape is not None and len(dataset.desired_shape) != dims:
-        raise ConfigError(f"dataset.desired_shape: has {len(dataset.desired_shape)} values but the model is {dims}D")
-    if dataset.spacing is not None and len(dataset.spacing) != dims:
-        raise ConfigError(f"dataset.spacing: has {len(dataset.spacing)} values but the model is {dims}D")
+    before = len(problems.lines)
+    if activation is not None:
+        problems.run(check_label_spec, dataset.labels, dataset.setup_label_hierarchy, activation)
+    labels_fit = activation is not None and len(problems.lines) == before  # the output channels follow from them
+    problems.run(check_orientation, dataset.orientation)
+    dims = problems.run(spatial_dims, config.model)
+    for key in ("desired_shape", "spacing"):
+        values = getattr(dataset, key)
+        if dims is not None and values is not None and len(values) != dims:
+            problems.add(f"dataset.{key}: has {len(values)} values but the model is {dims}D")
     if dataset.random_crop and not dataset.desired_shape:
-        raise ConfigError("dataset.random_crop: needs dataset.desired_shape (the patch size)")
-    check_input_shape(config.model, dataset.desired_shape)
-    check_patch_sizes(config)
-    warn_cross_entropy_over_regions(config, activation)
+        problems.add("dataset.random_crop: needs dataset.desired_shape (the patch size)")
+    problems.run(check_input_shape, config.model, dataset.desired_shape)
+    problems.run(check_patch_sizes, config)
     if config.training.iterations_per_epoch is not None and config.training.samples_per_epoch is not None:
-        raise ConfigError("training.iterations_per_epoch: give it or samples_per_epoch, not both")
-    check_monitor(config)
-    softmax = activation == "softmax"
-    for split in SPLIT_BLOCKS:
-        split_config = config.dataset_for(split)
-        build_transforms(split_config, with_label=True, softmax=softmax, augment=True, where=f"dataset.{split}")
-    check_model_spec(config.model, in_channels=None, out_channels=n_target_channels(config.labels, activation))
-    if config.training.output_bias_prior is not None:
-        check_output_bias_prior(len(config.labels), config.training.output_bias_prior, activation)
+        problems.add("training.iterations_per_epoch: give it or samples_per_epoch, not both")
+    problems.run(check_monitor, config)
+    if activation is not None:
+        warn_cross_entropy_over_regions(config, activation)
+        for split in SPLIT_BLOCKS:
+            problems.run(
+                lambda split: build_transforms(
+                    config.dataset_for(split), True, activation == "softmax", augment=True, where=f"dataset.{split}"
+                ),
+                split,
+            )
+        if labels_fit:
+            out_channels = n_target_channels(config.labels, activation)
+            problems.run(lambda: check_model_spec(config.model, in_channels=None, out_channels=out_channels))
+        if labels_fit and config.training.output_bias_prior is not None:
+            problems.run(check_output_bias_prior, len(config.labels), config.training.output_bias_prior, activation)
     if train and not config.groups.get("training"):
-        raise ConfigError("training_filenames: required (a list of cases or a path to a .npy/.json list)")
+        problems.add("training_filenames: required (a list of cases or a path to a .npy/.json list)")
     if train:
-        check_tensorboard(config.training)
-        check_tracker(config.training)
+        problems.run(check_tensorboard, config.training)
+        problems.run(check_tracker, config.training)
+        problems.raise_any()  # the memory estimate needs a valid model and patch
         check_memory(config)
+    problems.raise_any()
 
 
 def check_constant_cases(infos: dict[str, list[CaseInfo]], crop_foreground: bool) -> None:

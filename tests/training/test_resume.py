@@ -63,3 +63,17 @@ def test_a_changed_scheduler_starts_from_the_rate_it_sets_first():
     restored.param_groups[0]["lr"] = 0.0001  # where the old schedule had gone
     apply_accepted([Change("scheduler.start_factor", MISSING, 0.5)], restored, optimizer(lr=0.01).param_groups)
     assert restored.param_groups[0]["lr"] == 0.005 and restored.param_groups[0]["initial_lr"] == 0.01
+
+
+def test_the_keys_a_resume_takes_are_marked_in_the_schema_and_none_changes_what_the_model_learns():
+    from unet3d.config.schema import applied_on_resume
+
+    assert applied_on_resume() == {
+        *(f"training.{k}" for k in ("n_epochs", "early_stopping_patience", "save_best", "save_every_n_epochs")),
+        *(f"training.{k}" for k in ("save_last_n_models", "progress_plot", "tensorboard", "tracker", "tracker_kwargs")),
+        *(f"training.{k}" for k in ("log_every_n_iterations", "prefetch_factor", "test_input", "validation_interval")),
+        *(f"training.{k}" for k in ("validation_batch_size", "compile", "channels_last", "deterministic", "device")),
+        *(f"dataset.{k}" for k in ("cache", "cache_dir", "name", "verbose")),
+    }
+    assert applies_on_resume("training.tracker_kwargs.tracking_uri") and applies_on_resume("cluster.time")
+    assert not applies_on_resume("training.batch_size") and not applies_on_resume("dataset.spacing")

@@ -115,8 +115,8 @@ class Problems:
         self.lines.append(line)
 
     def raise_any(self) -> None:
-        if self.lines:
-            raise ConfigError("\n".join(self.lines))
+        if self.lines:  # two checks that meet the same wrong value say it once
+            raise ConfigError("\n".join(dict.fromkeys(self.lines)))
 
 
 def parse_named(value: Any, where: str) -> NamedSpec:

@@ -7,14 +7,24 @@ import typing
 from dataclasses import MISSING, fields
 
 from unet3d.config.fields import type_name
-from unet3d.config.schema import NAMED_SECTIONS, NOTE_SECTIONS, REQUIRED_SECTIONS, SECTION_RECORDS, MachineConfig
+from unet3d.config.schema import (
+    NAMED_SECTIONS,
+    NOTE_SECTIONS,
+    REQUIRED_SECTIONS,
+    RESUME_APPLIED_SECTIONS,
+    SECTION_RECORDS,
+    MachineConfig,
+)
 
 
 def reference_markdown() -> str:
     """The config reference table for the README, generated from the records above."""
     lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for section, text in NAMED_SECTIONS.items():
-        lines.append(f"| `{section}` | object | {'required' if section in REQUIRED_SECTIONS else 'none'} | {text} |")
+        applied = " *Resume: applied.*" if section in RESUME_APPLIED_SECTIONS else ""
+        lines.append(
+            f"| `{section}` | object | {'required' if section in REQUIRED_SECTIONS else 'none'} | {text}{applied} |"
+        )
     for section, text in NOTE_SECTIONS.items():
         lines.append(f"| `{section}` | object | none | {text} |")
     for section, record in SECTION_RECORDS.items():
@@ -38,5 +48,6 @@ def _rows(record: type, prefix: str) -> list[str]:
     for f in fields(record):
         default = f.default if f.default is not MISSING else f.default_factory()
         type_text = type_name(hints[f.name]).replace("|", "/")
-        rows.append(f"| `{prefix}{f.name}` | {type_text} | `{default!r}` | {f.metadata['doc']} |")
+        applied = " *Resume: applied.*" if f.metadata.get("resume") == "applied" else ""
+        rows.append(f"| `{prefix}{f.name}` | {type_text} | `{default!r}` | {f.metadata['doc']}{applied} |")
     return rows

@@ -7,13 +7,19 @@ records (`reference_markdown`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
 from unet3d.config.fields import NamedSpec, doc
 from unet3d.config.regions import label_regions, region_names
 from unet3d.errors import ConfigError
+
+# Each tracker's settings (`training.tracker_kwargs`): a string, or one of the listed values.
+TRACKER_SETTINGS: dict[str, dict[str, tuple[str, ...]]] = {
+    "mlflow": {"experiment_name": (), "tracking_uri": ()},
+    "wandb": {"dir": (), "entity": (), "group": (), "mode": ("online", "offline", "disabled", "shared"), "project": ()},
+}
 
 
 @dataclass
@@ -24,6 +30,7 @@ class DatasetConfig:
         "3DUnetCNN dataset class. 'SegmentationDatasetPersistent' caches preprocessing on disk (like `cache: disk`).",
         "SegmentationDataset",
         choices=("SegmentationDataset", "SegmentationDatasetPersistent"),
+        resume="applied",
     )
     labels: list[int | list[int]] | None = doc(
         "Label values, one output channel each; a nested list makes one channel of several values.", None
@@ -70,8 +77,11 @@ class DatasetConfig:
         "Where deterministic preprocessing is cached: 'disk' (cache_dir), 'memory', 'none'; 'auto': memory when it "
         "fits in a quarter of the available RAM, else disk.",
         "auto",
+        resume="applied",
     )
-    cache_dir: str | None = doc("Folder of the disk cache (default: <work dir>/cache); relative to the config.", None)
+    cache_dir: str | None = doc(
+        "Folder of the disk cache (default: <work dir>/cache); relative to the config.", None, resume="applied"
+    )
     reader: str | None = doc(
         "MONAI image reader; null picks the reader of each file's format (NIfTI: nibabel, MetaImage/NRRD: ITK, "
         "pictures: Pillow), not MONAI's own choice, which depends on the installed packages.",
@@ -81,7 +91,9 @@ class DatasetConfig:
     inference: bool | Literal["auto"] = doc(
         "Accepted for 3DUnetCNN compatibility; unet3d decides per file group whether labels are read.", "auto"
     )
-    verbose: bool = doc("Accepted for 3DUnetCNN compatibility; no effect (use --debug for a verbose log).", False)
+    verbose: bool = doc(
+        "Accepted for 3DUnetCNN compatibility; no effect (use --debug for a verbose log).", False, resume="applied"
+    )
     training: dict[str, Any] | None = doc("Dataset keys that apply to the training split only (augmentations).", None)
     validation: dict[str, Any] | None = doc("Dataset keys that apply to validation and prediction only.", None)
 
@@ -100,28 +112,36 @@ class DatasetConfig:
 class TrainingConfig:
     """The `training` section: the loop, checkpoints and stopping."""
 
-    n_epochs: int = doc("Number of epochs; raise it and rerun to extend a finished run.", 1000, minimum=1)
+    n_epochs: int = doc(
+        "Number of epochs; raise it and rerun to extend a finished run.", 1000, minimum=1, resume="applied"
+    )
     batch_size: int = doc("Training batch size.", 1, minimum=1)
     validation_batch_size: int = doc(
         "Batch size of the validation in the preprocessed space (full-volume validation and prediction run one case "
         "at a time).",
         1,
         minimum=1,
+        resume="applied",
     )
     device: Literal["auto", "cpu", "cuda", "npu", "xpu", "mps"] = doc(
         "Where unet3d-train runs: 'auto' takes torch's accelerator (CUDA, Ascend NPU, Intel XPU, Apple MPS) when it "
         "has a device, else the CPU (logged); an absent named device is an error. --device overrides it.",
         "auto",
+        resume="applied",
     )
     amp: bool | Literal["fp16", "bf16"] = doc(
         "Mixed precision on an accelerator: true/'fp16' (with a gradient scaler) or 'bf16'; ignored on the CPU.", False
     )
     early_stopping_patience: int | None = doc(
-        "Stop after this many epochs without a new best val_loss (null: never).", None, minimum=1
+        "Stop after this many epochs without a new best val_loss (null: never).", None, minimum=1, resume="applied"
     )
-    save_best: bool = doc("Write model_best.pth whenever val_loss reaches a new minimum.", True)
-    save_every_n_epochs: int | None = doc("Also keep model_epoch{N}.pth every N epochs.", None, minimum=1)
-    save_last_n_models: int | None = doc("Keep only the last N model_epoch{N}.pth files.", None, minimum=1)
+    save_best: bool = doc("Write model_best.pth whenever val_loss reaches a new minimum.", True, resume="applied")
+    save_every_n_epochs: int | None = doc(
+        "Also keep model_epoch{N}.pth every N epochs.", None, minimum=1, resume="applied"
+    )
+    save_last_n_models: int | None = doc(
+        "Keep only the last N model_epoch{N}.pth files.", None, minimum=1, resume="applied"
+    )
     samples_per_epoch: int | None = doc(
         "Training samples drawn per epoch (with replacement when larger than the training set).", None, minimum=1
     )
@@ -139,44 +159,57 @@ class TrainingConfig:
         minimum=1e-6,
         maximum=0.5,
     )
-    progress_plot: bool = doc("Redraw progress.png (losses, Dice, lr, epoch time) after every epoch.", True)
+    progress_plot: bool = doc(
+        "Redraw progress.png (losses, Dice, lr, epoch time) after every epoch.", True, resume="applied"
+    )
     tensorboard: bool = doc(
         "Mirror the training log to TensorBoard event files in <work dir>/tensorboard/; needs unet3d[tensorboard].",
         False,
+        resume="applied",
     )
     tracker: str | None = doc(
         "Mirror the log, the config and the final metrics to 'mlflow' or 'wandb' (needs unet3d[mlflow] / [wandb]).",
         None,
-        choices=(None, "mlflow", "wandb"),
+        choices=(None, *TRACKER_SETTINGS),
+        resume="applied",
     )
     tracker_kwargs: dict[str, Any] = doc(
-        "MLflow: tracking_uri, experiment_name; W&B: project, entity, group, mode ('offline'), dir.", {}
+        "The tracker's settings, each a string: "
+        + "; ".join(f"{name}: {', '.join(settings)}" for name, settings in TRACKER_SETTINGS.items())
+        + " (wandb's mode: online, offline, disabled or shared).",
+        {},
+        resume="applied",
     )
-    log_every_n_iterations: int | None = doc("Log the running loss and learning rate every N batches.", None, minimum=1)
+    log_every_n_iterations: int | None = doc(
+        "Log the running loss and learning rate every N batches.", None, minimum=1, resume="applied"
+    )
     training_iterations_per_epoch: int = doc("Passes over the training loader per epoch (3DUnetCNN key).", 1, minimum=1)
     prefetch_factor: int | None = doc(
-        "Batches each loader worker prepares ahead (with --nthreads > 0).", None, minimum=1
+        "Batches each loader worker prepares ahead (with --nthreads > 0).", None, minimum=1, resume="applied"
     )
     test_input: int = doc(
         "Preprocessed examples written to data_loader_testing/ when a run starts (--n_examples overrides).",
         1,
         minimum=0,
+        resume="applied",
     )
     compile: bool | Literal["default", "reduce-overhead", "max-autotune"] = doc(
         "Compile the network with torch.compile (true or a compile mode); the first epoch pays the compilation.",
         False,
+        resume="applied",
     )
     channels_last: bool = doc(
-        "Channels-last memory layout for network and inputs (faster convolutions with AMP).", False
+        "Channels-last memory layout for network and inputs (faster convolutions with AMP).", False, resume="applied"
     )
     validation_interval: int | None = doc(
         "Full-volume validation Dice (original space, `full_dice*` log columns) every N epochs; null: every epoch "
         "while that costs under 10% of an epoch's time, else as often as keeps it there.",
         None,
         minimum=1,
+        resume="applied",
     )
     seed: int | None = doc("Random seed; null picks one and records it in the log. --seed overrides it.", None)
-    deterministic: bool = doc("Ask torch for deterministic algorithms (slower on GPU).", False)
+    deterministic: bool = doc("Ask torch for deterministic algorithms (slower on GPU).", False, resume="applied")
 
 
 @dataclass
@@ -253,6 +286,7 @@ class ClusterConfig:
 
 SPLIT_BLOCKS = ("training", "validation")  # dataset blocks whose keys apply to one split only
 
+
 @dataclass
 class MachineConfig:
     """3DUnetCNN's machine config (`unet3d-train --machine_config_filename F`): how a run executes on this machine.
@@ -264,6 +298,17 @@ class MachineConfig:
     use_multiprocessing: bool | None = doc(
         "Loader workers as processes (true) or as threads of the training process (false: --thread_workers).", None
     )
+
+
+def applied_on_resume() -> set[str]:
+    """The dotted keys whose new value a resumed run takes without asking: those that only say how long to train,
+    what to keep and how to report (marked `resume="applied"` above, and every key of RESUME_APPLIED_SECTIONS)."""
+    return {
+        f"{section}.{f.name}"
+        for section, record in SECTION_RECORDS.items()
+        for f in fields(record)
+        if f.metadata.get("resume") == "applied"
+    }
 
 
 SECTION_RECORDS: dict[str, type] = {
@@ -281,6 +326,7 @@ NAMED_SECTIONS: dict[str, str] = {
     "inference": "Optional inferer from monai.inferers (e.g. SlidingWindowInferer with roi_size).",
 }
 REQUIRED_SECTIONS = ("model", "optimizer", "loss")
+RESUME_APPLIED_SECTIONS = ("cluster", "inference")  # where to run and how to infer: every key applies on resume
 NOTE_SECTIONS: dict[str, str] = {  # kept in the config for people to read; nothing reads them
     "planned": "Written by `unet3d-plan`: the reason for each planned value (and the fingerprint's file); not read.",
 }

@@ -18,36 +18,12 @@ from typing import Any
 import torch
 
 from unet3d import checkpoint as ckpt
-from unet3d.config.schema import Config
+from unet3d.config.schema import RESUME_APPLIED_SECTIONS, Config, applied_on_resume
 from unet3d.errors import ConfigError
 
 log = logging.getLogger("unet3d")
 
-APPLIED_KEYS = {
-    "training.n_epochs",
-    "training.early_stopping_patience",
-    "training.save_best",
-    "training.save_every_n_epochs",
-    "training.save_last_n_models",
-    "training.progress_plot",
-    "training.tensorboard",
-    "training.tracker",
-    "training.tracker_kwargs",
-    "training.log_every_n_iterations",
-    "training.prefetch_factor",
-    "training.test_input",
-    "training.validation_interval",
-    "training.validation_batch_size",
-    "training.compile",
-    "training.channels_last",
-    "training.deterministic",
-    "training.device",
-    "dataset.cache",
-    "dataset.cache_dir",
-    "dataset.name",
-    "dataset.verbose",
-}
-APPLIED_PREFIXES = ("cluster", "inference")
+APPLIED_KEYS = applied_on_resume()  # marked in the schema, so the README reference shows them
 LEARNING_GROUPS = ("training_filenames", "validation_filenames")  # other *_filenames groups are only predicted
 MISSING = object()
 
@@ -96,7 +72,7 @@ def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
 def applies_on_resume(key: str) -> bool:
     """Whether a changed key is taken without asking (it does not change what the model learns or sees)."""
     top = key.split(".")[0]
-    if key in APPLIED_KEYS or top in APPLIED_PREFIXES or any(key.startswith(f"{k}.") for k in APPLIED_KEYS):
+    if key in APPLIED_KEYS or top in RESUME_APPLIED_SECTIONS or any(key.startswith(f"{k}.") for k in APPLIED_KEYS):
         return True  # a nested key (training.tracker_kwargs.tracking_uri) goes with its applied parent
     return top.endswith("_filenames") and top not in LEARNING_GROUPS
 

@@ -29,7 +29,6 @@ from unet3d.config.schema import TrainingConfig
 from unet3d.training.tensorboard import scalars, tensorboard_mirror
 
 log = logging.getLogger("unet3d")
-TRACKERS = {"mlflow": "mlflow", "wandb": "wandb"}  # tracker → the package it needs
 STATE_FILENAME = "tracker.json"
 Row = dict[str, Any]
 
