@@ -31,8 +31,8 @@ from unet3d.config.load import load_config
 from unet3d.data.synthetic import write_dataset
 from unet3d.evaluation.metrics import read_labels
 from unet3d.experiment.run import run_experiment
+from unet3d.inference.loop import iter_predictions
 from unet3d.inference.predictor import make_predictor
-from unet3d.inference.writing import iter_predictions
 from unet3d.training.history import LOG_FILENAME, read_log
 from unet3d.training.options import RunOptions
 from unet3d.workdir import RunDir

@@ -150,23 +150,25 @@ def _benchmark(args: argparse.Namespace, stack: contextlib.ExitStack) -> dict[st
                 label = f"bs {batch_size}, {amp_label(amp, device)}"
                 cfg = variant_config(config, {"training.batch_size": batch_size, "training.amp": amp})
                 seed_everything(args.seed)
-                parts = build_components(cfg, work, runtime)
-                parts.train_transform.set_random_state(seed=args.seed)
-                settings["n_parameters"] = sum(p.numel() for p in parts.model.parameters())
+                components = build_components(cfg, work, runtime)
+                components.train_transform.set_random_state(seed=args.seed)
+                settings["n_parameters"] = sum(p.numel() for p in components.model.parameters())
                 if "loading_profile" not in results:
                     log.info("loading profile: each transform of the training chain, cache read/write, collation")
-                    results["loading_profile"] = attempt(profile_loading, parts, cfg, work)
+                    results["loading_profile"] = attempt(profile_loading, components, cfg, work)
                 log.info("(a)+(c) %s: about %d steps each, real loader / in memory, in 1-epoch blocks", label, steps)
-                blocks = attempt(step_blocks, parts, device, steps, clip)
+                blocks = attempt(step_blocks, components, device, steps, clip)
                 variant: dict[str, Any] = {"batch_size": batch_size, "amp": amp_label(amp, device), **blocks}
                 rows += variant_rows(label, blocks)
                 if index == 0:
                     log.info("(d) %s: sliding-window prediction vs. pure forward passes", label)
-                    window = attempt(sliding_window, parts, cfg, device, bool(amp), args.sw_batch_size, args.repeats)
+                    window = attempt(
+                        sliding_window, components, cfg, device, bool(amp), args.sw_batch_size, args.repeats
+                    )
                     variant["sliding_window"] = window
                     rows += window_rows(label, window)
                 results["variants"].append(variant)
-                del parts
+                del components
                 gc.collect()
                 empty_cache(device)
     facts["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None

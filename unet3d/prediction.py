@@ -24,8 +24,8 @@ from unet3d.errors import CheckpointError, ConfigError, UserError
 from unet3d.evaluation.metrics import METRICS_FILENAME, evaluate_directory
 from unet3d.evaluation.postprocessing import keep_largest_component, read_decision
 from unet3d.inference.inputs import cases_from_input
+from unet3d.inference.loop import check_prediction_outputs, predict_cases
 from unet3d.inference.predictor import make_predictor
-from unet3d.inference.writing import check_prediction_outputs, predict_cases
 from unet3d.locking import work_dir_lock
 from unet3d.models import check_model_spec, spatial_dims
 from unet3d.output_guard import Inputs

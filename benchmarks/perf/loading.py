@@ -41,15 +41,17 @@ def loader_passes(config: Config, runtime: Runtime, passes: int, repeats: int) -
             )
             timings["construction"].append(seconds)
             shares["construction"].append(share)
-            parts = build_components(config, Path(work), runtime)
+            components = build_components(config, Path(work), runtime)
             seed_everything(0)
-            parts.train_transform.set_random_state(seed=0)
+            components.train_transform.set_random_state(seed=0)
             for index in range(passes):
-                seconds, share = measure(torch.device("cpu"), lambda loader=parts.train_loader: sum(1 for _ in loader))
+                seconds, share = measure(
+                    torch.device("cpu"), lambda loader=components.train_loader: sum(1 for _ in loader)
+                )
                 timings["first" if index == 0 else "later"].append(seconds)
                 shares["first" if index == 0 else "later"].append(share)
-            n_batches = len(parts.train_loader)
-            del parts
+            n_batches = len(components.train_loader)
+            del components
             gc.collect()
     estimates = {key: robust(timings[key], shares[key]) for key in timings}
     first_epoch = estimates["construction"]["value"] + estimates["first"]["value"]
@@ -78,11 +80,11 @@ def _clone(data: dict[str, Any]) -> dict[str, Any]:
     return {k: (v.clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v)) for k, v in data.items()}
 
 
-def profile_loading(parts: Components, config: Config, work_dir: Path, repeats: int = 3) -> dict[str, Any]:
+def profile_loading(components: Components, config: Config, work_dir: Path, repeats: int = 3) -> dict[str, Any]:
     """Where the loading time goes, per case: each transform of the training chain (first epoch: all of them),
     writing and reading the cache, and collation. Runs in this process, whatever --nthreads is; each number is the
     least of `repeats` runs (another process on the machine can only add time)."""
-    runs = [_profile_once(parts, config, work_dir) for _ in range(repeats)]
+    runs = [_profile_once(components, config, work_dir) for _ in range(repeats)]
     return _least(runs) | {"repeats": repeats}
 
 
@@ -98,8 +100,8 @@ def _least(values: list[Any]) -> Any:
     return first
 
 
-def _profile_once(parts: Components, config: Config, work_dir: Path) -> dict[str, Any]:
-    steps = list(parts.train_transform.transforms)
+def _profile_once(components: Components, config: Config, work_dir: Path) -> dict[str, Any]:
+    steps = list(components.train_transform.transforms)
     n_prefix = prefix_length(steps)
     items = case_items(config.groups["training"], with_label=True)
     seconds = [0.0] * len(steps)
@@ -130,10 +132,10 @@ def _profile_once(parts: Components, config: Config, work_dir: Path) -> dict[str
     bare.unlink(missing_ok=True)
     n_saved = max(1, len(prefix_outputs))
     for index in range(n):
-        parts.train_dataset[index]  # fill the cache (a no-op when the warm-up epoch already did)
+        components.train_dataset[index]  # fill the cache (a no-op when the warm-up epoch already did)
     start = time.perf_counter()
     for index in range(n):
-        parts.train_dataset[index]  # a cache hit: hash the file states, torch.load, then the random transforms
+        components.train_dataset[index]  # a cache hit: hash the file states, torch.load, then the random transforms
     cached_item_seconds = (time.perf_counter() - start) / n
     batch_size = config.training.batch_size
     start = time.perf_counter()
@@ -171,7 +173,7 @@ def _profile_once(parts: Components, config: Config, work_dir: Path) -> dict[str
         },
         "collate_ms_per_batch": 1000 * collate_seconds,
         "batch_size": batch_size,
-        "dataset_class": type(parts.train_dataset).__name__,
+        "dataset_class": type(components.train_dataset).__name__,
         "worker_transport_ms_per_batch": transport,
     }
 

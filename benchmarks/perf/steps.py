@@ -15,19 +15,19 @@ from unet3d.training.loop import train_step
 log = logging.getLogger("unet3d")
 
 
-def step_blocks(parts: Components, device: torch.device, total: int, clip: float | None) -> dict[str, Any]:
+def step_blocks(components: Components, device: torch.device, total: int, clip: float | None) -> dict[str, Any]:
     """Time about `total` training steps in each of two feeds, in blocks of one epoch, interleaved (AB, BA, ...) so
     that a machine getting busier or quieter affects both alike and a disturbed block can be set aside:
 
     - loader: batches drawn from the real train loader (epoch after epoch, cache already filled);
     - memory: one epoch of the same loader's batches, collected beforehand and already on the device.
     """
-    parts.network.train()
-    batches = cycle(parts.train_loader)
-    per_epoch = len(parts.train_loader)
+    components.network.train()
+    batches = cycle(components.train_loader)
+    per_epoch = len(components.train_loader)
     steps, rounds = per_epoch, max(1, round(total / per_epoch))
     for _ in range(per_epoch):  # the warm-up epoch: cache filled, allocator and kernels (cuDNN autotuning) warm
-        train_step(parts, next(batches), device, clip)
+        train_step(components, next(batches), device, clip)
     memory: list[dict[str, Any]] = []
     position = 0
     seconds: dict[str, list[float]] = {"loader": [], "memory": []}
@@ -43,7 +43,7 @@ def step_blocks(parts: Components, device: torch.device, total: int, clip: float
             else:
                 batch = memory[position % len(memory)]
                 position += 1
-            samples[feed] += train_step(parts, batch, device, clip)[1]
+            samples[feed] += train_step(components, batch, device, clip)[1]
 
     def block(feed: str) -> None:
         elapsed, share = measure(device, lambda: run(feed))

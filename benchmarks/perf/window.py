@@ -37,7 +37,7 @@ class WindowRecorder(torch.nn.Module):
 
 
 def sliding_window(
-    parts: Components, config: Config, device: torch.device, amp: bool, sw_batch_size: int | None, repeats: int
+    components: Components, config: Config, device: torch.device, amp: bool, sw_batch_size: int | None, repeats: int
 ) -> dict[str, Any]:
     """`Predictor.probabilities` of one validation volume, preprocessed as for prediction, against the model's pure
     forward passes over the same number and size of windows (random tensors, same batches of windows)."""
@@ -46,7 +46,7 @@ def sliding_window(
     dataset = config.dataset_for("validation")
     transform = build_transforms(dataset, with_label=False, softmax=activation == "softmax", augment=False)
     image = transform(case_items([case], with_label=False)[0])["image"].unsqueeze(0).as_tensor()
-    model = parts.model.eval()
+    model = components.model.eval()
     inferer = build_inferer(config, sw_batch_size=sw_batch_size)
     recorder = WindowRecorder(model)
     Predictor([recorder], inferer, activation, device, amp=amp).probabilities(image)

@@ -42,11 +42,11 @@ def test_a_diverging_run_stops_and_keeps_the_last_finite_checkpoint(experiment, 
     config = experiment("diverge", n_epochs=3)
     real = loop.train_one_epoch
 
-    def diverge_in_epoch_2(parts, device, epoch, training):
+    def diverge_in_epoch_2(components, device, epoch, training):
         if epoch == 2:
             with torch.no_grad():
-                next(parts.model.parameters()).fill_(float("nan"))
-        return real(parts, device, epoch, training)
+                next(components.model.parameters()).fill_(float("nan"))
+        return real(components, device, epoch, training)
 
     monkeypatch.setattr(loop, "train_one_epoch", diverge_in_epoch_2)
     with pytest.raises(
@@ -69,10 +69,10 @@ def test_nan_weights_after_the_last_step_are_caught_before_saving(experiment, tm
     config = experiment("nan_weights", n_epochs=1)
     real = loop.train_one_epoch
 
-    def poison_after(parts, device, epoch, training):
-        loss = real(parts, device, epoch, training)
+    def poison_after(components, device, epoch, training):
+        loss = real(components, device, epoch, training)
         with torch.no_grad():
-            next(parts.model.parameters()).fill_(float("inf"))
+            next(components.model.parameters()).fill_(float("inf"))
         return loss
 
     monkeypatch.setattr(loop, "train_one_epoch", poison_after)

@@ -51,8 +51,8 @@ def test_output_bias_prior_is_applied_to_a_new_run_and_logged(experiment, tmp_pa
     config = load_config(experiment("prior", n_epochs=1, output_bias_prior=0.01))
     with caplog.at_level("INFO", logger="unet3d"):
         runtime = Runtime(torch.device("cpu"), n_devices=0, n_workers=0, pin_memory=False)
-        parts = build_components(config, tmp_path / "prior", runtime)
-    last = [m for m in parts.model.modules() if isinstance(m, CONVOLUTIONS)][-1]
-    expected = math.log(0.01 / 0.99) if parts.activation == "sigmoid" else math.log(0.01)
+        components = build_components(config, tmp_path / "prior", runtime)
+    last = [m for m in components.model.modules() if isinstance(m, CONVOLUTIONS)][-1]
+    expected = math.log(0.01 / 0.99) if components.activation == "sigmoid" else math.log(0.01)
     assert last.bias[-1].item() == pytest.approx(expected, rel=1e-6)
     assert "every region starts at probability 0.01" in caplog.text

@@ -131,7 +131,7 @@ def test_training_log_dice_scores_the_nested_decoding(hard_cases):
 
     transform = build_transforms(config.dataset, with_label=True, softmax=False, augment=False)
     dataset = Dataset(case_items(config.groups["training"], with_label=True), transform)
-    parts = SimpleNamespace(
+    components = SimpleNamespace(
         network=Undertrained(),
         val_loader=DataLoader(dataset, batch_size=2),
         inferer=SimpleInferer(),
@@ -141,7 +141,7 @@ def test_training_log_dice_scores_the_nested_decoding(hard_cases):
         channel_names=region_names(BRATS),
         amp_dtype=None,
     )
-    row = validate(parts, CPU)
+    row = validate(components, CPU)
     expected = {name: [] for name in region_names(BRATS)}
     for item in dataset:
         probabilities = torch.sigmoid(Undertrained()(item["image"][None]))[0]

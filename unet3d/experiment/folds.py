@@ -30,7 +30,7 @@ from unet3d.experiment.report import refresh_report
 from unet3d.experiment.splits import load_or_make_inner_validation, load_or_make_splits
 from unet3d.experiment.steps import predictions_done, run_model
 from unet3d.experiment.summary import format_table, summarize, write_summary
-from unet3d.inference.writing import prediction_path
+from unet3d.inference.loop import prediction_path
 from unet3d.locking import work_dir_lock
 from unet3d.preflight import check_experiment
 from unet3d.runtime import is_main_process

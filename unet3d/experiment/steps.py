@@ -24,8 +24,8 @@ from unet3d import checkpoint as ckpt
 from unet3d.atomic import atomic_write_json
 from unet3d.config.schema import Config
 from unet3d.evaluation.metrics import case_metrics, evaluate_directory, format_summary, read_labels, read_metrics
+from unet3d.inference.loop import iter_predictions, predict_cases, prediction_path
 from unet3d.inference.predictor import Predictor, make_predictor
-from unet3d.inference.writing import iter_predictions, predict_cases, prediction_path
 from unet3d.inferers import build_inferer
 from unet3d.locking import work_dir_lock
 from unet3d.losses import activation_from_loss

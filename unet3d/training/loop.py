@@ -42,8 +42,8 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch) % 2**32
 
 
-def _autocast(parts: Components, device: torch.device) -> Any:
-    return autocast(parts.amp_dtype, device)
+def _autocast(components: Components, device: torch.device) -> Any:
+    return autocast(components.amp_dtype, device)
 
 
 def to_device(batch: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,27 +57,29 @@ def to_device(batch: dict[str, Any], device: torch.device) -> tuple[torch.Tensor
     )
 
 
-def train_step(parts: Components, batch: dict[str, Any], device: torch.device, clip: float | None) -> tuple[float, int]:
+def train_step(
+    components: Components, batch: dict[str, Any], device: torch.device, clip: float | None
+) -> tuple[float, int]:
     """One optimisation step (memory format, autocast, gradient scaler, clipping, per-iteration scheduler): the one
     definition the loop and the benchmark share. Returns the loss and the batch size; TrainingDiverged, before the
     weights are updated, when the loss is not finite."""
     images, target = to_device(batch, device)
-    if parts.memory_format is not None:
-        images = images.contiguous(memory_format=parts.memory_format)
-    parts.optimizer.zero_grad(set_to_none=True)
-    with _autocast(parts, device):
-        loss = parts.loss(parts.network(images), target)
+    if components.memory_format is not None:
+        images = images.contiguous(memory_format=components.memory_format)
+    components.optimizer.zero_grad(set_to_none=True)
+    with _autocast(components, device):
+        loss = components.loss(components.network(images), target)
     value = float(loss.detach())
     if not math.isfinite(value):
         raise TrainingDiverged(f"the training loss is {value}")
-    parts.scaler.scale(loss).backward()
+    components.scaler.scale(loss).backward()
     if clip is not None:
-        parts.scaler.unscale_(parts.optimizer)
-        torch.nn.utils.clip_grad_norm_(parts.model.parameters(), clip)
-    parts.scaler.step(parts.optimizer)
-    parts.scaler.update()
-    if parts.scheduler is not None and parts.scheduler_step == "iteration":
-        parts.scheduler.step()
+        components.scaler.unscale_(components.optimizer)
+        torch.nn.utils.clip_grad_norm_(components.model.parameters(), clip)
+    components.scaler.step(components.optimizer)
+    components.scaler.update()
+    if components.scheduler is not None and components.scheduler_step == "iteration":
+        components.scheduler.step()
     return value, int(images.shape[0])
 
 
@@ -90,25 +92,27 @@ class EpochTraining(NamedTuple):
     seconds: float
 
 
-def train_one_epoch(parts: Components, device: torch.device, epoch: int, training: TrainingConfig) -> EpochTraining:
+def train_one_epoch(
+    components: Components, device: torch.device, epoch: int, training: TrainingConfig
+) -> EpochTraining:
     """One epoch of optimisation (`training_iterations_per_epoch` passes over the loader); returns the mean training
     loss per sample, the sample count and the time. Per-iteration schedulers step after every batch."""
-    parts.network.train()
+    components.network.train()
     total, count, iteration = 0.0, 0, 0
     start = time.perf_counter()
     passes = training.training_iterations_per_epoch
     bar = tqdm(
-        total=len(parts.train_loader) * passes,
+        total=len(components.train_loader) * passes,
         desc=f"epoch {epoch}/{training.n_epochs}",
         unit="batch",
         leave=False,
         disable=None,
     )
     for _ in range(passes):
-        for batch in parts.train_loader:
+        for batch in components.train_loader:
             raise_if_terminated()
             try:
-                value, size = train_step(parts, batch, device, training.gradient_clip)
+                value, size = train_step(components, batch, device, training.gradient_clip)
             except TrainingDiverged as error:
                 raise TrainingDiverged(f"epoch {epoch}, iteration {iteration + 1}: {error}") from None
             total += value * size
@@ -123,7 +127,7 @@ def train_one_epoch(parts: Components, device: torch.device, epoch: int, trainin
                     epoch,
                     iteration,
                     total / count,
-                    current_lr(parts.optimizer),
+                    current_lr(components.optimizer),
                     count / (time.perf_counter() - start),
                 )
     bar.close()
@@ -141,26 +145,28 @@ def decoded_regions(logits: torch.Tensor, groups: Sequence[tuple[int, ...]], act
 
 
 @torch.no_grad()
-def validate(parts: Components, device: torch.device) -> dict[str, float]:
+def validate(components: Components, device: torch.device) -> dict[str, float]:
     """Mean validation loss per sample and Dice per region, in the preprocessed space; the regions come from the
     same decoding as the written label maps, so this Dice and the full-volume Dice differ only by the resampling."""
-    parts.network.eval()
-    softmax = parts.activation == "softmax"
+    components.network.eval()
+    softmax = components.activation == "softmax"
     dice = DiceMetric(include_background=True, reduction="mean_batch", ignore_empty=False)
     total, count = 0.0, 0
-    for batch in parts.val_loader:
+    for batch in components.val_loader:
         raise_if_terminated()
         images, target = to_device(batch, device)
-        with _autocast(parts, device):
-            logits = parts.inferer(images, parts.network)
+        with _autocast(components, device):
+            logits = components.inferer(images, components.network)
         logits = logits.float()
-        total += float(parts.eval_loss(logits, target)) * images.shape[0]
+        total += float(components.eval_loss(logits, target)) * images.shape[0]
         count += images.shape[0]
         regions = target[:, 1:] if softmax else target  # a softmax target has the background channel first
-        dice(decoded_regions(logits, parts.groups, parts.activation), regions.cpu())
+        dice(decoded_regions(logits, components.groups, components.activation), regions.cpu())
     per_channel = dice.aggregate().cpu().tolist()
     result = {"val_loss": total / count, "val_dice": sum(per_channel) / len(per_channel)}
-    result.update({f"val_dice_{name}": value for name, value in zip(parts.channel_names, per_channel, strict=True)})
+    result.update(
+        {f"val_dice_{name}": value for name, value in zip(components.channel_names, per_channel, strict=True)}
+    )
     return result
 
 
@@ -190,7 +196,7 @@ def adapted_interval(validation_time: float, epoch_time: float) -> int:
 
 def fit(
     config: Config,
-    parts: Components,
+    components: Components,
     work_dir: Path,
     runtime: Runtime,
     seed: int,
@@ -207,14 +213,16 @@ def fit(
     training = config.training
     state = TrainingState(seed=seed)
     if (work_dir / ckpt.LAST).exists():
-        state = restore(parts, work_dir / ckpt.LAST, device, config, accepted)
+        state = restore(components, work_dir / ckpt.LAST, device, config, accepted)
         if runtime.is_main:
             write_log(work_dir / LOG_FILENAME, state.rows)
         log.info("resuming after epoch %d from %s", state.epoch, work_dir / ckpt.LAST)
     if runtime.is_main:
         atomic_write_json(work_dir / CONFIG_FILENAME, config.raw)
-    monitor = "val_loss" if parts.val_loader is not None else "loss"  # what model_best.pth and early stopping follow
-    if parts.val_loader is None:
+    monitor = (
+        "val_loss" if components.val_loader is not None else "loss"
+    )  # what model_best.pth and early stopping follow
+    if components.val_loader is None:
         log.warning("no validation_filenames: the best model and the scheduler follow the training loss")
     interval = training.validation_interval or 1
     with log_mirrors(work_dir, state.rows, training, config.raw, runtime.is_main) as mirror:
@@ -222,16 +230,18 @@ def fit(
             epoch = state.epoch + 1
             # Each process draws its own augmentations; a DistributedSampler shuffles the same way on all of them.
             seed_everything(epoch_seed(state.seed, epoch) + runtime.rank)
-            parts.sampler.set_epoch(epoch, seed=epoch_seed(state.seed, epoch) + runtime.rank, shuffle_seed=state.seed)
+            components.sampler.set_epoch(
+                epoch, seed=epoch_seed(state.seed, epoch) + runtime.rank, shuffle_seed=state.seed
+            )
             started = time.perf_counter()
-            row: dict[str, Any] = {"epoch": epoch, "lr": current_lr(parts.optimizer)}
+            row: dict[str, Any] = {"epoch": epoch, "lr": current_lr(components.optimizer)}
             try:
-                trained = train_one_epoch(parts, device, epoch, training)
+                trained = train_one_epoch(components, device, epoch, training)
                 row["loss"] = all_reduce_mean(trained.loss, runtime)
                 row.update(throughput(trained, runtime))
-                if parts.val_loader is not None:
-                    row.update(validate(parts, device))
-                check_finite(row, parts.model, epoch)
+                if components.val_loader is not None:
+                    row.update(validate(components, device))
+                check_finite(row, components.model, epoch)
             except TrainingDiverged as error:
                 raise TrainingDiverged(
                     f"{work_dir}: {error}; stopped without saving this epoch: "
@@ -239,15 +249,15 @@ def fit(
                     + ". Lower optimizer.lr (--accept_config_changes continues this run with it), set "
                     "training.gradient_clip, or look for extreme values in the data"
                 ) from None
-            if parts.scheduler_step == "epoch":
-                step_scheduler(parts.scheduler, row.get(parts.scheduler_monitor, math.nan))
+            if components.scheduler_step == "epoch":
+                step_scheduler(components.scheduler, row.get(components.scheduler_monitor, math.nan))
             if (
                 full_validation is not None
                 and runtime.is_main
                 and full_validation_due(epoch, training.n_epochs, interval)
             ):
                 before = time.perf_counter() - started
-                row.update(full_validation(parts.model))
+                row.update(full_validation(components.model))
                 if training.validation_interval is None:
                     interval = adapted_interval(time.perf_counter() - started - before, before)
             row["epoch_time"] = time.perf_counter() - started
@@ -257,7 +267,7 @@ def fit(
             state.epoch = epoch
             state.rows.append(row)
             if runtime.is_main:
-                save_epoch(work_dir, parts, state, config, improved)
+                save_epoch(work_dir, components, state, config, improved)
                 mirror(row)
                 log.info(_summary(row, improved))
     if should_stop(state, training.early_stopping_patience) and state.epoch < training.n_epochs:
@@ -280,10 +290,10 @@ def throughput(trained: EpochTraining, runtime: Runtime) -> dict[str, float]:
 
 
 def _summary(row: dict[str, Any], improved: bool) -> str:
-    parts = [f"epoch {row['epoch']}", f"loss {row['loss']:.4f}"]
+    components = [f"epoch {row['epoch']}", f"loss {row['loss']:.4f}"]
     if "val_loss" in row:
-        parts += [f"val_loss {row['val_loss']:.4f}", f"val_dice {row['val_dice']:.3f}"]
+        components += [f"val_loss {row['val_loss']:.4f}", f"val_dice {row['val_dice']:.3f}"]
     if "full_dice" in row:
-        parts.append(f"full_dice {row['full_dice']:.3f}")
-    parts += [f"lr {row['lr']:.3g}", f"{row['epoch_time']:.1f}s", f"{row['samples_per_s']:.1f} samples/s"]
-    return " | ".join(parts) + (" | best" if improved else "")
+        components.append(f"full_dice {row['full_dice']:.3f}")
+    components += [f"lr {row['lr']:.3g}", f"{row['epoch_time']:.1f}s", f"{row['samples_per_s']:.1f} samples/s"]
+    return " | ".join(components) + (" | best" if improved else "")

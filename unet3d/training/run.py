@@ -90,10 +90,10 @@ def train_model(
         if runtime.is_main:
             for stale in remove_stale_temporaries(work_dir):
                 log.info("removed %s, left by an interrupted write", stale.name)
-        parts = build_components(config, work_dir, runtime)
+        components = build_components(config, work_dir, runtime)
         fresh = not (work_dir / ckpt.LAST).exists()
         if fresh and options.pretrained_model_filename is not None:
-            loaded, skipped = ckpt.load_pretrained(parts.model, options.pretrained_model_filename)
+            loaded, skipped = ckpt.load_pretrained(components.model, options.pretrained_model_filename)
             log.info(
                 "pretrained weights from %s: %d tensors loaded, %d skipped%s",
                 options.pretrained_model_filename,
@@ -103,7 +103,7 @@ def train_model(
             )
         n_examples = options.n_examples if options.n_examples is not None else config.training.test_input
         if fresh and n_examples and runtime.is_main:
-            folder = write_examples(parts.train_dataset, work_dir / "data_loader_testing", n_examples)
+            folder = write_examples(components.train_dataset, work_dir / "data_loader_testing", n_examples)
             log.info("wrote %d preprocessed input/target pairs to %s", n_examples, folder)
         log.info(
             "training %d cases, validating %d; batch size %d%s",
@@ -115,7 +115,7 @@ def train_model(
             else "",
         )
         try:
-            state = fit(config, parts, work_dir, runtime, seed, full_validation, accepted)
+            state = fit(config, components, work_dir, runtime, seed, full_validation, accepted)
         except (KeyboardInterrupt, Terminated) as stop:
             (log.warning if runtime.is_main else log.debug)(
                 "%s during training; the run resumes from its last completed epoch when the same command runs again",
@@ -123,13 +123,13 @@ def train_model(
             )
             raise
         finally:
-            stop_workers(parts.train_loader)
-            stop_workers(parts.val_loader)
+            stop_workers(components.train_loader)
+            stop_workers(components.val_loader)
         log.info(
             "finished after epoch %d; best epoch %d (%s %.4f); results in %s",
             state.epoch,
             state.best_epoch,
-            "val_loss" if parts.val_loader is not None else "loss",
+            "val_loss" if components.val_loader is not None else "loss",
             state.best_metric,
             work_dir,
         )

@@ -36,13 +36,13 @@ class TrainingState:
     rows: list[dict[str, Any]] = field(default_factory=list)
 
 
-def checkpoint_state(parts: Components, state: TrainingState, config: Config) -> ckpt.Checkpoint:
+def checkpoint_state(components: Components, state: TrainingState, config: Config) -> ckpt.Checkpoint:
     """The full state to save: weights, optimizer, scheduler, scaler, progress, log rows and config."""
     return ckpt.Checkpoint(
-        model=parts.model.state_dict(),
-        optimizer=parts.optimizer.state_dict(),
-        scheduler=parts.scheduler.state_dict() if parts.scheduler is not None else None,
-        scaler=parts.scaler.state_dict(),
+        model=components.model.state_dict(),
+        optimizer=components.optimizer.state_dict(),
+        scheduler=components.scheduler.state_dict() if components.scheduler is not None else None,
+        scaler=components.scaler.state_dict(),
         epoch=state.epoch,
         best_metric=state.best_metric,
         best_epoch=state.best_epoch,
@@ -58,7 +58,7 @@ def progress(saved: ckpt.Checkpoint) -> TrainingState:
 
 
 def restore(
-    parts: Components, path: Path, device: torch.device, config: Config, accepted: Sequence[Change] = ()
+    components: Components, path: Path, device: torch.device, config: Config, accepted: Sequence[Change] = ()
 ) -> TrainingState:
     """Load a full checkpoint into the components and return the training state it records; config changes the user
     accepted (`--accept_config_changes`) are applied on top of the restored optimizer."""
@@ -68,14 +68,16 @@ def restore(
             f"{path}: not a unet3d training checkpoint (no {saved.missing[0]!r}); "
             "use --pretrained_model_filename to start from its weights"
         )
-    ckpt.load_model_weights(parts.model, saved.model, path)
-    _restore_optimizer(parts, saved, config, accepted)
+    ckpt.load_model_weights(components.model, saved.model, path)
+    _restore_optimizer(components, saved, config, accepted)
     if saved.scaler:
-        parts.scaler.load_state_dict(saved.scaler)
+        components.scaler.load_state_dict(saved.scaler)
     return progress(saved)
 
 
-def _restore_optimizer(parts: Components, saved: ckpt.Checkpoint, config: Config, accepted: Sequence[Change]) -> None:
+def _restore_optimizer(
+    components: Components, saved: ckpt.Checkpoint, config: Config, accepted: Sequence[Change]
+) -> None:
     """The saved optimizer and scheduler states, with the accepted config changes on top (see `apply_accepted`); a
     new optimizer class starts both from scratch, a changed scheduler starts itself from scratch."""
     if optimizer_replaced(accepted):
@@ -85,29 +87,29 @@ def _restore_optimizer(parts: Components, saved: ckpt.Checkpoint, config: Config
             config.optimizer.name,
         )
         return  # a scheduler's state belongs to the optimizer it was built on
-    fresh_groups = [dict(group) for group in parts.optimizer.param_groups]
-    parts.optimizer.load_state_dict(saved.optimizer)
-    apply_accepted(accepted, parts.optimizer, fresh_groups)
-    missing = missing_state(parts.optimizer) if any(c.key.startswith("optimizer.") for c in accepted) else []
+    fresh_groups = [dict(group) for group in components.optimizer.param_groups]
+    components.optimizer.load_state_dict(saved.optimizer)
+    apply_accepted(accepted, components.optimizer, fresh_groups)
+    missing = missing_state(components.optimizer) if any(c.key.startswith("optimizer.") for c in accepted) else []
     if missing:  # e.g. amsgrad turned on: its step would fail with a KeyError
-        parts.optimizer.state.clear()
+        components.optimizer.state.clear()
         log.warning(
             "--accept_config_changes: the optimizer's new settings keep %s, which the run so far did not: it starts "
             "with a fresh state (no moments or momentum from the run so far)",
             ", ".join(missing),
         )
-    if parts.scheduler is None:
+    if components.scheduler is None:
         return
     if scheduler_replaced(accepted):
         log.warning("the scheduler's settings changed: it starts again from its initial state")
     elif saved.scheduler is not None:
-        parts.scheduler.load_state_dict(saved.scheduler)
-        if hasattr(parts.scheduler, "base_lrs"):  # an accepted learning rate is the schedule's new base
-            pairs = zip(parts.optimizer.param_groups, parts.scheduler.base_lrs, strict=True)
-            parts.scheduler.base_lrs = [group.get("initial_lr", base) for group, base in pairs]
+        components.scheduler.load_state_dict(saved.scheduler)
+        if hasattr(components.scheduler, "base_lrs"):  # an accepted learning rate is the schedule's new base
+            pairs = zip(components.optimizer.param_groups, components.scheduler.base_lrs, strict=True)
+            components.scheduler.base_lrs = [group.get("initial_lr", base) for group, base in pairs]
 
 
-def save_epoch(work_dir: Path, parts: Components, state: TrainingState, config: Config, improved: bool) -> None:
+def save_epoch(work_dir: Path, components: Components, state: TrainingState, config: Config, improved: bool) -> None:
     """Write this epoch's files; `model.pth` goes last (the commit point), then the log is rewritten from it."""
     training = config.training
     keep_every = training.save_every_n_epochs and state.epoch % training.save_every_n_epochs == 0
@@ -115,7 +117,7 @@ def save_epoch(work_dir: Path, parts: Components, state: TrainingState, config: 
     names += [ckpt.epoch_filename(state.epoch)] if keep_every or training.save_last_n_models else []
     # The state is written once; the other names are hard links to it (a copy where links are not supported).
     first = work_dir / (names[0] if names else ckpt.LAST)
-    ckpt.save_checkpoint(first, checkpoint_state(parts, state, config))
+    ckpt.save_checkpoint(first, checkpoint_state(components, state, config))
     for name in [*names[1:], ckpt.LAST] if names else []:
         atomic_duplicate(first, work_dir / name)
     write_log(work_dir / LOG_FILENAME, state.rows)

@@ -20,7 +20,7 @@ from unet3d.data.labels import decode
 from unet3d.data.transforms import build_transforms
 from unet3d.errors import CheckpointError, raise_if_terminated
 from unet3d.formats import PROBABILITY_SUFFIX
-from unet3d.inference.export import check_geometry, to_original_space, write_label_map, write_probabilities
+from unet3d.inference.original_space import check_geometry, to_original_space, write_label_map, write_probabilities
 from unet3d.inference.predictor import Predictor
 from unet3d.locking import LOCK_FILENAME
 from unet3d.output_guard import Inputs, check_outputs

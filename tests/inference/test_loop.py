@@ -1,4 +1,4 @@
-"""Cases to label maps in a folder (unet3d/inference/writing.py): output names, and label maps that keep nested regions
+"""Cases to label maps in a folder (unet3d/inference/loop.py): output names, and label maps that keep nested regions
 nested in every format.
 
 The model of the nested-decoding tests is what an undertrained network looks like (issue 10): its whole-tumour
@@ -22,15 +22,15 @@ from unet3d.config.load import parse_config
 from unet3d.config.regions import label_regions
 from unet3d.config.schema import Case
 from unet3d.data.image_io import read_array
+from unet3d.inference.loop import iter_predictions, predict_cases
 from unet3d.inference.predictor import Predictor
-from unet3d.inference.writing import iter_predictions, predict_cases
 
 BRATS = label_regions([2, 1, 4], hierarchy=True)
 CPU = torch.device("cpu")
 
 
 def test_case_ids_name_outputs_uniquely(tmp_path):
-    from unet3d.inference.writing import prediction_path
+    from unet3d.inference.loop import prediction_path
 
     assert (
         prediction_path(tmp_path, Case([Path("x/a_flair.nii.gz")], None, "sub-01_ses-2")).name == "sub-01_ses-2.nii.gz"
@@ -43,8 +43,8 @@ def test_written_whole_region_scores_as_the_whole_tumour_channel_alone(trained_c
     in the same (original) space; an inner channel never paints outside it."""
     from unet3d.config.load import load_config
     from unet3d.evaluation.metrics import read_labels
+    from unet3d.inference.loop import iter_predictions
     from unet3d.inference.predictor import make_predictor
-    from unet3d.inference.writing import iter_predictions
     from unet3d.workdir import RunDir
 
     _, work, _ = trained_cv

@@ -13,7 +13,7 @@ from unet3d.data.datasets import case_items
 from unet3d.data.labels import decode
 from unet3d.data.synthetic import write_dataset
 from unet3d.data.transforms import build_transforms
-from unet3d.inference.export import write_label_map
+from unet3d.inference.original_space import write_label_map
 
 
 @pytest.fixture(scope="module")
