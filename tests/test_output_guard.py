@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from unet3d.config.load import parse_cases
+from unet3d.config.cases import parse_cases
 from unet3d.data.synthetic_layouts import write_nnunet_dataset
 from unet3d.errors import ConfigError
 from unet3d.output_guard import Inputs, check_outputs, work_dir_file

@@ -14,16 +14,16 @@ import torch
 
 from unet3d import checkpoint as ckpt
 from unet3d.atomic import check_writable
+from unet3d.config.cases import Case, cases_from_input
 from unet3d.config.fields import parse_section
 from unet3d.config.load import load_config, parse_config
 from unet3d.config.regions import declared_values
-from unet3d.config.schema import Case, Config, TrainingConfig
+from unet3d.config.schema import Config, TrainingConfig
 from unet3d.data.checks import check_cases
 from unet3d.devices import device_type, n_devices_from
 from unet3d.errors import CheckpointError, ConfigError, UserError
 from unet3d.evaluation.metrics import METRICS_FILENAME, evaluate_directory
 from unet3d.evaluation.postprocessing import keep_largest_component, read_decision
-from unet3d.inference.inputs import cases_from_input
 from unet3d.inference.loop import check_prediction_outputs, predict_cases
 from unet3d.inference.predictor import make_predictor
 from unet3d.locking import work_dir_lock

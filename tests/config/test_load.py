@@ -14,7 +14,8 @@ import pytest
 
 from tests.config.conftest import base_config, error_of, parse
 from tests.conftest import Payload, config
-from unet3d.config.load import apply_overrides, load_config, parse_cases
+from unet3d.config.cases import parse_cases
+from unet3d.config.load import apply_overrides, load_config
 from unet3d.errors import ConfigError
 
 BRATS = [2, 1, 4]

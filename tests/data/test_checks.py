@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import SHAPE, SPACING, affine_of, save
-from unet3d.config.schema import Case
+from unet3d.config.cases import Case
 from unet3d.data.checks import CaseInfo, check_case, check_cases
 from unet3d.data.synthetic import write_case
 from unet3d.errors import DataError

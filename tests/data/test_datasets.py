@@ -15,9 +15,9 @@ from monai import transforms as mt
 
 from tests.conftest import config
 from tests.data.conftest import _chain
+from unet3d.config.cases import Case, parse_cases
 from unet3d.config.fields import parse_section
-from unet3d.config.load import parse_cases
-from unet3d.config.schema import Case, DatasetConfig
+from unet3d.config.schema import DatasetConfig
 from unet3d.data.datasets import (
     MEMORY_SHARE,
     automatic_cache,

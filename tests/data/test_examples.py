@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 
 from tests.data.conftest import PATCHES, _chain
-from unet3d.config.load import parse_cases
+from unet3d.config.cases import parse_cases
 from unet3d.data.datasets import case_items, make_dataset
 from unet3d.data.examples import write_examples
 from unet3d.data.synthetic import write_dataset

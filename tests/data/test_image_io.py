@@ -143,7 +143,7 @@ def test_another_grid_is_not_aligned(tmp_path: Path):
 
 
 def test_checks_loader_and_metrics_accept_a_label_map_in_another_axis_order(tmp_path: Path):
-    from unet3d.config.schema import Case
+    from unet3d.config.cases import Case
     from unet3d.data.checks import check_case
     from unet3d.data.transforms import ThreadSafeLoadImaged
     from unet3d.evaluation.metrics import evaluate_cases

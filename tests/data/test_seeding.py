@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from tests.data.conftest import PATCHES, _chain
-from unet3d.config.load import parse_cases
+from unet3d.config.cases import parse_cases
 from unet3d.data.datasets import case_items, make_dataset
 from unet3d.data.seeding import SeededDataset, SeededSampler
 from unet3d.data.synthetic import write_dataset

@@ -7,8 +7,9 @@ import json
 import pytest
 
 import unet3d
+from unet3d.config.cases import cases_from_folders
 from unet3d.errors import ConfigError, DataError
-from unet3d.evaluation.evaluate import cases_from_folders, evaluate
+from unet3d.evaluation.evaluate import evaluate
 
 
 def test_evaluate_scores_label_maps_against_a_ground_truth_folder(tmp_path, tiny_data):

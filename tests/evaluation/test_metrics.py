@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from unet3d.config.cases import Case
 from unet3d.config.regions import label_regions, region_names
-from unet3d.config.schema import Case
 from unet3d.errors import DataError
 from unet3d.evaluation.metrics import case_metrics, evaluate_cases, evaluate_directory, summary_rows, write_metrics
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from unet3d.config.schema import Case
+from unet3d.config.cases import Case
 from unet3d.errors import ConfigError
 from unet3d.experiment.splits import load_or_make_splits, make_splits
 from unet3d.workdir import SPLITS_FILENAME

@@ -18,9 +18,9 @@ from monai.inferers import SimpleInferer
 from PIL import Image
 
 from tests.conftest import Undertrained, nested_config
+from unet3d.config.cases import Case
 from unet3d.config.load import parse_config
 from unet3d.config.regions import label_regions
-from unet3d.config.schema import Case
 from unet3d.data.image_io import read_array
 from unet3d.inference.loop import iter_predictions, predict_cases
 from unet3d.inference.predictor import Predictor

@@ -4,7 +4,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from unet3d.config.schema import Case
+from unet3d.config.cases import Case
 from unet3d.planning.fingerprint import fingerprint_case, fingerprint_cases, summarize
 
 

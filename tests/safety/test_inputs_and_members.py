@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from unet3d.config.cases import cases_in_folder
 from unet3d.data.synthetic import write_dataset
 from unet3d.errors import CheckpointError, DataError
 from unet3d.experiment.run import run_experiment, work_dir_for
-from unet3d.inference.inputs import cases_in_folder
 from unet3d.prediction import ensemble_members
 
 
@@ -99,6 +99,7 @@ def test_allow_partial_takes_what_exists_and_says_which_epochs(tmp_path, caplog)
 def test_a_fold_stopped_early_counts_as_finished(tmp_path):
     fold = tmp_path / "fold1"
     fold.mkdir()
-    state = {"epoch": 5, "best_epoch": 2, "config": {"training": {"n_epochs": 50, "early_stopping_patience": 3}}}
+    state = {"model": {"w": torch.zeros(1)}, "epoch": 5, "best_epoch": 2}
+    state["config"] = {"training": {"n_epochs": 50, "early_stopping_patience": 3}}
     torch.save(state, fold / "model.pth")
     assert ensemble_members([fold]) == [fold / "model.pth"]

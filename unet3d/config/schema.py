@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from unet3d.config.cases import Case
 from unet3d.config.fields import NamedSpec, doc
 from unet3d.config.regions import label_regions, region_names
 from unet3d.errors import ConfigError
@@ -330,26 +331,6 @@ RESUME_APPLIED_SECTIONS = ("cluster", "inference")  # where to run and how to in
 NOTE_SECTIONS: dict[str, str] = {  # kept in the config for people to read; nothing reads them
     "planned": "Written by `unet3d-plan`: the reason for each planned value (and the fingerprint's file); not read.",
 }
-
-
-@dataclass
-class Case:
-    """One case: its image files (one per modality, in channel order), its label map, and its identifiers."""
-
-    images: list[Path]
-    label: Path | None
-    case_id: str
-    subject: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        entry: dict[str, Any] = {"image": [str(p) for p in self.images]}
-        if self.label is not None:
-            entry["label"] = str(self.label)
-        entry["case_id"] = self.case_id
-        if self.subject is not None:
-            entry["subject"] = self.subject
-        return {**entry, **self.extra}
 
 
 @dataclass

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unet3d.config.schema import Case
+from unet3d.config.cases import Case
 from unet3d.data.image_io import Header, aligned_to, read_array, read_header
 from unet3d.errors import DataError
 from unet3d.formats import AFFINE_TOLERANCE

@@ -26,7 +26,7 @@ from monai.transforms import Compose, RandomizableTrait, Transform
 from monai.utils import convert_to_tensor
 
 from unet3d.atomic import atomic_write, atomic_write_text
-from unet3d.config.schema import Case
+from unet3d.config.cases import Case
 from unet3d.data.image_io import read_header
 from unet3d.errors import DataError
 

@@ -11,29 +11,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from unet3d.config.load import case_id_from_path, load_config
-from unet3d.config.schema import Case, Config
-from unet3d.errors import ConfigError, DataError
-from unet3d.evaluation.metrics import METRICS_FILENAME, evaluate_directory, find_label_map, label_map_files
+from unet3d.config.cases import Case, cases_from_folders, label_map_files
+from unet3d.config.load import load_config
+from unet3d.config.schema import Config
+from unet3d.errors import ConfigError
+from unet3d.evaluation.metrics import METRICS_FILENAME, evaluate_directory
 from unet3d.output_guard import Inputs, check_outputs
-
-
-def cases_from_folders(predictions: Path, ground_truth: Path) -> list[Case]:
-    """One case per label map `<case_id>.nii.gz` (or .png, .mhd, ...) in `predictions`, its label the file of the
-    same case id in `ground_truth` (of any image format)."""
-    for folder, role in ((predictions, "predictions"), (ground_truth, "ground-truth")):
-        if not folder.is_dir():
-            raise DataError(f"{folder}: {role} folder does not exist")
-    files = label_map_files(predictions)
-    if not files:
-        raise DataError(f"{predictions}: no prediction files (<case_id>.nii.gz, .png, .mhd, ...)")
-    cases = []
-    for path in files:
-        case_id = case_id_from_path(path)
-        cases.append(
-            Case(images=[], label=find_label_map(ground_truth, case_id) or ground_truth / path.name, case_id=case_id)
-        )
-    return cases
 
 
 def config_cases(config: Config, group: str) -> list[Case]:

@@ -30,11 +30,11 @@ import torch
 from monai.metrics import compute_dice, compute_hausdorff_distance
 
 from unet3d.atomic import atomic_write_text
-from unet3d.config.schema import Case
+from unet3d.config.cases import Case, find_label_map
 from unet3d.data.image_io import Header, aligned_to, read_array, read_header
 from unet3d.data.labels import encode
 from unet3d.errors import DataError
-from unet3d.formats import AFFINE_TOLERANCE, IMAGE_SUFFIXES, PROBABILITY_SUFFIX, image_suffix
+from unet3d.formats import AFFINE_TOLERANCE
 
 METRICS_FILENAME = "metrics.csv"
 SUMMARY_ROWS = ("mean", "median", "sd", "n_nan")
@@ -155,22 +155,6 @@ def read_labels(path: Path, role: str = "label map", on: Header | None = None) -
     except Exception as error:  # truncated or corrupt data after a readable header
         raise DataError(f"{path}: cannot read {role} data ({error})") from None
     return data, header.spacing[: len(shape)]
-
-
-def find_label_map(folder: Path, case_id: str) -> Path | None:
-    """`<folder>/<case_id>` with an image ending (.nii.gz first), or None."""
-    for suffix in IMAGE_SUFFIXES:
-        path = folder / f"{case_id}{suffix}"
-        if path.is_file():
-            return path
-    return None
-
-
-def label_map_files(folder: Path) -> list[Path]:
-    """The label maps in a folder: files with an image ending, probability maps excluded, by name."""
-    return sorted(
-        p for p in folder.iterdir() if p.is_file() and image_suffix(p) and not p.name.endswith(PROBABILITY_SUFFIX)
-    )
 
 
 def _pair_metrics(

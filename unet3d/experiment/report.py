@@ -25,9 +25,10 @@ import numpy as np
 import pandas as pd
 
 from unet3d.atomic import atomic_write_text
+from unet3d.config.cases import find_label_map
 from unet3d.config.load import load_config
 from unet3d.data.image_io import read_aligned, read_array, read_header
-from unet3d.evaluation.metrics import find_label_map, read_metrics
+from unet3d.evaluation.metrics import read_metrics
 from unet3d.evaluation.overlays import overlay_figure
 from unet3d.output_guard import Inputs, check_outputs
 from unet3d.training.history import LOG_FILENAME, read_log

@@ -14,7 +14,7 @@ from typing import Any
 from sklearn.model_selection import GroupKFold, GroupShuffleSplit, KFold, StratifiedGroupKFold, StratifiedKFold
 
 from unet3d.atomic import atomic_write_json
-from unet3d.config.schema import Case
+from unet3d.config.cases import Case
 from unet3d.errors import ConfigError
 
 

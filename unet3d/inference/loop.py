@@ -13,7 +13,8 @@ import torch
 from tqdm import tqdm
 
 from unet3d.atomic import remove_stale_temporaries
-from unet3d.config.schema import Case, Config
+from unet3d.config.cases import Case
+from unet3d.config.schema import Config
 from unet3d.data.datasets import case_items
 from unet3d.data.image_io import label_map_suffix
 from unet3d.data.labels import decode

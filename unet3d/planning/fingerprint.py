@@ -20,7 +20,7 @@ import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
-from unet3d.config.schema import Case
+from unet3d.config.cases import Case
 from unet3d.data.image_io import read_array, read_header
 
 SAMPLE_SIZE = 10_000  # quantiles per case and channel that the pooled percentiles are taken over

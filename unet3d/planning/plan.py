@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 
 from unet3d.atomic import atomic_write_json, atomic_write_text, check_writable
+from unet3d.config.cases import Case, parse_cases
 from unet3d.config.layouts import Layout, dataset_json_of, read_layout
-from unet3d.config.load import parse_cases, parse_config
+from unet3d.config.load import parse_config
 from unet3d.config.regions import declared_values
-from unet3d.config.schema import Case
 from unet3d.data.checks import check_cases
 from unet3d.data.image_io import image_format
 from unet3d.devices import planned_kind

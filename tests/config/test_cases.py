@@ -1,16 +1,17 @@
-"""What to predict (unet3d/inference/inputs.py): cases from a folder by their modality endings, or from a file list."""
+"""Cases (unet3d/config/cases.py): found in a folder by their modality endings, or read from a file list."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
+from unet3d.config.cases import cases_from_input, cases_in_folder, modality_suffixes
 from unet3d.config.load import parse_config
 from unet3d.config.schema import Config
 from unet3d.errors import ConfigError, DataError
-from unet3d.inference.inputs import cases_from_input, cases_in_folder, modality_suffixes
 
 
 def test_folder_cases_are_found_by_modality_endings_and_duplicates_refused(tmp_path):
@@ -91,3 +92,13 @@ def test_a_file_list_input_resolves_its_paths_beside_the_list(tmp_path):
     (case,) = cases_from_input(listed, listing(["x/x_t1.nii.gz", "x/x_t2.nii.gz"]))
     assert case.case_id == "a"
     assert case.images == [(tmp_path / "scans" / name).resolve() for name in ("a_t1.nii.gz", "a_t2.nii.gz")]
+
+
+def test_cases_are_made_in_one_module():
+    package = Path(__file__).resolve().parents[2] / "unet3d"
+    makers = [
+        str(p.relative_to(package))
+        for p in package.rglob("*.py")
+        if p.name != "cases.py" and re.search(r"\bCase\(", p.read_text())
+    ]
+    assert makers == [], f"{makers} build cases; unet3d.config.cases is their one home"
