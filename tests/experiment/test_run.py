@@ -72,7 +72,7 @@ def test_a_machine_config_is_read_with_its_keys_and_types_checked(tmp_path):
         ({"n_gpu": 2}, f"{path}.n_gpu: unknown key; did you mean 'n_gpus'?"),
         ({"n_workers": -1}, f"{path}.n_workers: must be at least 0, got -1"),
         ({"n_gpus": True}, f"{path}.n_gpus: expected an integer or null, got True"),
-        ({"pin_memory": 1}, f"{path}.pin_memory: expected a boolean or null, got 1"),
+        ({"pin_memory": 1}, f"{path}.pin_memory: expected true/false or null, got 1"),
     ]:
         path.write_text(json.dumps(data))
         with pytest.raises(ConfigError) as raised:
@@ -81,7 +81,7 @@ def test_a_machine_config_is_read_with_its_keys_and_types_checked(tmp_path):
     path.write_text(json.dumps({"n_gpu": 2, "pin_memory": 1}))
     with pytest.raises(ConfigError) as raised:
         read_machine_config(path)
-    assert "n_gpu: unknown key" in str(raised.value) and "pin_memory: expected a boolean" in str(raised.value)
+    assert "n_gpu: unknown key" in str(raised.value) and "pin_memory: expected true/false" in str(raised.value)
 
 
 @pytest.mark.parametrize("option", [{"folds": [1]}, {"setup_crossval_only": True}, {"summary_only": True}])

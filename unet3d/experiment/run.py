@@ -95,7 +95,7 @@ def run_experiment(
         return ExperimentResult(work_dir, state=state)
     if setup_crossval_only:
         with work_dir_lock(work_dir, "cross-validation work dir"):
-            paths = write_fold_configs(config, work_dir, "update" if options.update_fold_configs else "refuse")
+            paths = write_fold_configs(config, work_dir, options.existing_fold_configs)
             sbatch, shell = write_launch_scripts(
                 work_dir, len(paths), config.cluster, work_dir.name, config.training.device
             )
