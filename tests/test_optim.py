@@ -85,9 +85,9 @@ def test_a_scheduler_steps_per_epoch_and_follows_val_loss_unless_told_otherwise(
     assert scheduler_step_mode(None) == "epoch"
     assert scheduler_step_mode(NamedSpec("StepLR", {"step_size": 2})) == "epoch"
     assert scheduler_step_mode(NamedSpec("PolynomialLR", {"step": "iteration"})) == "iteration"
-    assert scheduler_monitor(None, has_validation=True) == "val_loss"
-    assert scheduler_monitor(None, has_validation=False) == "loss"
-    assert scheduler_monitor(NamedSpec("ReduceLROnPlateau", {"monitor": "val_dice"}), has_validation=True) == "val_dice"
+    assert scheduler_monitor(None, "val_loss") == "val_loss"
+    assert scheduler_monitor(NamedSpec("ReduceLROnPlateau", {}), "loss") == "loss"
+    assert scheduler_monitor(NamedSpec("ReduceLROnPlateau", {"monitor": "val_dice"}), "val_loss") == "val_dice"
 
 
 def test_unet3d_s_own_scheduler_keys_never_reach_the_scheduler_class():

@@ -26,10 +26,9 @@ def scheduler_step_mode(spec: NamedSpec | None) -> str:
     return "epoch" if spec is None else spec.kwargs.get("step", "epoch")
 
 
-def scheduler_monitor(spec: NamedSpec | None, has_validation: bool) -> str:
-    """The log column a ReduceLROnPlateau watches (`scheduler.monitor`): val_loss by default, loss without
-    validation."""
-    default = "val_loss" if has_validation else "loss"
+def scheduler_monitor(spec: NamedSpec | None, default: str) -> str:
+    """The log column a ReduceLROnPlateau watches: `scheduler.monitor`, else `default` (the column the best model
+    follows: see training.selection)."""
     return default if spec is None else spec.kwargs.get("monitor", default)
 
 
@@ -90,13 +89,19 @@ def _state_keys(cls: type[torch.optim.Optimizer], group: dict, kind: tuple) -> s
     return set(probe.state[proxy])
 
 
-def build_scheduler(spec: NamedSpec | None, optimizer: torch.optim.Optimizer) -> Scheduler | None:
-    """The configured scheduler, or None."""
+def build_scheduler(
+    spec: NamedSpec | None, optimizer: torch.optim.Optimizer, plateau_mode: str = "min"
+) -> Scheduler | None:
+    """The configured scheduler, or None. A ReduceLROnPlateau that follows the best-model rule rather than its own
+    `monitor` gets that rule's direction (`plateau_mode`: 'max' for a Dice) unless its `mode` is set."""
     if spec is None:
         return None
     cls = lookup("scheduler", spec.name, "scheduler.name")
+    arguments = scheduler_arguments(spec)
+    if issubclass(cls, torch.optim.lr_scheduler.ReduceLROnPlateau) and "monitor" not in spec.kwargs:
+        arguments.setdefault("mode", plateau_mode)
     try:
-        return cls(optimizer, **scheduler_arguments(spec))
+        return cls(optimizer, **arguments)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"scheduler: {spec.name}: {error}") from None
 

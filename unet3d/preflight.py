@@ -21,6 +21,7 @@ from unet3d.losses import activation_from_loss, check_loss_spec
 from unet3d.models import check_input_shape, check_model_spec, check_output_bias_prior, spatial_dims
 from unet3d.optim import check_optim_specs
 from unet3d.registry import check_kwargs, lookup, suggest
+from unet3d.training.selection import EMA_COLUMN
 
 log = logging.getLogger("unet3d")
 ORIENTATION_CODES = ("LR", "PA", "IS")
@@ -37,13 +38,21 @@ def check_orientation(code: str | None) -> None:
 
 
 def check_monitor(config: Config) -> None:
-    """`scheduler.monitor` must name a column every epoch's log row has."""
+    """`training.select_by` needs validation cases for a Dice; `scheduler.monitor` must name a column every epoch's
+    log row has."""
+    validated = bool(config.groups.get("validation")) or config.cross_validation is not None
+    if config.training.select_by in ("val_dice", EMA_COLUMN) and not validated:
+        raise ConfigError(
+            f"training.select_by: {config.training.select_by!r} needs validation_filenames (or cross_validation); "
+            "without validation cases use val_loss (the training loss then) or last"
+        )
     if config.scheduler is None or "monitor" not in config.scheduler.kwargs:
         return
     regions = config.region_names
     columns = ["loss", "val_loss", "val_dice", *(f"val_dice_{r}" for r in regions)]
+    columns += [EMA_COLUMN] if config.training.select_by == EMA_COLUMN else []
     monitor = config.scheduler.kwargs["monitor"]
-    if monitor.startswith("val") and not config.groups.get("validation") and config.cross_validation is None:
+    if monitor.startswith(("val", EMA_COLUMN)) and not validated:
         raise ConfigError(f"scheduler.monitor: {monitor!r} needs validation_filenames (or cross_validation)")
     if monitor not in columns:
         raise ConfigError(

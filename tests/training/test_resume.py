@@ -70,6 +70,7 @@ def test_the_keys_a_resume_takes_are_marked_in_the_schema_and_none_changes_what_
 
     assert applied_on_resume() == {
         *(f"training.{k}" for k in ("n_epochs", "early_stopping_patience", "save_best", "save_every_n_epochs")),
+        "training.select_by",  # what it keeps: model_best.pth stays, later epochs are measured by the new rule
         *(f"training.{k}" for k in ("save_last_n_models", "progress_plot", "tensorboard", "tracker", "tracker_kwargs")),
         *(f"training.{k}" for k in ("log_every_n_iterations", "prefetch_factor", "test_input", "validation_interval")),
         *(f"training.{k}" for k in ("validation_batch_size", "compile", "channels_last", "deterministic", "device")),

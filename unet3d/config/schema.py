@@ -133,10 +133,21 @@ class TrainingConfig:
     amp: bool | Literal["fp16", "bf16"] = doc(
         "Mixed precision on an accelerator: true/'fp16' (with a gradient scaler) or 'bf16'; ignored on the CPU.", False
     )
-    early_stopping_patience: int | None = doc(
-        "Stop after this many epochs without a new best val_loss (null: never).", None, minimum=1, resume="applied"
+    select_by: Literal["val_loss", "val_dice", "ema_val_dice", "last"] = doc(
+        "Which epoch's model is the best, for model_best.pth, early stopping, a ReduceLROnPlateau without its own "
+        "monitor and the summary's best epoch: the lowest val_loss, the highest val_dice, the highest moving average "
+        "of val_dice (ema_val_dice, nnU-Net's pseudo-Dice), or the last epoch. A resume keeps model_best.pth and "
+        "measures later epochs against it by the new rule.",
+        "val_loss",
+        resume="applied",
     )
-    save_best: bool = doc("Write model_best.pth whenever val_loss reaches a new minimum.", True, resume="applied")
+    early_stopping_patience: int | None = doc(
+        "Stop after this many epochs without a new best model (see select_by; null: never).",
+        None,
+        minimum=1,
+        resume="applied",
+    )
+    save_best: bool = doc("Write model_best.pth whenever select_by finds a new best epoch.", True, resume="applied")
     save_every_n_epochs: int | None = doc(
         "Also keep model_epoch{N}.pth every N epochs.", None, minimum=1, resume="applied"
     )

@@ -1,11 +1,11 @@
 """The cross-validation summary: one row per fold, then the mean and standard deviation.
 
-Per fold: the best epoch and its validation loss and Dice in the preprocessed space (from the training log), the
-training time and throughput (`samples_per_s`, the median over the fold's epochs: training samples per second, as
-published images-per-second figures count them), and, once the fold's held-out cases are predicted and scored, the
-mean full-volume Dice and HD95 per region in each case's original space (`dice_*`, `hd95_*`, `mean_dice`): the
-numbers to report. `self_check` names the regions whose full-volume Dice on the validation cases is more than 0.05
-below the log's (see `experiment.steps.dice_gaps`).
+Per fold: the best epoch (by the fold's `training.select_by`) and its validation loss and Dice in the preprocessed
+space (from the training log), the training time and throughput (`samples_per_s`, the median over the fold's epochs:
+training samples per second, as published images-per-second figures count them), and, once the fold's held-out cases
+are predicted and scored, the mean full-volume Dice and HD95 per region in each case's original space (`dice_*`,
+`hd95_*`, `mean_dice`): the numbers to report. `self_check` names the regions whose full-volume Dice on the
+validation cases is more than 0.05 below the log's (see `experiment.steps.dice_gaps`).
 """
 
 from __future__ import annotations
@@ -18,27 +18,34 @@ import numpy as np
 import pandas as pd
 
 from unet3d.atomic import atomic_write_text
+from unet3d.config.jsonfile import read_json
+from unet3d.errors import ConfigError
 from unet3d.evaluation.metrics import read_metrics
 from unet3d.experiment.steps import dice_gaps
 from unet3d.training.history import read_log
+from unet3d.training.selection import best_row, selection_for
 from unet3d.workdir import CrossValidationDir, RunDir
 
 
 def fold_row(fold: int, fold_dir: Path) -> dict[str, float | int | str] | None:
-    """The best epoch (lowest val_loss, else loss) of one fold's log, or None if the fold has no epoch yet."""
+    """The best epoch of one fold's log, by the rule its training followed (`training.select_by`; the training loss
+    without validation), or None if the fold has no epoch yet."""
     run = RunDir(fold_dir)
     log = read_log(run.log)
     if log.empty:
         return None
-    finite = {c: log[c].replace([np.inf, -np.inf], np.nan) for c in ("val_loss", "loss") if c in log}
-    monitor = next((c for c, values in finite.items() if values.notna().any()), None)
+    rows = log.replace([np.inf, -np.inf], np.nan).to_dict("records")
+    select_by = _select_by(run)
+    best = best_row(rows, selection_for(select_by, "val_loss" in log)) or best_row(
+        rows, selection_for(select_by, False)
+    )
     row: dict[str, float | int | str] = {"fold": fold, "best_epoch": math.nan, "epochs": int(log["epoch"].max())}
-    if monitor is not None:  # a log of only NaN losses (written before unet3d refused them) has no best epoch
-        best = log.loc[finite[monitor].idxmin()]
+    if best is not None:  # a log of only NaN losses (written before unet3d refused them) has no best epoch
         row["best_epoch"] = int(best["epoch"])
         for column in log.columns:
             if column == "val_loss" or column.startswith("val_dice"):
                 row[column] = float(best[column])
+
     row["training_time_s"] = float(log["epoch_time"].sum())
     if "samples_per_s" in log and log["samples_per_s"].notna().any():  # logs written before unet3d 15 lack it
         row["samples_per_s"] = float(log["samples_per_s"].median())
@@ -47,6 +54,14 @@ def fold_row(fold: int, fold_dir: Path) -> dict[str, float | int | str] | None:
         row.update(full_volume_means(run.metrics(scored)))
     row["self_check"] = "; ".join(str(gap) for gap in dice_gaps(fold_dir))
     return row
+
+
+def _select_by(run: RunDir) -> str:
+    """The fold's `training.select_by` as its config.json records it (val_loss for a run written before it)."""
+    try:
+        return str((read_json(run.config).get("training") or {}).get("select_by", "val_loss"))
+    except (ConfigError, AttributeError):
+        return "val_loss"
 
 
 def full_volume_means(metrics_csv: Path) -> dict[str, float]:

@@ -32,6 +32,7 @@ from unet3d.losses import activation_from_loss, build_loss
 from unet3d.models import build_model, deep_supervision_heads, initialize_output_bias, spatial_dims
 from unet3d.optim import Scheduler, build_optimizer, build_scheduler, scheduler_monitor, scheduler_step_mode
 from unet3d.runtime import Runtime
+from unet3d.training.selection import selection_for
 
 log = logging.getLogger("unet3d")
 
@@ -165,13 +166,16 @@ def build_components(config: Config, work_dir: Path, runtime: Runtime) -> Compon
         mode = None if config.training.compile is True else config.training.compile
         network = torch.compile(network, mode=mode)
     dtype = amp_dtype(config.training.amp, runtime.device)
+    plateau = selection_for(config.training.select_by, val_loader is not None)
+    if plateau.select_by == "last":  # the last epoch has no plateau to find: the scheduler follows the loss
+        plateau = selection_for("val_loss", val_loader is not None)
     return Components(
         model=model,
         network=network,
         loss=build_loss(config.loss, deep_supervision_heads(config.model)),
         eval_loss=build_loss(config.loss),
         optimizer=(optimizer := build_optimizer(config.optimizer, model.parameters())),
-        scheduler=build_scheduler(config.scheduler, optimizer),
+        scheduler=build_scheduler(config.scheduler, optimizer, plateau.mode),
         scaler=grad_scaler(dtype, runtime.device),
         amp_dtype=dtype,
         activation=activation,
@@ -184,6 +188,6 @@ def build_components(config: Config, work_dir: Path, runtime: Runtime) -> Compon
         sampler=sampler,
         memory_format=memory_format,
         scheduler_step=scheduler_step_mode(config.scheduler),
-        scheduler_monitor=scheduler_monitor(config.scheduler, val_loader is not None),
+        scheduler_monitor=scheduler_monitor(config.scheduler, plateau.column),
         inferer=build_inferer(config),
     )

@@ -30,6 +30,7 @@ from unet3d.runtime import Runtime, all_reduce_mean, seed_everything
 from unet3d.training.components import Components
 from unet3d.training.history import LOG_FILENAME, write_log
 from unet3d.training.resume import Change
+from unet3d.training.selection import EMA_COLUMN, Selection, add_ema, selection_for
 from unet3d.training.state import TrainingState, restore, save_epoch, should_stop
 from unet3d.training.trackers import log_mirrors
 
@@ -219,10 +220,10 @@ def fit(
         log.info("resuming after epoch %d from %s", state.epoch, work_dir / ckpt.LAST)
     if runtime.is_main:
         atomic_write_json(work_dir / CONFIG_FILENAME, config.raw)
-    monitor = (
-        "val_loss" if components.val_loader is not None else "loss"
-    )  # what model_best.pth and early stopping follow
-    if components.val_loader is None:
+    selection = selection_for(training.select_by, components.val_loader is not None)
+    if state.epoch:
+        remeasure_best(state, selection)
+    if components.val_loader is None and selection.select_by != "last":
         log.warning("no validation_filenames: the best model and the scheduler follow the training loss")
     interval = training.validation_interval or 1
     with log_mirrors(work_dir, state.rows, training, config.raw, runtime.is_main) as mirror:
@@ -242,6 +243,8 @@ def fit(
                 if components.val_loader is not None:
                     row.update(validate(components, device))
                 check_finite(row, components.model, epoch)
+                if selection.column == EMA_COLUMN:
+                    add_ema(row, state.rows)
             except TrainingDiverged as error:
                 raise TrainingDiverged(
                     f"{work_dir}: {error}; stopped without saving this epoch: "
@@ -261,9 +264,9 @@ def fit(
                 if training.validation_interval is None:
                     interval = adapted_interval(time.perf_counter() - started - before, before)
             row["epoch_time"] = time.perf_counter() - started
-            improved = row[monitor] < state.best_metric
+            improved = selection.badness(row) < state.best_metric
             if improved:
-                state.best_metric, state.best_epoch = row[monitor], epoch
+                state.best_metric, state.best_epoch = selection.badness(row), epoch
             state.epoch = epoch
             state.rows.append(row)
             if runtime.is_main:
@@ -273,11 +276,24 @@ def fit(
     if should_stop(state, training.early_stopping_patience) and state.epoch < training.n_epochs:
         log.info(
             "early stopping: no better %s for %d epochs (best epoch %d)",
-            monitor,
+            selection.column,
             training.early_stopping_patience,
             state.best_epoch,
         )
     return state
+
+
+def remeasure_best(state: TrainingState, selection: Selection) -> None:
+    """On resume, measure the kept best epoch by the current rule (select_by may have changed), so that later epochs
+    are compared with `model_best.pth` on the same scale."""
+    kept = next((row for row in state.rows if row["epoch"] == state.best_epoch), None)
+    if kept is None:
+        return
+    if selection.column == EMA_COLUMN and EMA_COLUMN not in kept:
+        kept = dict(kept)
+        add_ema(kept, [row for row in state.rows if row["epoch"] < state.best_epoch])
+    if selection.column in kept:
+        state.best_metric = selection.badness(kept)
 
 
 def throughput(trained: EpochTraining, runtime: Runtime) -> dict[str, float]:
@@ -290,10 +306,12 @@ def throughput(trained: EpochTraining, runtime: Runtime) -> dict[str, float]:
 
 
 def _summary(row: dict[str, Any], improved: bool) -> str:
-    components = [f"epoch {row['epoch']}", f"loss {row['loss']:.4f}"]
+    shown = [f"epoch {row['epoch']}", f"loss {row['loss']:.4f}"]
     if "val_loss" in row:
-        components += [f"val_loss {row['val_loss']:.4f}", f"val_dice {row['val_dice']:.3f}"]
+        shown += [f"val_loss {row['val_loss']:.4f}", f"val_dice {row['val_dice']:.3f}"]
+    if EMA_COLUMN in row:
+        shown.append(f"{EMA_COLUMN} {row[EMA_COLUMN]:.3f}")
     if "full_dice" in row:
-        components.append(f"full_dice {row['full_dice']:.3f}")
-    components += [f"lr {row['lr']:.3g}", f"{row['epoch_time']:.1f}s", f"{row['samples_per_s']:.1f} samples/s"]
-    return " | ".join(components) + (" | best" if improved else "")
+        shown.append(f"full_dice {row['full_dice']:.3f}")
+    shown += [f"lr {row['lr']:.3g}", f"{row['epoch_time']:.1f}s", f"{row['samples_per_s']:.1f} samples/s"]
+    return " | ".join(shown) + (" | best" if improved else "")

@@ -21,6 +21,7 @@ from unet3d.training.components import build_components
 from unet3d.training.loop import FullValidation, fit
 from unet3d.training.options import RunOptions
 from unet3d.training.resume import changes_to_accept
+from unet3d.training.selection import selection_for
 from unet3d.training.state import TrainingState
 
 log = logging.getLogger("unet3d")
@@ -125,12 +126,14 @@ def train_model(
         finally:
             stop_workers(components.train_loader)
             stop_workers(components.val_loader)
+        selection = selection_for(config.training.select_by, components.val_loader is not None)
+        best = next((row for row in state.rows if row["epoch"] == state.best_epoch), {})
         log.info(
             "finished after epoch %d; best epoch %d (%s %.4f); results in %s",
             state.epoch,
             state.best_epoch,
-            "val_loss" if components.val_loader is not None else "loss",
-            state.best_metric,
+            selection.column,
+            best.get(selection.column, state.best_metric),
             work_dir,
         )
         return state
