@@ -134,6 +134,13 @@ def test_machine_config_and_overrides_are_applied_and_recorded(experiment, tmp_p
     )
     assert threads.returncode == 0, threads.stderr
     assert "loader workers 2 (threads) | seed" in threads.stderr
+    # 3DUnetCNN's use_multiprocessing: false is --thread_workers (it used to be read and ignored)
+    machine.write_text(json.dumps({"use_multiprocessing": False, "n_workers": 2}))
+    by_machine = train(
+        "--config_filename", str(config), "--output_dir", str(tmp_path / "m"), "--machine_config_filename", str(machine)
+    )
+    assert by_machine.returncode == 0, by_machine.stderr
+    assert "loader workers 2 (threads) | seed" in by_machine.stderr
 
 
 def test_kill_9_at_random_moments_then_resume_loses_and_repeats_no_epoch(experiment, tmp_path):
