@@ -215,6 +215,7 @@ def build_config(
             **({"output_bias_prior": OUTPUT_BIAS_PRIOR} if hierarchy else {}),
             "amp": profile.device == "accelerator",
             "save_best": True,
+            "select_by": "val_loss",
         },
     }
     reasons["training"] = (
@@ -227,6 +228,8 @@ def build_config(
             if hierarchy
             else ""
         )
+        + "; the best model is the lowest val_loss (select_by): on the real-CT recipe it kept a better epoch than "
+        "the moving average of val_dice or the last epoch (benchmarks/results/select_by_real_ct.md)"
     )
     reasons["cross_validation"] = f"{n_folds} folds"
     return config, reasons, ct_channels
