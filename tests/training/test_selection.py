@@ -69,6 +69,7 @@ def test_model_best_early_stopping_and_the_summary_follow_select_by(experiment, 
 def test_last_keeps_the_final_epoch(experiment, tmp_path):
     state = run_experiment(experiment("by_last", n_epochs=3, select_by="last"), tmp_path, RunOptions(seed=2)).state
     assert state.best_epoch == 3 and ckpt.read_checkpoint(tmp_path / "by_last" / ckpt.BEST).epoch == 3
+    assert "best epoch 3 (select_by last)" in (tmp_path / "by_last" / "train.log").read_text()
 
 
 def test_a_resume_with_another_rule_keeps_model_best_and_measures_later_epochs_by_it(experiment, tmp_path):

@@ -128,12 +128,9 @@ def train_model(
             stop_workers(components.val_loader)
         selection = selection_for(config.training.select_by, components.val_loader is not None)
         best = next((row for row in state.rows if row["epoch"] == state.best_epoch), {})
+        value = best.get(selection.column, state.best_metric)
+        why = "select_by last" if selection.select_by == "last" else f"{selection.column} {value:.4f}"
         log.info(
-            "finished after epoch %d; best epoch %d (%s %.4f); results in %s",
-            state.epoch,
-            state.best_epoch,
-            selection.column,
-            best.get(selection.column, state.best_metric),
-            work_dir,
+            "finished after epoch %d; best epoch %d (%s); results in %s", state.epoch, state.best_epoch, why, work_dir
         )
         return state
