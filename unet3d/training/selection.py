@@ -63,10 +63,10 @@ def _step(average: float, value: float) -> float:
 
 def best_row(rows: Sequence[dict[str, Any]], selection: Selection) -> dict[str, Any] | None:
     """The row the rule picks (the first of equals, as the loop keeps it), or None without a usable row."""
-    if selection.column == EMA_COLUMN:
-        rows = [dict(row) for row in rows]
-        for i, row in enumerate(rows):
+    if selection.column == EMA_COLUMN:  # one pass, as add_ema continues the average row by row
+        average, rows = math.nan, [dict(row) for row in rows]
+        for row in rows:
             if "val_dice" in row:
-                add_ema(row, rows[:i])
+                average = row[EMA_COLUMN] = _step(average, float(row["val_dice"]))
     usable = [row for row in rows if selection.column in row and math.isfinite(float(row[selection.column]))]
     return min(usable, key=selection.badness, default=None)
