@@ -28,8 +28,17 @@ setup(
     python_requires=">=3.10",
     install_requires=requirements,
     extras_require={
-        "test": ["pytest>=7", "pytest-xdist>=3.5", "ruff==0.17.6", "matplotlib>=3.5", "tensorboard>=2.10",
-                 "itk-io>=5.3", *ONNX, *TRACKERS["mlflow"], *TRACKERS["wandb"]],
+        "test": [
+            "pytest>=7",
+            "pytest-xdist>=3.5",
+            "ruff==0.17.6",
+            "matplotlib>=3.5",
+            "tensorboard>=2.10",
+            "itk-io>=5.3",
+            *ONNX,
+            *TRACKERS["mlflow"],
+            *TRACKERS["wandb"],
+        ],
         "plots": ["matplotlib>=3.5"],
         "itk": ["itk-io>=5.3"],  # MetaImage (.mhd/.mha) and NRRD through MONAI's ITKReader
         "tensorboard": ["tensorboard>=2.10"],

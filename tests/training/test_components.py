@@ -56,3 +56,25 @@ def test_output_bias_prior_is_applied_to_a_new_run_and_logged(experiment, tmp_pa
     expected = math.log(0.01 / 0.99) if components.activation == "sigmoid" else math.log(0.01)
     assert last.bias[-1].item() == pytest.approx(expected, rel=1e-6)
     assert "every region starts at probability 0.01" in caplog.text
+
+
+def test_augmentations_on_the_device_train_as_in_the_loader(experiment, tmp_path):
+    # Same seeds, same samples: the run with its random transforms in the training process (and 2 loader workers that
+    # only load and crop) learns what the run with all of it in the loader learns.
+    def augment(config):
+        config["dataset"]["training"]["spatial_augmentations"] += [
+            {"name": "RandAffined", "prob": 0.5, "rotate_range": [0.3, 0.3, 0.3]},
+            {"name": "RandFlipd", "prob": 0.5, "spatial_axis": 0},
+        ]
+        config["dataset"]["training"]["intensity_augmentations"] = [{"name": "RandGaussianNoised", "prob": 0.5}]
+
+    loader = experiment("loader", n_epochs=2, mutate=augment)
+    device = experiment("device", n_epochs=2, augment_on="device", mutate=augment)
+    run_experiment(loader, tmp_path, RunOptions(seed=4))
+    run_experiment(device, tmp_path, RunOptions(seed=4, n_workers=2))
+    a, b = (pd.read_csv(tmp_path / name / LOG_FILENAME) for name in ("loader", "device"))
+    assert list(b["loss"]) == pytest.approx(list(a["loss"]), rel=1e-5)
+    assert list(b["val_loss"]) == pytest.approx(list(a["val_loss"]), rel=1e-5)
+    other = experiment("other", n_epochs=2, augment_on="device", mutate=augment)
+    run_experiment(other, tmp_path, RunOptions(seed=5))
+    assert pd.read_csv(tmp_path / "other" / LOG_FILENAME)["loss"].iloc[0] != a["loss"].iloc[0]

@@ -74,6 +74,7 @@ def test_the_keys_a_resume_takes_are_marked_in_the_schema_and_none_changes_what_
         *(f"training.{k}" for k in ("save_last_n_models", "progress_plot", "tensorboard", "tracker", "tracker_kwargs")),
         *(f"training.{k}" for k in ("log_every_n_iterations", "prefetch_factor", "test_input", "validation_interval")),
         *(f"training.{k}" for k in ("validation_batch_size", "compile", "channels_last", "deterministic", "device")),
+        "training.augment_on",  # where the augmentations run: the same samples either way
         *(f"dataset.{k}" for k in ("cache", "cache_dir", "name", "verbose")),
     }
     assert applies_on_resume("training.tracker_kwargs.tracking_uri") and applies_on_resume("cluster.time")

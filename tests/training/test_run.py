@@ -25,4 +25,3 @@ def test_pretrained_weights_initialise_a_new_run(experiment, tmp_path):
     run_experiment(target, tmp_path, RunOptions(seed=9, pretrained_model_filename=tmp_path / "source/model.pth"))
     a, b = weights(tmp_path / "source/model.pth"), weights(tmp_path / "target/model.pth")
     assert all(torch.equal(a[k], b[k]) for k in a)
-

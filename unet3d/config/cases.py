@@ -178,7 +178,6 @@ def _disambiguate_ids(cases: list[Case], explicit: list[bool], where: str) -> No
         seen[case.case_id] = index
 
 
-
 def modality_suffixes(config: Config) -> list[str]:
     """How the config's cases name their modalities: the end of each image file name after the case's common
     prefix (cut back to its last separator, which stays in the prefix), e.g. ['flair.nii.gz', 't1.nii.gz', ...] for

@@ -213,6 +213,14 @@ class TrainingConfig:
     channels_last: bool = doc(
         "Channels-last memory layout for network and inputs (faster convolutions with AMP).", False, resume="applied"
     )
+    augment_on: str = doc(
+        "Where the random augmentations run: 'loader' (the loader workers, on the CPU) or 'device' (the training "
+        "process, on each batch once it is on the training device, so a node with few CPU cores per GPU is not "
+        "starved); the workers then load, crop and pad only. Same seeds, same samples either way.",
+        "loader",
+        choices=("loader", "device"),
+        resume="applied",
+    )
     validation_interval: int | None = doc(
         "Full-volume validation Dice (original space, `full_dice*` log columns) every N epochs; null: every epoch "
         "while that costs under 10% of an epoch's time, else as often as keeps it there.",

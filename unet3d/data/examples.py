@@ -8,6 +8,7 @@ import nibabel as nib
 import numpy as np
 import torch
 from monai.data import Dataset
+from monai.transforms import Compose
 
 
 def _to_nifti(tensor: torch.Tensor) -> nib.Nifti1Image:
@@ -17,14 +18,15 @@ def _to_nifti(tensor: torch.Tensor) -> nib.Nifti1Image:
     return nib.Nifti1Image(array, affine)
 
 
-def write_examples(dataset: Dataset, folder: Path, n: int) -> Path:
+def write_examples(dataset: Dataset, folder: Path, n: int, transform: Compose | None = None) -> Path:
     """`input_test_{i}.nii.gz` and `target_test_{i}.nii.gz` for the first n items (with their augmentations).
 
-    The items run through the dataset's whole chain, not its cache, so they keep their geometry. A crop that yields
-    several patches per case writes the first."""
+    The items run through the whole chain (`transform`, else the dataset's), not the cache, so they keep their
+    geometry. A crop that yields several patches per case writes the first."""
     folder.mkdir(parents=True, exist_ok=True)
+    chain = transform if transform is not None else dataset.transform
     for i in range(min(n, len(dataset))):
-        item = dataset.transform(dict(dataset.data[i]))
+        item = chain(dict(dataset.data[i]))
         if isinstance(item, list):
             item = item[0]
         nib.save(_to_nifti(item["image"]), folder / f"input_test_{i}.nii.gz")

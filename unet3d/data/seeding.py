@@ -62,8 +62,9 @@ class SeededDataset(Dataset):
     Each thread works on its own copy of the transform chain (the data and its cache are shared), so thread workers
     transform in parallel without drawing from each other's random states."""
 
-    def __init__(self, dataset: Any) -> None:
+    def __init__(self, dataset: Any, with_seed: bool = False) -> None:
         self.dataset = dataset
+        self.with_seed = with_seed  # each sample also carries its `seed` and `part` (its place in a multi-patch crop)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -73,7 +74,10 @@ class SeededDataset(Dataset):
         dataset = self._own()
         dataset.transform.set_random_state(seed=seed)
         sample = dataset[index]
-        return [plain(s) for s in sample] if isinstance(sample, list) else plain(sample)
+        samples = [plain(s) for s in sample] if isinstance(sample, list) else [plain(sample)]
+        if self.with_seed:  # for the part of the chain that runs on the device (`unet3d.data.device_augmentation`)
+            samples = [{**s, "seed": seed, "part": part} for part, s in enumerate(samples)]
+        return samples if isinstance(sample, list) else samples[0]
 
     def _own(self) -> Any:
         """This thread's view of the dataset: the same data and cache, its own transform chain."""

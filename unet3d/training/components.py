@@ -23,6 +23,7 @@ from unet3d.data.datasets import (
     make_loader,
     preprocessed_bytes,
 )
+from unet3d.data.device_augmentation import DeviceAugmentation, loader_part
 from unet3d.data.labels import n_target_channels
 from unet3d.data.seeding import SeededDataset, SeededSampler
 from unet3d.data.transforms import build_transforms, preprocessing_fingerprint
@@ -53,7 +54,8 @@ class Components:
     groups: list[tuple[int, ...]]  # the label values of each region (output channel besides a softmax background)
     channel_names: list[str]
     train_dataset: Dataset
-    train_transform: Compose
+    train_transform: Compose  # the whole chain, also where its random part runs on the device
+    device_augmentation: DeviceAugmentation | None  # the random part of the chain, with `training.augment_on` device
     train_loader: torch.utils.data.DataLoader
     val_loader: torch.utils.data.DataLoader | None
     sampler: SeededSampler  # seeds each epoch's augmentations (and a DistributedSampler's shuffle): set_epoch()
@@ -81,9 +83,10 @@ def cache_settings(config: Config, work_dir: Path) -> tuple[str, Path | None]:
 
 
 def build_dataset(
-    config: Config, split: str, work_dir: Path, runtime: Runtime, augment: bool
+    config: Config, split: str, work_dir: Path, runtime: Runtime, augment: bool, on_device: bool = False
 ) -> tuple[Dataset, Compose]:
-    """The dataset of one split (`training` or `validation` cases) with its transforms and the configured caching."""
+    """The dataset of one split (`training` or `validation` cases) with the configured caching, and its whole chain
+    of transforms. With `on_device` the dataset runs the chain up to its random part (`loader_part`)."""
     softmax = activation_from_loss(config.loss) == "softmax"
     dataset_config = config.dataset_for(split)
     transform = build_transforms(
@@ -96,7 +99,8 @@ def build_dataset(
     mode, root = cache_settings(config, work_dir)
     cache_dir = fingerprint_dir(root, preprocessing_fingerprint(dataset_config, softmax)) if root else None
     items = case_items(config.groups[split], with_label=True)
-    return make_dataset(items, transform, mode, cache_dir, runtime.n_workers), transform
+    loaded = loader_part(transform) if on_device else transform
+    return make_dataset(items, loaded, mode, cache_dir, runtime.n_workers), transform
 
 
 def channels_last_format(config: Config) -> torch.memory_format:
@@ -124,13 +128,17 @@ def build_components(config: Config, work_dir: Path, runtime: Runtime) -> Compon
     activation = activation_from_loss(config.loss)
     groups = config.regions
     channel_names = config.region_names
-    train_dataset, train_transform = build_dataset(config, "training", work_dir, runtime, augment=True)
+    on_device = config.training.augment_on == "device"
+    train_dataset, train_transform = build_dataset(config, "training", work_dir, runtime, True, on_device)
+    device_augmentation = DeviceAugmentation(train_transform) if on_device else None
+    if device_augmentation is not None:
+        log.info("augmentations on %s: %s", runtime.device, ", ".join(device_augmentation.names) or "none")
     samples = config.training.samples_per_epoch
     if config.training.iterations_per_epoch is not None:
         samples = config.training.iterations_per_epoch * config.training.batch_size * runtime.world_size
     sampler = SeededSampler(training_sampler(train_dataset, samples, runtime))
     train_loader = make_loader(
-        SeededDataset(train_dataset),
+        SeededDataset(train_dataset, with_seed=on_device),
         config.training.batch_size,
         n_workers=runtime.n_workers,
         pin_memory=runtime.pin_memory,
@@ -183,6 +191,7 @@ def build_components(config: Config, work_dir: Path, runtime: Runtime) -> Compon
         channel_names=channel_names,
         train_dataset=train_dataset,
         train_transform=train_transform,
+        device_augmentation=device_augmentation,
         train_loader=train_loader,
         val_loader=val_loader,
         sampler=sampler,

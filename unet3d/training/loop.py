@@ -64,6 +64,8 @@ def train_step(
     """One optimisation step (memory format, autocast, gradient scaler, clipping, per-iteration scheduler): the one
     definition the loop and the benchmark share. Returns the loss and the batch size; TrainingDiverged, before the
     weights are updated, when the loss is not finite."""
+    if components.device_augmentation is not None:
+        batch = components.device_augmentation(batch, device)
     images, target = to_device(batch, device)
     if components.memory_format is not None:
         images = images.contiguous(memory_format=components.memory_format)

@@ -104,7 +104,9 @@ def train_model(
             )
         n_examples = options.n_examples if options.n_examples is not None else config.training.test_input
         if fresh and n_examples and runtime.is_main:
-            folder = write_examples(components.train_dataset, work_dir / "data_loader_testing", n_examples)
+            folder = write_examples(
+                components.train_dataset, work_dir / "data_loader_testing", n_examples, components.train_transform
+            )
             log.info("wrote %d preprocessed input/target pairs to %s", n_examples, folder)
         log.info(
             "training %d cases, validating %d; batch size %d%s",
