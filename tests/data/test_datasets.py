@@ -240,3 +240,36 @@ def test_size_estimate_from_the_desired_shape_or_the_image_headers(tmp_path: Pat
 
     voxels = sum(int(np.prod(nib.load(str(case.images[0])).shape)) for case in cases)
     assert preprocessed_bytes(cases, None, 3) == voxels * 7 * 4
+
+
+@pytest.mark.parametrize("mode", ["disk", "memory"])
+def test_a_cropped_case_is_cached_without_the_scan_it_was_cropped_from(tmp_path: Path, mode: str):
+    # A 48³ scan whose foreground is a 12³ block: the crop is a view of the whole scan, and caching the view would
+    # keep (and write) all 48³ voxels.
+    image = np.zeros((48, 48, 48), np.float32)
+    image[18:30, 18:30, 18:30] = 1.0 + np.random.default_rng(0).random((12, 12, 12), dtype=np.float32)
+    label = (image > 1.5).astype(np.uint8)
+    for name, data in (("image", image), ("label", label)):
+        nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / f"{name}.nii.gz")
+    case = Case(images=[tmp_path / "image.nii.gz"], label=tmp_path / "label.nii.gz", case_id="c")
+    planned = {  # as unet3d-plan writes it: the case normalized whole, then the patches augmented
+        "labels": [1],
+        "crop_foreground": True,
+        "normalization": "NormalizeIntensityd",
+        "normalization_kwargs": {"nonzero": True, "channel_wise": True},
+        "training": {"spatial_augmentations": [{"name": "RandFlipd", "prob": 0.5, "spatial_axis": 0}]},
+    }
+    dataset_config = parse_section(DatasetConfig, planned, "dataset")
+    transform = build_transforms(dataset_config, with_label=True, softmax=False, augment=True)
+    dataset = make_dataset(case_items([case], True), transform, mode, tmp_path / "cache" if mode == "disk" else None)
+    item = dataset[0]
+    assert tuple(item["image"].shape[1:]) == (14, 14, 14)  # the block and the crop's margin of one voxel
+    if mode == "disk":
+        (entry,) = cache_files(tmp_path / "cache")
+        assert entry.stat().st_size < 3 * 14**3 * 4 * 2  # image and label of the crop (48³ would be 885 kB)
+        stored = torch.load(entry, weights_only=True)
+    else:
+        stored = dataset._cache[0]
+    for key in ("image", "label"):
+        tensor = stored[key]
+        assert tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size(), key

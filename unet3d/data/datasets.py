@@ -135,6 +135,19 @@ def allow_image_metadata_in_safe_loads() -> None:
     torch.serialization.add_safe_globals([reconstruct, np.ndarray, np.dtype, *dtypes, TraceKeys, SpaceKeys, MetaKeys])
 
 
+def compact(item: Any) -> Any:
+    """`item` with every tensor that views a larger buffer copied into its own. A crop (CropForegroundd) returns a view
+    of the whole scan, and a cache holding the view holds the whole scan: on a BraTS-size case (240 x 240 x 155, the
+    brain 128 x 154 x 129) each cached case took 170 MB on disk instead of 51 MB."""
+    if isinstance(item, dict):
+        return {key: compact(value) for key, value in item.items()}
+    if isinstance(item, list):
+        return [compact(value) for value in item]
+    if isinstance(item, torch.Tensor) and item.untyped_storage().nbytes() > item.numel() * item.element_size():
+        return item.clone(memory_format=torch.contiguous_format)
+    return item
+
+
 class AtomicPersistentDataset(PersistentDataset):
     """MONAI's disk cache, with entries written atomically in the cache folder itself (MONAI writes them in /tmp and
     moves them, which leaves a truncated entry when the disk fills during the move) and unreadable entries (truncated,
@@ -150,7 +163,7 @@ class AtomicPersistentDataset(PersistentDataset):
             except Exception as error:  # truncated, corrupt or foreign: torch raises many types
                 log.warning("%s: unreadable cache entry (%s); rebuilding it", entry, str(error).splitlines()[0])
                 entry.unlink(missing_ok=True)
-        item = self._pre_transform(deepcopy(item_transformed))
+        item = compact(self._pre_transform(deepcopy(item_transformed)))
         stored = convert_to_tensor(item, convert_numeric=False, track_meta=self.track_meta)
         atomic_write(entry, lambda handle: torch.save(stored, handle))
         return item
@@ -175,7 +188,7 @@ class CheckedCacheDataset(CacheDataset):
 
     def _load_cache_item(self, idx: int) -> Any:
         try:
-            return super()._load_cache_item(idx)
+            return super()._load_cache_item(idx)  # MONAI's `as_contiguous` copies a crop's view
         except Exception as error:
             return _Failed(self.data[idx], error)
 
