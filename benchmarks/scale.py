@@ -177,7 +177,8 @@ def measure(command: list[str], env: dict[str, str] | None = None, log: Path | N
     if log:
         out.close()
     if code != 0:
-        raise RuntimeError(f"{' '.join(command)} exited with {code}" + (f"; see {log}" if log else ""))
+        tail = "\n".join(log.read_text().splitlines()[-15:]) if log else ""
+        raise RuntimeError(f"{' '.join(command)} exited with {code}" + (f"; {log} ends:\n{tail}" if log else ""))
     return {"seconds": round(seconds, 2), "peak_mib": round(peak[0] / 2**20)}
 
 
@@ -360,7 +361,11 @@ class Bench:
                 else:
                     command = self.nnunet_helper("pipeline", str(dataset_id(size)), str(out), str(self.args.batches))
                     env = {**self.nnunet_env, "nnUNet_n_proc_DA": str(workers)}
-                result = measure(command, env, log)
+                try:
+                    result = measure(command, env, log)
+                except RuntimeError as error:  # one failed variant does not cost the others
+                    print(error, file=sys.stderr)
+                    continue
                 self.record(key, {**result, **json.loads(out.read_text())})
 
     # predict -------------------------------------------------------------------------------------------------------

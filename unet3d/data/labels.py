@@ -105,7 +105,7 @@ def encode(label_map: torch.Tensor, groups: Sequence[tuple[int, ...]], backgroun
     """(1, *spatial) label values → (C, *spatial) float one-hot channels; a background channel first if asked."""
     values = label_map[0] if label_map.shape[0] == 1 else label_map
     values = (values.round() if values.is_floating_point() else values).to(torch.int64)
-    channels = [torch.isin(values, torch.tensor(group, dtype=torch.int64)) for group in groups]
+    channels = [torch.isin(values, torch.tensor(group, dtype=torch.int64, device=values.device)) for group in groups]
     if background:
         channels.insert(0, ~torch.stack(channels).any(0) if channels else torch.ones_like(values, dtype=torch.bool))
     return torch.stack(channels).to(torch.float32)
