@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -48,6 +49,7 @@ HERE = Path(__file__).resolve().parent
 SHAPE = (240, 240, 155)
 BRAIN = ((134, 150), (165, 185), (128, 144))  # voxels of the brain's bounding box per axis, as in BraTS
 FULL_ID = 700
+WARM_UP = 8  # batches before the timed ones: more than either tool's loader queues ahead (nnU-Net: 6)
 STAGES = ("plan", "check", "preprocess", "pipeline", "predict")
 TOOLS = ("unet3d", "nnunet")
 CHANNELS = ("FLAIR", "T1", "T1CE", "T2")
@@ -182,6 +184,12 @@ def measure(command: list[str], env: dict[str, str] | None = None, log: Path | N
     return {"seconds": round(seconds, 2), "peak_mib": round(peak[0] / 2**20)}
 
 
+def checks_seconds(log: Path) -> float:
+    """The file checks' own time, from the last 'checked N cases ... in X s' line of a unet3d log."""
+    found = re.findall(r"checked \d+ cases in \d+ file groups in ([\d.]+) s", log.read_text())
+    return float(found[-1])
+
+
 def folder_mib(folder: Path) -> float:
     return round(sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20, 1)
 
@@ -205,7 +213,6 @@ class Bench:
             "nnUNet_raw": str(self.raw),
             "nnUNet_preprocessed": str(self.work / "nnUNet_preprocessed"),
             "nnUNet_results": str(self.work / "nnUNet_results"),
-            "nnUNet_n_proc_DA": "0",
             "OMP_NUM_THREADS": str(args.threads),
         }
 
@@ -300,8 +307,17 @@ class Bench:
                 str(self.args.threads),
             )
             first = measure(command, env, log)
+            first["checks_seconds"] = checks_seconds(log)
             rerun = measure(command, env, log)
-            self.record(key, {**first, "rerun_seconds": rerun["seconds"], "rerun_peak_mib": rerun["peak_mib"]})
+            self.record(
+                key,
+                {
+                    **first,
+                    "rerun_seconds": rerun["seconds"],
+                    "rerun_peak_mib": rerun["peak_mib"],
+                    "rerun_checks_seconds": checks_seconds(log),
+                },
+            )
             return
         command = self.nnunet_helper("verify", str(dataset_folder(self.raw, size)), str(self.args.threads))
         first = measure(command, self.nnunet_env, log)
@@ -451,8 +467,8 @@ def fill_cache(plan: str, cache: str) -> None:
 
 
 def pipeline(plan: str, cache: str, out: str, workers: str, mode: str, device: str, batches: str) -> None:
-    """Batches per second of the training loader (and, with augmentations on the device, those too), after two
-    warm-up batches; on an accelerator also the training step fed from memory."""
+    """Batches per second of the training loader (and, with augmentations on the device, those too), after WARM_UP
+    batches; on an accelerator also the training step fed from memory."""
     import torch
 
     from unet3d.devices import synchronize
@@ -467,13 +483,13 @@ def pipeline(plan: str, cache: str, out: str, workers: str, mode: str, device: s
     n = int(batches)
     iterator = iter(components.train_loader)
     times, shapes = [], None
-    for index in range(n + 2):
+    for index in range(n + WARM_UP):
         start = time.perf_counter()
         batch = next(iterator)
         if components.device_augmentation is not None:
             batch = components.device_augmentation(batch, runtime.device)
         synchronize(runtime.device)
-        if index >= 2:
+        if index >= WARM_UP:
             times.append(time.perf_counter() - start)
         shapes = [list(batch["image"].shape), list(batch["label"].shape)]
     result: dict[str, Any] = {
@@ -560,7 +576,7 @@ def main() -> None:
     parser.add_argument("--nnunet_python", default=str(Path.home() / "nnunet-venv/bin/python"))
     parser.add_argument("--threads", type=int, default=2, help="processes/threads each tool may use (-np, --nthreads)")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1], help="loader workers for the pipeline")
-    parser.add_argument("--batches", type=int, default=10, help="timed batches per pipeline measurement")
+    parser.add_argument("--batches", type=int, default=12, help="timed batches per pipeline measurement")
     parser.add_argument("--device", default="cpu", help="pipeline and predict device (cpu, cuda)")
     parser.add_argument("--shape", type=int, nargs=3, default=list(SHAPE), help="case size (a quick check: smaller)")
     parser.add_argument("--data_workers", type=int, default=2)
@@ -571,8 +587,10 @@ def main() -> None:
     bench = Bench(args)
     if not args.raw:
         write_data(bench.raw, sizes, args.seed, tuple(args.shape), args.data_workers)
-    for stage in args.stages:
-        for size in sizes[:1] if stage in ("pipeline", "predict") else sizes:
+    for size in sizes:  # the smallest set first, all its stages: a partial run still compares the tools
+        for stage in args.stages:
+            if stage in ("pipeline", "predict") and size != sizes[0]:
+                continue  # neither depends on the number of cases
             for tool in args.tools:
                 getattr(bench, stage)(tool, size)
     print(table(bench.results, sizes))

@@ -1,7 +1,7 @@
 """nnU-Net's side of `scale.py`, run by the interpreter of nnU-Net's own virtual environment (never imports unet3d).
 
     python scale_nnunet.py verify FOLDER N_PROCESSES     nnU-Net's dataset integrity check (every file read)
-    python scale_nnunet.py pipeline DATASET_ID OUT N     N timed batches of its training loader (after two), to OUT
+    python scale_nnunet.py pipeline DATASET_ID OUT N     N timed batches of its training loader (after 8), to OUT
     python scale_nnunet.py checkpoint DATASET_ID         an untrained 3d_fullres network saved as fold 0's final
                                                          checkpoint, with plans.json and dataset.json, for prediction
 
@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 
 import torch
+
+WARM_UP = 8  # as scale.py
 
 
 def _trainer(dataset_id: str):
@@ -37,7 +39,7 @@ def verify(folder: str, n_processes: str) -> None:
 def pipeline(dataset_id: str, out: str, batches: str) -> None:
     trainer = _trainer(dataset_id)
     loader, _ = trainer.get_dataloaders()
-    for _ in range(2):
+    for _ in range(WARM_UP):  # more batches than its queue holds (6): the timed ones are made while timed
         batch = next(loader)
     times = []
     for _ in range(int(batches)):

@@ -4,8 +4,10 @@ and the helpers that the tests of several folders use."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +21,9 @@ import torch
 from unet3d.config.load import parse_config
 from unet3d.config.schema import Config
 from unet3d.data.synthetic import write_dataset
+
+# The file checks' records (unet3d.data.checked_files) of this test process, in and under it: never the user's cache.
+os.environ["UNET3D_CACHE_DIR"] = tempfile.mkdtemp(prefix="unet3d-test-checks-")
 
 # The grid of the cases that the data-check and preflight tests write one by one (write_case).
 SHAPE = (16, 17, 18)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
+import time
 
 from unet3d.config.fields import Problems
 from unet3d.config.regions import declared_values
@@ -230,10 +231,16 @@ def check_constant_cases(infos: dict[str, list[CaseInfo]], crop_foreground: bool
 def check_data(config: Config, n_threads: int = 4) -> dict[str, list[CaseInfo]]:
     """Check every file of every group, and the image channel count against model.in_channels."""
     labelled = [g for g in ("training", "validation") if g in config.groups]
+    start = time.perf_counter()
     infos = check_cases(config.groups, declared_values(config.labels), spatial_dims(config.model), labelled, n_threads)
     channels = next((info.n_channels for group in infos.values() for info in group), None)
     check_model_spec(config.model, in_channels=channels, out_channels=None)
     check_constant_cases(infos, config.dataset.crop_foreground)
     n_cases = sum(len(group) for group in infos.values())
-    log.info("checked %d cases in %d file groups: all readable and consistent", n_cases, len(infos))
+    log.info(
+        "checked %d cases in %d file groups in %.2f s: all readable and consistent",
+        n_cases,
+        len(infos),
+        time.perf_counter() - start,
+    )
     return infos

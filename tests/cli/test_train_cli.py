@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import run_cli, with_cv
+from tests.conftest import run_cli, tiny_config, with_cv
 from unet3d import checkpoint as ckpt
 from unet3d.data.synthetic import write_case, write_dataset
 from unet3d.experiment.run import run_experiment
@@ -342,3 +342,31 @@ def test_wrong_run_flags_are_one_line(experiment, tmp_path, flags, message):
     result = train("--config_filename", str(experiment("flags")), "--output_dir", str(tmp_path), *flags)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(message)
+
+
+def test_a_rerun_and_a_fold_task_do_not_read_the_checked_files_again(tmp_path):
+    data = tmp_path / "data"
+    entries = write_dataset(data, 4, seed=3, shape_range=(16, 18))
+    config = tiny_config(entries, n_validation=0, n_epochs=1)
+    with_cv(n_folds=2)(config)
+    path = data / "checked.json"
+    path.write_text(json.dumps(config))
+    settled = max(p.stat().st_ctime for p in data.rglob("*.nii.gz")) + 3.2  # files this young are not remembered
+    time.sleep(max(0.0, settled - time.time()))
+    env = {**os.environ, "UNET3D_CACHE_DIR": str(tmp_path / "records")}
+    common = ["--config_filename", str(path), "--output_dir", str(tmp_path), "--setup_crossval_only"]
+    first = subprocess.run([sys.executable, "-m", "unet3d.cli.train", *common], capture_output=True, text=True, env=env)
+    assert first.returncode == 0, first.stderr
+    assert "passed this check before" not in first.stderr
+    rerun = subprocess.run([sys.executable, "-m", "unet3d.cli.train", *common], capture_output=True, text=True, env=env)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "4 of 4 cases passed this check before with their files as they are: not read again" in rerun.stderr
+    fold = tmp_path / "checked" / "fold1.json"
+    task = subprocess.run(
+        [sys.executable, "-m", "unet3d.cli.train", "--config_filename", str(fold)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert task.returncode == 0, task.stderr
+    assert "4 of 4 cases passed this check before" in task.stderr  # its training and held-out cases

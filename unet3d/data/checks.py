@@ -6,23 +6,29 @@ share one spatial shape and affine (within tolerance), and its label map that gr
 are among the declared labels; images hold no NaN or infinite voxel (one would turn every loss and weight into NaN);
 the images of a case have the same number of axes (an (X, Y, Z, 1) file beside (X, Y, Z) ones cannot be stacked).
 Every image is read once, so a file whose header is fine but whose data is truncated is found here too, and constant
-images are noted.
+images are noted. A case that passed is remembered with the state of its files (`unet3d.data.checked_files`): later
+runs read only what changed.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from unet3d.config.cases import Case
+from unet3d.data.checked_files import CheckedFiles
 from unet3d.data.image_io import Header, aligned_to, read_array, read_header
 from unet3d.errors import DataError
 from unet3d.formats import AFFINE_TOLERANCE
+
+log = logging.getLogger("unet3d")
 
 
 @dataclass(frozen=True)
@@ -133,13 +139,20 @@ def check_cases(
     check_unique_files(groups)
     labelled = set(labelled_groups)
     jobs = [(group, case) for group, cases in groups.items() for case in cases]
+    memory = CheckedFiles({"labels": sorted(labels) if labels is not None else None, "spatial_dims": spatial_dims})
 
     def run(job: tuple[str, Case]) -> CaseInfo | DataError:
         group, case = job
+        with_label = group in labelled or case.label is not None
+        known = memory.recall(case, with_label)
+        if known is not None:
+            return _info(case.case_id, known)
         try:
-            return check_case(case, labels, spatial_dims, with_label=group in labelled or case.label is not None)
+            info = check_case(case, labels, spatial_dims, with_label=with_label)
         except DataError as error:
             return error
+        memory.remember(case, with_label, {k: v for k, v in asdict(info).items() if k != "case_id"})
+        return info
 
     with ThreadPoolExecutor(max(1, n_threads)) as pool:
         results = list(pool.map(run, jobs))
@@ -156,4 +169,20 @@ def check_cases(
     channels = {info.n_channels for group in infos.values() for info in group}
     if len(channels) > 1:
         raise DataError(f"cases have different numbers of image channels: {sorted(channels)}")
+    if memory.hits:
+        log.info(
+            "%d of %d cases passed this check before with their files as they are: not read again",
+            memory.hits,
+            len(jobs),
+        )
     return infos
+
+
+def _info(case_id: str, known: dict[str, Any]) -> CaseInfo:
+    return CaseInfo(
+        case_id,
+        int(known["n_channels"]),
+        tuple(int(s) for s in known["shape"]),
+        tuple(float(s) for s in known["spacing"]),
+        bool(known["constant"]),
+    )
