@@ -184,10 +184,13 @@ def measure(command: list[str], env: dict[str, str] | None = None, log: Path | N
     return {"seconds": round(seconds, 2), "peak_mib": round(peak[0] / 2**20)}
 
 
-def checks_seconds(log: Path) -> float:
-    """The file checks' own time, from the last 'checked N cases ... in X s' line of a unet3d log."""
-    found = re.findall(r"checked \d+ cases in \d+ file groups in ([\d.]+) s", log.read_text())
-    return float(found[-1])
+UNET3D_CHECKS = r"checked \d+ cases in \d+ file groups in ([\d.]+) s"
+NNUNET_CHECKS = r"verify_dataset_integrity took ([\d.]+) s"
+
+
+def checks_seconds(log: Path, pattern: str = UNET3D_CHECKS) -> float:
+    """The file checks' own time (without starting Python and importing), from the last such line of a log."""
+    return float(re.findall(pattern, log.read_text())[-1])
 
 
 def folder_mib(folder: Path) -> float:
@@ -321,8 +324,17 @@ class Bench:
             return
         command = self.nnunet_helper("verify", str(dataset_folder(self.raw, size)), str(self.args.threads))
         first = measure(command, self.nnunet_env, log)
+        first["checks_seconds"] = checks_seconds(log, NNUNET_CHECKS)
         rerun = measure(command, self.nnunet_env, log)
-        self.record(key, {**first, "rerun_seconds": rerun["seconds"], "rerun_peak_mib": rerun["peak_mib"]})
+        self.record(
+            key,
+            {
+                **first,
+                "rerun_seconds": rerun["seconds"],
+                "rerun_peak_mib": rerun["peak_mib"],
+                "rerun_checks_seconds": checks_seconds(log, NNUNET_CHECKS),
+            },
+        )
 
     # preprocess ----------------------------------------------------------------------------------------------------
     def preprocess(self, tool: str, size: int) -> None:
@@ -334,7 +346,14 @@ class Bench:
             cache = self.unet3d_dir(size) / "cache"
             shutil.rmtree(cache, ignore_errors=True)
             result = measure(
-                [self.python, __file__, "--_fill_cache", str(self.plan_config(size)), str(cache)],
+                [
+                    self.python,
+                    __file__,
+                    "--_fill_cache",
+                    str(self.plan_config(size)),
+                    str(cache),
+                    str(self.args.threads),
+                ],
                 {"OMP_NUM_THREADS": str(self.args.threads)},
                 log,
             )
@@ -454,16 +473,24 @@ def _load(plan: str, cache: str, overrides: dict[str, Any] | None = None) -> Any
     )
 
 
-def fill_cache(plan: str, cache: str) -> None:
-    """unet3d's preprocessing: every training case through the cached part of the training chain, to disk."""
+def fill_cache(plan: str, cache: str, workers: str) -> None:
+    """unet3d's preprocessing: every training case through the cached part of the training chain, to disk, by
+    `workers` loader processes as the first epoch of a run with `--nthreads workers` fills it."""
+    import torch
+
     from unet3d.runtime import resolve_runtime
     from unet3d.training.components import build_dataset
 
     config = _load(plan, cache)
-    runtime = resolve_runtime(0, 0, False, device="cpu")
+    runtime = resolve_runtime(0, int(workers), False, device="cpu")
     dataset, _ = build_dataset(config, "training", Path(cache), runtime, augment=True)
-    for index in range(len(dataset)):
-        dataset[index]
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=int(workers), collate_fn=_nothing)
+    for _ in loader:
+        pass
+
+
+def _nothing(item: Any) -> None:
+    return None
 
 
 def pipeline(plan: str, cache: str, out: str, workers: str, mode: str, device: str, batches: str) -> None:
@@ -531,33 +558,88 @@ def untrained(plan: str, out: str) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def _seconds(result: dict[str, Any] | None, field: str = "seconds") -> float | None:
+    return float(result[field]) if result and field in result else None
+
+
+def _cell(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return "-" if a is None or b is None or b == 0 else f"{a / b:.2f}"
+
+
+STAGE_ROWS = (  # (row, stage, field): the time fields of each stage's result
+    ("plan", "plan", "seconds"),
+    ("check, first run", "check", "seconds"),
+    ("  the file checks alone", "check", "checks_seconds"),
+    ("check, rerun", "check", "rerun_seconds"),
+    ("  the file checks alone", "check", "rerun_checks_seconds"),
+    ("preprocess", "preprocess", "seconds"),
+)
+
+
 def table(results: dict[str, Any], sizes: list[int]) -> str:
+    """The Markdown tables: seconds per stage and N (with unet3d / nnU-Net), the pipeline, prediction, and the cost per
+    case fitted over N with what 1,251 cases (BraTS 2021) would cost."""
     lines = [
-        "| stage | N | unet3d s (s/case) | nnU-Net s (s/case) | unet3d / nnU-Net | peak MiB unet3d / nnU-Net |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| stage | N | unet3d s | nnU-Net s | unet3d / nnU-Net | peak MiB unet3d / nnU-Net | disk MiB unet3d / nnU-Net "
+        "|",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for stage in ("plan", "check", "preprocess"):
+    for row, stage, field in STAGE_ROWS:
         for size in sizes:
             a, b = results.get(f"{stage}/unet3d/{size}"), results.get(f"{stage}/nnunet/{size}")
             if not a and not b:
                 continue
-
-            def cell(r: dict[str, Any] | None, size: int = size) -> str:
-                return f"{r['seconds']:.1f} ({r['seconds'] / size:.2f})" if r else "-"
-
-            ratio = f"{a['seconds'] / b['seconds']:.2f}" if a and b else "-"
-            memory = f"{a['peak_mib'] if a else '-'} / {b['peak_mib'] if b else '-'}"
-            lines.append(f"| {stage} | {size} | {cell(a)} | {cell(b)} | {ratio} | {memory} |")
-            if stage == "check" and a:
-                lines.append(
-                    f"| check, rerun | {size} | {a['rerun_seconds']:.1f} | "
-                    f"{b['rerun_seconds']:.1f} | {a['rerun_seconds'] / b['rerun_seconds']:.2f} | |"
-                    if b
-                    else f"| check, rerun | {size} | {a['rerun_seconds']:.1f} | - | - | |"
-                )
-    for key, value in sorted(results.items()):
-        if key.startswith(("pipeline/", "predict/")):
-            lines.append(f"| {key} | | {json.dumps(value)} | | | |")
+            x, y = _seconds(a, field), _seconds(b, field)
+            memory = disk = ""
+            if field in ("seconds", "rerun_seconds"):
+                peak = "peak_mib" if field == "seconds" else "rerun_peak_mib"
+                memory = f"{a.get(peak, '-') if a else '-'} / {b.get(peak, '-') if b else '-'}"
+            if "disk_mib" in (a or {}) or "disk_mib" in (b or {}):
+                disk = f"{(a or {}).get('disk_mib', '-')} / {(b or {}).get('disk_mib', '-')}"
+            lines.append(f"| {row} | {size} | {_cell(x, 2)} | {_cell(y, 2)} | {_ratio(x, y)} | {memory} | {disk} |")
+    lines += [
+        "",
+        "| training pipeline | unet3d samples/s | nnU-Net samples/s | unet3d / nnU-Net | peak MiB unet3d / nnU-Net |",
+    ]
+    lines.append("|---|---:|---:|---:|---:|")
+    for key in sorted(k for k in results if k.startswith("pipeline/unet3d/")):
+        _, _, mode, workers, device = key.split("/")
+        a, b = results[key], results.get(f"pipeline/nnunet/loader/{workers}/{device}") if mode == "loader" else None
+        name = f"{workers} loader workers, augmentations {'in the loader' if mode == 'loader' else 'on the ' + device}"
+        rate = b and b["samples_per_s"]
+        lines.append(
+            f"| {name} ({device}) | {a['samples_per_s']:.2f} | {_cell(rate, 2)} | {_ratio(a['samples_per_s'], rate)} "
+            f"| {a['peak_mib']} / {b['peak_mib'] if b else '-'} |"
+        )
+    lines += ["", "| prediction of one case, file to label map | unet3d s | nnU-Net s | unet3d / nnU-Net | peak MiB |"]
+    lines.append("|---|---:|---:|---:|---:|")
+    for key in sorted(k for k in results if k.startswith("predict/unet3d/")):
+        _, _, mirror, device = key.split("/")
+        a, b = results[key], results.get(f"predict/nnunet/{mirror}/{device}")
+        lines.append(
+            f"| {'with' if mirror == 'mirror' else 'without'} mirroring ({device}) | {a['seconds']:.1f} | "
+            f"{_cell(_seconds(b))} | {_ratio(a['seconds'], _seconds(b))} "
+            f"| {a['peak_mib']} / {b['peak_mib'] if b else '-'} |"
+        )
+    lines += [
+        "",
+        "| cost per case, fitted over N (s = fixed + per case · N) | unet3d | nnU-Net | 1,251 cases: unet3d / "
+        "nnU-Net |",
+    ]
+    lines.append("|---|---|---|---|")
+    for row, stage, field in STAGE_ROWS:
+        fits = []
+        for tool in TOOLS:
+            points = [(n, _seconds(results.get(f"{stage}/{tool}/{n}"), field)) for n in sizes]
+            points = [(n, t) for n, t in points if t is not None]
+            fits.append(np.polyfit(*zip(*points, strict=True), 1) if len(points) >= 2 else None)
+        text = [f"{fit[1]:.2f} s + {fit[0]:.3f} s · N" if fit is not None else "-" for fit in fits]
+        big = [f"{(fit[1] + fit[0] * 1251) / 60:.1f} min" if fit is not None else "-" for fit in fits]
+        lines.append(f"| {row.strip()} ({stage}) | {text[0]} | {text[1]} | {big[0]} / {big[1]} |")
     return "\n".join(lines)
 
 

@@ -33,7 +33,9 @@ def _trainer(dataset_id: str):
 def verify(folder: str, n_processes: str) -> None:
     from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
 
+    start = time.perf_counter()
     verify_dataset_integrity(folder, num_processes=int(n_processes))
+    print(f"verify_dataset_integrity took {time.perf_counter() - start:.2f} s", flush=True)
 
 
 def pipeline(dataset_id: str, out: str, batches: str) -> None:

@@ -263,10 +263,10 @@ def test_a_cropped_case_is_cached_without_the_scan_it_was_cropped_from(tmp_path:
     transform = build_transforms(dataset_config, with_label=True, softmax=False, augment=True)
     dataset = make_dataset(case_items([case], True), transform, mode, tmp_path / "cache" if mode == "disk" else None)
     item = dataset[0]
-    assert tuple(item["image"].shape[1:]) == (14, 14, 14)  # the block and the crop's margin of one voxel
+    assert tuple(item["image"].shape[1:]) == (12, 12, 12)  # the foreground block
     if mode == "disk":
         (entry,) = cache_files(tmp_path / "cache")
-        assert entry.stat().st_size < 3 * 14**3 * 4 * 2  # image and label of the crop (48³ would be 885 kB)
+        assert entry.stat().st_size < 3 * 12**3 * 4 * 2  # image and label of the crop (48³ would be 885 kB)
         stored = torch.load(entry, weights_only=True)
     else:
         stored = dataset._cache[0]

@@ -56,3 +56,20 @@ def test_prediction_autocasts_in_the_precision_the_model_was_trained_in(monkeypa
         predictor._forward(predictor.models[0], image, torch.device("cpu"))
     assert chosen == [torch.bfloat16, None, torch.float16, None, torch.float16, None, None, None]
     assert amp_dtype("bf16", torch.device("cuda")) is torch.bfloat16
+
+
+def test_on_the_cpu_windows_go_one_at_a_time_unless_asked(tiny_data, tmp_path):
+    from tests.conftest import tiny_config
+    from unet3d.config.load import parse_config
+    from unet3d.inference.predictor import make_predictor
+    from unet3d.models import build_model
+
+    folder, entries = tiny_data
+    raw = tiny_config(entries)
+    raw["inference"] = {"name": "SlidingWindowInferer", "roi_size": [16, 16, 16], "sw_batch_size": 2}
+    config = parse_config(raw, folder)
+    weights = tmp_path / "model.pth"
+    torch.save(build_model(config.model).state_dict(), weights)
+    cpu = torch.device("cpu")
+    assert make_predictor(config, [weights], cpu).inferer.sw_batch_size == 1
+    assert make_predictor(config, [weights], cpu, sw_batch_size=3).inferer.sw_batch_size == 3

@@ -72,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="ensemble the folds of --model_dirs that exist even when some are missing or unfinished",
     )
-    parser.add_argument("--sw_batch_size", type=int, help="sliding windows per forward pass")
+    parser.add_argument(
+        "--sw_batch_size", type=int, help="sliding windows per forward pass (default: the config's; 1 on the CPU)"
+    )
     parser.add_argument(
         "--stitch_on_cpu",
         action="store_true",

@@ -34,6 +34,9 @@ from unet3d.registry import check_kwargs, lookup
 
 IMAGE, LABEL = "image", "label"
 NORMALIZATION_ALIASES = {"zero_mean": "NormalizeIntensityd"}
+# No margin around the foreground's bounding box, as nnU-Net crops: one voxel on each side made a 127 x 152 x 126 brain
+# 129 x 154 x 128, which takes 4 windows of 128³ instead of 2.
+CROP_MARGIN = 0
 AXIS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))  # nibabel's axis codes, which MONAI's default labels are too
 
 
@@ -155,7 +158,7 @@ def build_transforms(
                 keys,
                 source_key=IMAGE,
                 select_fn=select,
-                margin=1,
+                margin=CROP_MARGIN,
                 allow_smaller=True,
                 start_coord_key=None,
                 end_coord_key=None,
@@ -224,6 +227,7 @@ def preprocessing_fingerprint(dataset: DatasetConfig, softmax: bool) -> dict[str
     return {
         "monai": monai.__version__,
         "softmax": softmax,
+        "crop_margin": CROP_MARGIN,
         **{k: values[k] for k in keys},
         # validation caches the chain through normalization (it has no random step)
         "normalization": {"name": dataset.normalization, **(dataset.normalization_kwargs or {})},

@@ -122,9 +122,14 @@ def make_predictor(
     amp: bool | str | None = None,
     activation: str | None = None,
 ) -> Predictor:
-    """A Predictor for the config's network and inferer, with the weights of each model path (an ensemble)."""
+    """A Predictor for the config's network and inferer, with the weights of each model path (an ensemble).
+
+    On the CPU the windows go through the network one at a time unless `sw_batch_size` says otherwise: its threads
+    already share each window, and two 128³ windows at once took 17-20 s against 2 x 7.2 s (DynUNet 32-320, 2 cores)."""
     if not model_paths:
         raise CheckpointError("no model file to predict with")
+    if sw_batch_size is None and device.type == "cpu":
+        sw_batch_size = 1
     return Predictor(
         models=load_models(model_paths, config, device),
         inferer=build_inferer(config, sw_batch_size=sw_batch_size, device=stitch_device),
