@@ -43,14 +43,15 @@ AXIS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))  # nibabel's axis codes, whic
 def foreground_above_percentile(image: torch.Tensor, percentile: float) -> torch.Tensor:
     """Foreground mask for cropping: voxels above the given quantile (0-1) of their channel, in any channel."""
     flat = torch.as_tensor(image, dtype=torch.float32).reshape(image.shape[0], -1)
-    thresholds = torch.quantile(flat, percentile, dim=1) if flat.shape[1] < 2**24 else _numpy_quantile(flat, percentile)
+    thresholds = _numpy_quantile(flat, percentile) if flat.device.type == "cpu" else torch.quantile(flat, percentile, 1)
     above = torch.as_tensor(image) > thresholds.reshape(-1, *([1] * (image.ndim - 1)))
     mask = above.any(0, keepdim=True)
     return mask if mask.any() else torch.ones_like(mask)  # a constant image: keep it whole, never a 0-voxel crop
 
 
 def _numpy_quantile(flat: torch.Tensor, percentile: float) -> torch.Tensor:
-    # torch.quantile refuses inputs of more than 2**24 elements per row; numpy has no such limit.
+    # numpy selects (linear time) where torch.quantile sorts: on a BraTS-size case (4 x 8.9 M voxels) 0.05 s instead of
+    # 0.59 s, half of the case's preprocessing. torch.quantile also refuses rows of more than 2**24 elements.
     return torch.from_numpy(np.quantile(flat.numpy(), percentile, axis=1)).to(torch.float32)
 
 
