@@ -205,3 +205,15 @@ def test_activate_matches_torch():
     logits = torch.randn(2, 3, 4)
     assert torch.equal(activate(logits, "sigmoid"), torch.sigmoid(logits))
     assert torch.allclose(activate(logits, "softmax").sum(1), torch.ones(2, 4))
+
+
+@pytest.mark.parametrize("groups", [[(1, 2), (2,), (7,)], [(-1, 2), (2,), (7,)]])
+def test_encode_matches_its_definition_for_any_values(groups):
+    # Values beyond the declared ones (above, below zero) belong to no channel; negative declared values work too.
+    label = torch.tensor([[[[-3, -1, 0], [1, 2, 7]], [[8, 2, 1], [0, 7, 100]]]], dtype=torch.float32)
+    for background in (False, True):
+        out = encode(label, groups, background)
+        expected = torch.stack([sum((label[0] == v) for v in group).bool() for group in groups]).float()
+        if background:
+            expected = torch.cat([1 - expected.amax(0, keepdim=True), expected])
+        assert torch.equal(out, expected), (groups, background)
