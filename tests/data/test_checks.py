@@ -233,3 +233,29 @@ def test_different_channel_counts_across_cases(tmp_path):
     with pytest.raises(DataError) as info:
         check_cases({"training": [four, three]}, BRATS, labelled_groups=("training",))
     assert "[3, 4]" in str(info.value)
+
+
+def test_many_cases_are_checked_in_processes_with_the_same_results_and_lines(tmp_path, monkeypatch):
+    from unet3d.data import checks
+
+    monkeypatch.setenv("UNET3D_CACHE_DIR", "off")  # every call reads the files
+    good = [new_case(tmp_path, f"good{i}", seed=i) for i in range(3)]
+    values = new_case(tmp_path, "values", seed=5)
+    groups = {"training": [*good, values]}
+    by_threads = check_cases({"training": good}, BRATS, labelled_groups=("training",), n_threads=2)
+    with pytest.raises(DataError) as threads_error:
+        check_cases(groups, {0, 2}, labelled_groups=("training",), n_threads=2)
+    started = []
+    original = checks.ProcessPoolExecutor
+
+    def spy(*args, **kwargs):
+        started.append(kwargs["mp_context"].get_start_method())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(checks, "PROCESS_MINIMUM", 1)
+    monkeypatch.setattr(checks, "ProcessPoolExecutor", spy)
+    assert check_cases({"training": good}, BRATS, labelled_groups=("training",), n_threads=2) == by_threads
+    with pytest.raises(DataError) as processes_error:
+        check_cases(groups, {0, 2}, labelled_groups=("training",), n_threads=2)
+    assert str(processes_error.value) == str(threads_error.value)
+    assert started == ["forkserver", "forkserver"]
