@@ -309,30 +309,20 @@ class Bench:
                 "--nthreads",
                 str(self.args.threads),
             )
-            first = measure(command, env, log)
-            first["checks_seconds"] = checks_seconds(log)
-            rerun = measure(command, env, log)
-            self.record(
-                key,
-                {
-                    **first,
-                    "rerun_seconds": rerun["seconds"],
-                    "rerun_peak_mib": rerun["peak_mib"],
-                    "rerun_checks_seconds": checks_seconds(log),
-                },
-            )
-            return
-        command = self.nnunet_helper("verify", str(dataset_folder(self.raw, size)), str(self.args.threads))
-        first = measure(command, self.nnunet_env, log)
-        first["checks_seconds"] = checks_seconds(log, NNUNET_CHECKS)
-        rerun = measure(command, self.nnunet_env, log)
+            pattern = UNET3D_CHECKS
+        else:
+            command = self.nnunet_helper("verify", str(dataset_folder(self.raw, size)), str(self.args.threads))
+            env, pattern = self.nnunet_env, NNUNET_CHECKS
+        first = measure(command, env, log)
+        first["checks_seconds"] = checks_seconds(log, pattern)
+        rerun = measure(command, env, log)
         self.record(
             key,
             {
                 **first,
                 "rerun_seconds": rerun["seconds"],
                 "rerun_peak_mib": rerun["peak_mib"],
-                "rerun_checks_seconds": checks_seconds(log, NNUNET_CHECKS),
+                "rerun_checks_seconds": checks_seconds(log, pattern),
             },
         )
 

@@ -109,3 +109,17 @@ def test_an_unwritable_records_folder_costs_a_warning_not_the_check(tmp_path, re
     infos = check_cases({"training": [case]}, BRATS, labelled_groups=("training",))
     assert infos["training"][0].n_channels == 4
     assert "cannot record the file checks" in caplog.text
+
+
+def test_a_damaged_or_foreign_record_is_a_miss_not_a_crash(tmp_path: Path, records: Path, reads: list[str]):
+    case = new_case(tmp_path / "data", "c0")
+    check_cases({"training": [case]}, BRATS, labelled_groups=("training",))
+    for damage in ("{ not json", '{"info": {"n_channels": "four"}}', '{"info": {}}', "[1, 2]"):
+        for record in records.glob("file_checks/*/*.json"):
+            record.write_text(damage)
+        reads.clear()
+        infos = check_cases({"training": [case]}, BRATS, labelled_groups=("training",))
+        assert infos["training"][0].n_channels == 4 and len(reads) == 5, damage
+    reads.clear()
+    check_cases({"training": [case]}, BRATS, labelled_groups=("training",))
+    assert reads == []  # the records were written anew

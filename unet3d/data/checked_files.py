@@ -73,52 +73,47 @@ class CheckedFiles:
     def __init__(self, settings: dict[str, Any], folder: Path | None = None) -> None:
         self.folder = folder if folder is not None else records_folder()
         self.settings = {"check_version": CHECK_VERSION, "unet3d": __version__, **settings}
-        self.hits = 0
         self._warned = False
 
-    def _key(self, case: Case, with_label: bool) -> tuple[str, int] | None:
+    def state(self, case: Case, with_label: bool) -> list[list[Any]] | None:
+        """The state of the case's files now (images first, then the label map), taken once before the check so
+        that what is remembered is the state that was checked; None with the memory off or a file missing."""
+        if self.folder is None:
+            return None
         paths = [*case.images, *([case.label] if with_label and case.label is not None else [])]
         try:
-            states = [_state(Path(p)) for p in paths]
+            return [_state(Path(p)) for p in paths]
         except OSError:
             return None  # a missing or unreadable file: the check itself says what is wrong
+
+    def _path(self, states: list[list[Any]], with_label: bool) -> Path:
+        assert self.folder is not None
         settings = {**self.settings, "with_label": with_label}
         if not with_label:
             settings.pop("labels", None)  # the images' checks do not depend on the labels
-        text = json.dumps({"settings": settings, "files": states}, sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest(), _newest_change(states)
-
-    def _path(self, key: str) -> Path:
-        assert self.folder is not None
+        key = hashlib.sha256(json.dumps({"settings": settings, "files": states}, sort_keys=True).encode()).hexdigest()
         return self.folder / key[:2] / f"{key}.json"
 
-    def recall(self, case: Case, with_label: bool) -> dict[str, Any] | None:
-        """What the check learned about `case` when its files were as they are now, or None."""
-        if self.folder is None:
-            return None
-        key = self._key(case, with_label)
-        if key is None:
+    def recall(self, states: list[list[Any]] | None, with_label: bool) -> dict[str, Any] | None:
+        """What the check learned about a case whose files were in `states`, or None."""
+        if states is None:
             return None
         try:
-            record = json.loads(self._path(key[0]).read_text())
+            record = json.loads(self._path(states, with_label).read_text())
         except (OSError, ValueError):
             return None
-        if not isinstance(record, dict) or not isinstance(record.get("info"), dict):
-            return None
-        self.hits += 1
-        return record["info"]
+        return record.get("info") if isinstance(record, dict) and isinstance(record.get("info"), dict) else None
 
-    def remember(self, case: Case, with_label: bool, info: dict[str, Any]) -> None:
-        """Record that `case` passed (also for its images alone, which `unet3d-predict` checks); never raises."""
-        if self.folder is None:
+    def remember(self, case: Case, states: list[list[Any]] | None, with_label: bool, info: dict[str, Any]) -> None:
+        """Record that `case`, its files in `states`, passed (also for its images alone, which `unet3d-predict`
+        checks); never raises."""
+        if states is None or _newest_change(states) > (time.time() - RACY_SECONDS) * 1e9:
             return
         for labelled in {with_label, False}:
-            key = self._key(case, labelled)
-            if key is None or key[1] > (time.time() - RACY_SECONDS) * 1e9:
-                continue
+            checked = states if labelled else states[: len(case.images)]
             files = [str(p) for p in [*case.images, *([case.label] if labelled and case.label else [])]]
             try:
-                atomic_write_json(self._path(key[0]), {"files": files, "info": info})
+                atomic_write_json(self._path(checked, labelled), {"files": files, "info": info})
             except (OSError, MachineError) as error:  # a full or read-only disk: the next run reads the files again
                 if not self._warned:
                     log.warning("%s: cannot record the file checks: %s", self.folder, error)

@@ -43,8 +43,7 @@ class DeviceAugmentation:
 
     def __init__(self, chain: Compose) -> None:
         self.chain = copy.deepcopy(chain)
-        self.start = device_start(self.chain)
-        self.part = Compose(self.chain.transforms[self.start :])
+        self.part = Compose(self.chain.transforms[device_start(self.chain) :])
         self.names = [type(step).__name__ for step in self.part.transforms]
 
     def __call__(self, batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
