@@ -66,7 +66,7 @@ def prepare(work: Path, n_cases: int, n_folds: int, seed: int) -> tuple[Path, li
     return raw, [[cases[i] for i in sorted(held)] for _, held in folds]
 
 
-def _run(command: list[str], env: dict[str, str] | None, log: Path) -> float:
+def run_logged(command: list[str], env: dict[str, str] | None, log: Path) -> float:
     """Runs `command` with its output in `log`; returns its wall time in seconds, or exits naming the log."""
     start = time.perf_counter()
     with open(log, "a") as out:
@@ -93,7 +93,7 @@ def run_nnunet(work: Path, python: Path, held_out: list[list[str]], args: argpar
     log = work / "nnunet.log"
     dataset_id = DATASET.split("_")[0].removeprefix("Dataset")
     # nnU-Net 2.8.1's planning crashes with nnUNet_n_proc_DA=0, so it plans with workers and trains without.
-    preprocess_s = _run(
+    preprocess_s = run_logged(
         [str(bin_dir / "nnUNetv2_plan_and_preprocess"), "-d", dataset_id, "-c", "3d_fullres", "-np", "2"],
         {k: v for k, v in env.items() if k != "nnUNet_n_proc_DA"},
         log,
@@ -117,7 +117,7 @@ def run_nnunet(work: Path, python: Path, held_out: list[list[str]], args: argpar
     fold_s = []
     for fold in range(len(held_out)):
         command = [str(bin_dir / "nnUNetv2_train"), dataset_id, "3d_fullres", str(fold), "-tr", "nnUNetTrainerParity"]
-        fold_s.append(_run([*command, "-device", "cpu"], train_env, log))
+        fold_s.append(run_logged([*command, "-device", "cpu"], train_env, log))
     results = work / "nnUNet_results" / DATASET / "nnUNetTrainerParity__nnUNetPlans__3d_fullres"
     probe = (
         "import sys, torch; c = torch.load(sys.argv[1], map_location='cpu', weights_only=False); "
@@ -185,7 +185,7 @@ def run_unet3d(
     command = [sys.executable, "-m", "unet3d.cli.train", "--config_filename", str(config_path), "--nthreads", "0"]
     for item in args.set:
         command += ["--set", item]
-    wall_s = _run(command, None, folder / "unet3d.log")
+    wall_s = run_logged(command, None, folder / "unet3d.log")
     epoch_s = 0.0
     for k in range(1, len(held_out) + 1):
         epoch_s += float(pd.read_csv(work_dir / f"fold{k}" / "training_log.csv")["epoch_time"].sum())

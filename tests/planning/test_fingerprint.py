@@ -95,3 +95,26 @@ def test_pooled_ct_statistics_weight_cases_equally_and_depend_on_the_data_only(t
     assert pooled["std"] == pytest.approx(np.sqrt(np.sum(weights * mixture**2) / weights.sum()), rel=1e-6)
     again = pooled_foreground(fingerprint_cases(list(reversed(cases)), progress=False), 0)
     assert again == pooled  # no seed, no order: the same data give the same numbers
+
+
+def test_the_nonzero_box_is_what_nnunet_crops_to_in_ras_order(tmp_path):
+    # stored (S, R, A): a head of 4 x 12 x 7 voxels inside a zeroed 10 x 20 x 30 volume, two channels that each
+    # reach further along one axis
+    affine = np.zeros((4, 4))
+    affine[2, 0], affine[0, 1], affine[1, 2], affine[3, 3] = 5.0, 0.8, 0.9, 1.0
+    first = np.zeros((10, 20, 30), dtype=np.float32)
+    second = np.zeros_like(first)
+    first[3:7, 4:12, 10:17] = 5.0
+    second[3:5, 4:16, 10:12] = -2.0  # negative intensities are not background
+    image = np.stack([first, second], axis=-1)
+    label = np.zeros((10, 20, 30), dtype=np.uint8)
+    label[4, 5, 11] = 1
+    case = Case([write(tmp_path / "mr.nii.gz", image, affine)], write(tmp_path / "seg.nii.gz", label, affine), "c")
+    fingerprint = fingerprint_case(case)
+    assert fingerprint.nonzero_shape == [12, 7, 4]  # (R, A, S) of the (4, 12, 7) box on disk
+    assert fingerprint.shape_after_crop() == [12, 7, 4]
+    assert fingerprint.to_json()["nonzero_shape"] == [12, 7, 4]
+
+
+def test_an_image_without_background_is_its_own_box(permuted_case):
+    assert fingerprint_case(permuted_case).nonzero_shape == [20, 30, 10]

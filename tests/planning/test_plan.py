@@ -1,7 +1,10 @@
 """The planner as a library (unet3d/planning/plan.py): checks first, a config that preflight accepts, nothing lost."""
 
 import json
+import math
 
+import nibabel as nib
+import numpy as np
 import pytest
 
 from unet3d.data.synthetic_layouts import write_nnunet_dataset
@@ -94,3 +97,35 @@ def test_single_slice_cases_and_an_absurd_spacing_are_refused(tmp_path):
     with pytest.raises(DataError, match=r"1 of 3 cases are a single slice \(syn_001: shape"):
         plan_experiment(root, tmp_path / "flat.json", device="cpu", progress=False)
     assert not (tmp_path / "flat.json").exists() and not (tmp_path / "tiny.json").exists()
+
+
+def test_a_zeroed_background_plans_the_cropped_median_case(tmp_path):
+    # every case is a head of at most 30 voxels per axis inside a 60-voxel field of zeros
+    root = tmp_path / "Dataset009"
+    write_nnunet_dataset(root, 3, seed=3, shape_range=(28, 30), orientations=("RAS",), spacing=(1.0, 1.0, 1.0))
+    for path in (root / "imagesTr").glob("*.nii.gz"):
+        image = nib.load(str(path))
+        padded = np.zeros((60, 60, 60), dtype=np.float32)
+        data = np.asarray(image.dataobj, dtype=np.float32)
+        padded[: data.shape[0], : data.shape[1], : data.shape[2]] = np.where(data > 0, data, 0)
+        nib.save(nib.Nifti1Image(padded, image.affine), str(path))
+    for path in (root / "labelsTr").glob("*.nii.gz"):
+        image = nib.load(str(path))
+        padded = np.zeros((60, 60, 60), dtype=np.uint8)
+        data = np.asarray(image.dataobj)
+        padded[: data.shape[0], : data.shape[1], : data.shape[2]] = data
+        nib.save(nib.Nifti1Image(padded, image.affine), str(path))
+    config = plan_experiment(root, tmp_path / "p.json", progress=False).config
+    assert config["dataset"]["crop_foreground"] is True
+    assert all(n <= 30 for n in config["planned"]["median_shape"])  # not the 60-voxel field
+    stride = [math.prod(level[axis] for level in config["model"]["strides"]) for axis in range(3)]
+    planned = zip(config["inference"]["roi_size"], config["planned"]["median_shape"], stride, strict=True)
+    for patch, median, multiple in planned:
+        assert 0 <= patch - median < multiple and patch % multiple == 0  # rounded up to the stride, as nnU-Net
+
+
+def test_the_plan_says_whether_one_resolution_suffices(tmp_path, dataset):
+    config = plan_experiment(dataset, tmp_path / "p.json", progress=False).config
+    assert "one resolution" in config["planned"]["rules"]["resolution"]
+    assert "low_resolution" not in config["planned"]
+    assert len(config["planned"]["median_shape"]) == 3

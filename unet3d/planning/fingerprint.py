@@ -50,6 +50,11 @@ class CaseFingerprint:
     channels: list[ChannelStats]
     label_voxels: dict[str, int] = field(default_factory=dict)  # label value → voxels (0 omitted)
     foreground_samples: list[list[float]] = field(default_factory=list, repr=False)  # per channel quantiles; not saved
+    nonzero_shape: list[int] = field(default_factory=list)  # RAS order: the box of voxels non-zero in any channel
+
+    def shape_after_crop(self) -> list[int]:
+        """The shape once cropped to the non-zero box (nnU-Net's shapes_after_crop; the whole shape if unknown)."""
+        return self.nonzero_shape or self.shape
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -74,6 +79,15 @@ def _channels(case: Case) -> list[np.ndarray]:
     return arrays
 
 
+def _nonzero_box(channels: Sequence[np.ndarray]) -> list[int]:
+    """The extent per voxel axis of the voxels non-zero in any channel (the box nnU-Net crops every case to)."""
+    mask = np.logical_or.reduce([channel != 0 for channel in channels])
+    if not mask.any():
+        return list(mask.shape)
+    others = [tuple(o for o in range(mask.ndim) if o != axis) for axis in range(mask.ndim)]
+    return [int(np.ptp(np.flatnonzero(mask.any(axis=other)))) + 1 for other in others]
+
+
 def fingerprint_case(case: Case) -> CaseFingerprint:
     """Read one case (images and label) and summarize it."""
     header = read_header(case.images[0])
@@ -90,7 +104,9 @@ def fingerprint_case(case: Case) -> CaseFingerprint:
     values, counts = (np.unique(label, return_counts=True)) if label is not None else ([], [])
     voxels = {str(int(v)): int(c) for v, c in zip(values, counts, strict=True) if int(v) != 0}
     stats, samples = [], []
-    for channel in _channels(case):
+    channels = _channels(case)
+    box = _nonzero_box(channels)
+    for channel in channels:
         flat = channel.reshape(-1)
         foreground = (flat[label.reshape(-1) > 0] if label is not None else flat).astype(np.float64)
         low, high = np.percentile(foreground, PERCENTILES) if foreground.size else (0.0, 0.0)
@@ -106,7 +122,9 @@ def fingerprint_case(case: Case) -> CaseFingerprint:
         )
         quantiles = np.quantile(foreground, np.linspace(0, 1, SAMPLE_SIZE)) if foreground.size else np.array([])
         samples.append(quantiles.tolist())
-    return CaseFingerprint(case.case_id, shape, spacing, orientation, stats, voxels, samples)
+    if spatial == 3 and affine.shape == (4, 4):
+        box = [int(n) for n in _ras_order(affine, box[:spatial])]
+    return CaseFingerprint(case.case_id, shape, spacing, orientation, stats, voxels, samples, box[:spatial])
 
 
 def fingerprint_cases(

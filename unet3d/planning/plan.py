@@ -35,7 +35,6 @@ from unet3d.preflight import check_experiment
 from unet3d.version import __version__
 
 log = logging.getLogger("unet3d")
-MAX_RESAMPLED_VOXELS = 2**31  # 8 GiB per float32 channel: far beyond any scan, a spacing typed in the wrong unit
 FINGERPRINT_SUFFIX = ".fingerprint.json"  # beside the config, named after it: two plans in one folder keep both
 REPORT_SUFFIX = ".data_report.txt"
 
@@ -112,29 +111,22 @@ def build_config(
 ) -> tuple[dict[str, Any], dict[str, str], list[int]]:
     """The planned config (without its file lists), the reason for each choice keyed by config key, and the channels
     planned as CT."""
-    reasons: dict[str, str] = {}
-    if spacing is None:
-        spacing, reasons["dataset.spacing"] = rules.target_spacing(np.array([c.spacing for c in cases]))
-    else:
-        reasons["dataset.spacing"] = "given (--spacing)"
-    shapes = np.array([[n * s / t for n, s, t in zip(c.shape, c.spacing, spacing, strict=True)] for c in cases])
-    largest = float(np.prod(shapes, axis=1).max())
-    if largest > MAX_RESAMPLED_VOXELS:
-        raise ConfigError(
-            f"--spacing: {spacing} mm resamples the largest case to {largest:.3g} voxels "
-            f"({largest * 4 / 2**30:.3g} GiB as float32 per channel); choose a coarser spacing"
-        )
-    try:
-        network = rules.plan_network(np.median(shapes, axis=0).tolist(), spacing, profile)
-    except ValueError as error:
-        raise ConfigError(f"--gpu_memory_gb: {error}") from None
-    reasons["patch size"] = network.rule
-    reasons["model"] = (
-        f"DynUNet, {len(network.strides)} levels: each axis halved while its spacing is within 2x of the finest and "
-        f"its feature map stays >= {rules.MIN_FEATURE_MAP} voxels; kernels 1 across thick slices; filters "
-        f"{network.filters} ({profile.device} profile)"
+    crop = all(
+        float(np.median([c.channels[i].zero_fraction for c in cases])) > 0.2 for i in range(len(cases[0].channels))
     )
-    labels, hierarchy, reasons["dataset.labels"] = _label_spec(layout, cases)
+    shapes = [c.shape_after_crop() if crop else c.shape for c in cases]
+    labels, hierarchy, label_reason = _label_spec(layout, cases)
+    try:
+        geometry = rules.plan_geometry([c.spacing for c in cases], shapes, profile, spacing, len(labels) + 1)
+    except rules.PlanError as error:
+        raise ConfigError(str(error)) from None
+    spacing, network, lowres, reasons = geometry.spacing, geometry.network, geometry.low_resolution, geometry.reasons
+    reasons["model"] = (
+        f"DynUNet, {len(network.strides)} levels (nnU-Net's topology): each axis halved while its spacing is under "
+        f"2x the finest and its feature map stays >= {rules.MIN_FEATURE_MAP} voxels; kernels 1 across thick slices; "
+        f"filters {network.filters} ({profile.device} profile)"
+    )
+    reasons["dataset.labels"] = label_reason
     loss, reasons["loss"] = _loss(hierarchy)
     names = layout.channel_names if layout is not None else [None] * len(cases[0].channels)
     summary = summarize(cases)
@@ -151,7 +143,6 @@ def build_config(
         names, channels, summary["foreground_intensities"]
     )
     ct_channels = [i for i, (n, c) in enumerate(zip(names, channels, strict=True)) if rules.is_ct(n, c)[0]]
-    crop = all(c["zero_fraction"] > 0.2 for c in channels)
     reasons["dataset.crop_foreground"] = (
         "every channel has a zeroed background: crop to the foreground"
         if crop
@@ -209,7 +200,7 @@ def build_config(
         },
         "training": {
             "n_epochs": profile.n_epochs,
-            "batch_size": profile.batch_size,
+            "batch_size": network.batch_size,
             "iterations_per_epoch": profile.iterations_per_epoch,
             "gradient_clip": 12.0,
             **({"output_bias_prior": OUTPUT_BIAS_PRIOR} if hierarchy else {}),
@@ -219,7 +210,7 @@ def build_config(
         },
     }
     reasons["training"] = (
-        f"{profile.n_epochs} epochs x {profile.iterations_per_epoch} batches of {profile.batch_size}, SGD 0.01 "
+        f"{profile.n_epochs} epochs x {profile.iterations_per_epoch} batches of {network.batch_size}, SGD 0.01 "
         "(Nesterov 0.99) with polynomial decay per epoch, gradients clipped at 12"
         + (", mixed precision" if profile.device == "accelerator" else "")
         + (
@@ -232,6 +223,9 @@ def build_config(
         "the moving average of val_dice or the last epoch (benchmarks/results/select_by_real_ct.md)"
     )
     reasons["cross_validation"] = f"{n_folds} folds"
+    config["planned"] = {"median_shape": [round(n, 1) for n in geometry.median_shape]}
+    if lowres is not None:  # for a script that plans it next (see reasons["resolution"])
+        config["planned"]["low_resolution"] = {"spacing": lowres.spacing, "patch": lowres.network.patch}
     return config, reasons, ct_channels
 
 
@@ -320,6 +314,7 @@ def plan_experiment(
         "gpu_memory_gb": gpu_memory_gb,
         "fingerprint": out.stem + FINGERPRINT_SUFFIX,
         "rules": reasons,
+        **config.get("planned", {}),
     }
     check_experiment(parse_config(json.loads(json.dumps(config)), base=out.parent, source=out))
     report = render(fingerprints, reasons, ct_channels)

@@ -18,29 +18,40 @@ import numpy as np
 
 ANISOTROPY = 3.0  # an axis this many times coarser than the finest is kept coarse
 MIN_FEATURE_MAP = 4  # voxels per axis at the deepest level
-MAX_LEVELS = 6
-# Values held per (filter x voxel) for a training step (forward activations kept for the backward pass, their
-# gradients, normalization and the decoder): calibrated so that nnU-Net's default 3D plan (128³ patch, batch 2,
-# 32-320 filters, fp16) comes to its 8 GB target.
-VALUES_PER_ACTIVATION = 22
+# nnU-Net's calibration of its feature-value count (`feature_values`) to memory: this many values per sample
+# filled 8 GB at batch 2 in mixed precision (its planner's reference for 3D U-Nets).
+REFERENCE_VALUES = 560_000_000
+REFERENCE_GB = 8
+REFERENCE_BATCH = 2
 # nnU-Net's channel names that choose a scheme other than CT and z-score (any other name is z-scored, as there).
 NNUNET_SCHEMES = {"nonorm": "none", "rescale_to_0_1": "rescale_to_0_1", "rgb_to_0_1": "rgb_to_0_1"}
 AIR_HU = -500  # a scan whose darkest 0.5% of voxels lie below this holds air in Hounsfield units: CT
 CT_NAME = re.compile(r"(?<![a-z])cta?(?![a-z])", re.IGNORECASE)  # CT, ct_venous, CTA; not ACTIVE
 
 
+MAX_RESAMPLED_VOXELS = 2**31  # 8 GiB per float32 channel: far beyond any scan, a spacing typed in the wrong unit
+
+
+class PlanError(ValueError):
+    """No plan exists for these numbers; `option` names the setting to change."""
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(f"{option}: {message}")
+        self.option = option
+
+
 @dataclass(frozen=True)
 class Profile:
     """What the plan aims at: an accelerator, a GPU (mixed precision, nnU-Net's widths and schedule), or a CPU
-    (narrower, shorter)."""
+    (narrower, shorter, with a hard limit on the patch)."""
 
     device: Literal["accelerator", "cpu"]
     memory_gb: float
     base_filters: int
     max_filters: int
     bytes_per_value: int
-    max_patch_voxels: int
-    batch_size: int
+    patch_voxels: int  # the volume of the first patch tried (nnU-Net: 256³); on the CPU also a limit
+    batch_size: int  # the smallest batch (nnU-Net: 2); spare memory on an accelerator raises it
     n_epochs: int
     iterations_per_epoch: int
 
@@ -53,50 +64,55 @@ def profile_for(device: str, memory_gb: float) -> Profile:
     return Profile("accelerator", memory_gb, 32, 320, 2, 256**3, 2, 1000, 250)
 
 
-def target_spacing(spacings: np.ndarray) -> tuple[list[float], str]:
-    """The median spacing per axis; an axis more than ANISOTROPY times coarser than the finest stays coarse (the
-    10th percentile of its spacings, never finer than the other axes) instead of being resampled to isotropic."""
+def target_spacing(spacings: np.ndarray, shapes: np.ndarray) -> tuple[list[float], str]:
+    """The median spacing per axis, except for thick slices (nnU-Net's rule): when the coarsest axis is over
+    ANISOTROPY times coarser than every other axis and has under 1/ANISOTROPY of their median voxels, it takes the
+    10th percentile of its spacings (never finer than the other axes) instead of being resampled to the median."""
     median = np.median(spacings, axis=0)
+    sizes = np.median(shapes, axis=0)
     coarse = int(np.argmax(median))
     others = np.delete(median, coarse)
-    ratio = float(median[coarse] / others.min())
-    if ratio <= ANISOTROPY:
-        return [round(float(v), 4) for v in median], "median voxel spacing of the cases, per axis (mm)"
+    thick = median[coarse] > ANISOTROPY * others.max()
+    few = sizes[coarse] * ANISOTROPY < np.delete(sizes, coarse).min()
+    if not (thick and few):
+        why = "median voxel spacing of the cases, per axis (mm)"
+        if thick:
+            why += f"; axis {coarse} is over {ANISOTROPY:g}x coarser but not thin in voxels, so it takes the median too"
+        return [round(float(v), 4) for v in median], why
     target = median.copy()
     target[coarse] = max(float(np.percentile(spacings[:, coarse], 10)), float(others.max()))
     return (
         [round(float(v), 4) for v in target],
-        f"median spacing per axis, except axis {coarse}, {ratio:.1f}x coarser than the finest (anisotropic, over "
-        f"{ANISOTROPY:g}x): kept coarse at the 10th percentile of its spacings, not resampled to isotropic",
+        f"median spacing per axis, except axis {coarse}: over {ANISOTROPY:g}x coarser than the others and under "
+        f"1/{ANISOTROPY:g} of their voxels (thick slices), it takes the 10th percentile of its spacings",
     )
 
 
 def topology(patch: Sequence[int], spacing: Sequence[float]) -> tuple[list[list[int]], list[list[int]]]:
-    """DynUNet kernels and strides for a patch: an axis is halved at a level while its spacing there is within 2x of
-    the finest and its feature map stays at least MIN_FEATURE_MAP voxels; its kernel is 1 while its spacing is more
-    than 2x the finest (a thick-slice axis is not convolved across before it is fine enough), and 3 from the level
-    where it first is, for good (as nnU-Net: an axis that stopped pooling early never turns the others' kernels to 1,
-    which would leave a stride-2 convolution that skips positions unfiltered)."""
+    """DynUNet kernels and strides for a patch, by nnU-Net's rule. At each level the axes that can still be halved
+    (at least 2 x MIN_FEATURE_MAP voxels) and whose spacing is under 2x the finest of those are halved; a single such
+    axis only while it has 3 x MIN_FEATURE_MAP voxels. An axis's kernel is 1 while its spacing is 2x the finest or
+    more (no convolution across thick slices) and 3 from the level where it is not, for good; the bottleneck's kernel
+    is 3 along every axis."""
     spacing = [float(s) for s in spacing]
-    size = [int(s) for s in patch]
-    convolved = [False] * len(size)
-
-    def kernel(current: list[float]) -> list[int]:
-        for axis, s in enumerate(current):
-            convolved[axis] = convolved[axis] or s <= 2 * min(current)
-        return [3 if done else 1 for done in convolved]
-
-    kernels, strides = [kernel(spacing)], [[1] * len(size)]
-    while len(strides) < MAX_LEVELS:
-        stride = [
-            2 if s <= 2 * min(spacing) and n >= 2 * MIN_FEATURE_MAP else 1 for s, n in zip(spacing, size, strict=True)
-        ]
-        if max(stride) == 1:
+    size = [float(n) for n in patch]
+    kernel = [1] * len(size)
+    kernels, strides = [], [[1] * len(size)]
+    while True:
+        poolable = [axis for axis, n in enumerate(size) if n >= 2 * MIN_FEATURE_MAP]
+        if not poolable:
             break
-        size = [n // k for n, k in zip(size, stride, strict=True)]
-        spacing = [s * k for s, k in zip(spacing, stride, strict=True)]
-        strides.append(stride)
-        kernels.append(kernel(spacing))
+        finest = min(spacing[axis] for axis in poolable)
+        poolable = [axis for axis in poolable if spacing[axis] / finest < 2]
+        if len(poolable) == 1 and size[poolable[0]] < 3 * MIN_FEATURE_MAP:
+            break
+        kernel = [3 if k == 3 or s / min(spacing) < 2 else 1 for k, s in zip(kernel, spacing, strict=True)]
+        kernels.append(list(kernel))
+        strides.append([2 if axis in poolable else 1 for axis in range(len(size))])
+        for axis in poolable:
+            spacing[axis] *= 2
+            size[axis] = math.ceil(size[axis] / 2)
+    kernels.append([3] * len(size))
     return kernels, strides
 
 
@@ -110,55 +126,225 @@ def filters_for(levels: int, profile: Profile) -> list[int]:
     return [min(profile.base_filters * 2**level, profile.max_filters) for level in range(levels)]
 
 
+def feature_values(patch: Sequence[int], strides: Sequence[Sequence[int]], filters: Sequence[int], classes: int) -> int:
+    """Values in the feature maps of one sample's forward pass, counted as nnU-Net counts them for its plans: two
+    convolutions per encoder level; per decoder level the upsampled map and two convolutions at its skip's size; the
+    output at full resolution."""
+    sizes, size = [], [int(n) for n in patch]
+    for stride in strides:
+        size = [n // k for n, k in zip(size, stride, strict=True)]
+        sizes.append(math.prod(size))
+    encoder = sum(2 * width * voxels for width, voxels in zip(filters, sizes, strict=True))
+    decoder = sum(3 * width * voxels for width, voxels in zip(filters[:-1], sizes[:-1], strict=True))
+    return encoder + decoder + classes * sizes[0]
+
+
 def memory_bytes(
-    patch: Sequence[int], strides: Sequence[Sequence[int]], filters: Sequence[int], batch: int, profile: Profile
+    patch: Sequence[int],
+    strides: Sequence[Sequence[int]],
+    filters: Sequence[int],
+    batch: int,
+    profile: Profile,
+    classes: int = 2,
 ) -> int:
-    """Estimated memory of a training step: the activations of every level (filters x voxels) times
-    VALUES_PER_ACTIVATION, in the profile's precision."""
-    size = [float(n) for n in patch]
-    total = 0.0
-    for stride, width in zip(strides, filters, strict=True):
-        size = [n / k for n, k in zip(size, stride, strict=True)]
-        total += width * math.prod(size)
-    return int(batch * total * VALUES_PER_ACTIVATION * profile.bytes_per_value)
+    """Estimated memory of a training step: the feature values per sample (`feature_values`) at nnU-Net's
+    calibration (REFERENCE_VALUES per sample fill 8 GB at batch 2 in mixed precision), scaled to the profile's
+    precision and the batch."""
+    per_value = REFERENCE_GB * 2**30 / (REFERENCE_VALUES * REFERENCE_BATCH) * profile.bytes_per_value / 2
+    return int(feature_values(patch, strides, filters, classes) * batch * per_value)
 
 
 @dataclass(frozen=True)
 class Network:
-    """A planned patch size and the DynUNet that fits it."""
+    """A planned patch size, batch size and the DynUNet that fits them."""
 
     patch: list[int]
     kernels: list[list[int]]
     strides: list[list[int]]
     filters: list[int]
+    batch_size: int
     memory_gb: float
     rule: str
 
 
-def plan_network(median_shape: Sequence[float], spacing: Sequence[float], profile: Profile) -> Network:
-    """Start from the median shape at the target spacing (the whole case in one patch) and shrink the axis that spans
-    the most millimetres until a training step fits the memory budget and the profile's patch limit."""
-    patch = [max(2 * MIN_FEATURE_MAP, round(n)) for n in median_shape]
-    while True:
-        kernels, strides = topology(patch, spacing)
-        multiple = total_strides(strides)
-        patch = [max(m, n // m * m) for n, m in zip(patch, multiple, strict=True)]
+MAX_SHRINK_STEPS = 10_000
+DATASET_COVERED = 0.05  # a batch covers at most this fraction of the data set's voxels (nnU-Net's overfitting cap)
+LOWRES_COVERAGE = 0.25  # a patch under this fraction of the median case calls for a low-resolution plan (nnU-Net)
+LOWRES_STEP = 1.03  # the low-resolution spacing grows by this factor per try (nnU-Net)
+
+
+def _rounded_up(patch: Sequence[float], spacing: Sequence[float]) -> tuple[list[int], list[list[int]], list[list[int]]]:
+    kernels, strides = topology([int(n) for n in patch], spacing)
+    multiple = total_strides(strides)
+    return [math.ceil(n / m) * m for n, m in zip(patch, multiple, strict=True)], kernels, strides
+
+
+def _shrink_steps(
+    patch: list[int], strides: list[list[int]], spacing: Sequence[float], median: Sequence[float]
+) -> dict[int, int]:
+    """Per axis that may still shrink, the step nnU-Net takes off it: the total stride of the patch with one stride
+    off that axis. No axis goes below 2 x MIN_FEATURE_MAP voxels (or the median case, if smaller)."""
+    steps = {}
+    for axis, n in enumerate(patch):
+        trial = list(patch)
+        trial[axis] -= total_strides(strides)[axis]
+        step = total_strides(topology(trial, spacing)[1])[axis]
+        if n - step >= min(math.ceil(median[axis]), 2 * MIN_FEATURE_MAP):
+            steps[axis] = step
+    return steps
+
+
+def plan_network(
+    median_shape: Sequence[float], spacing: Sequence[float], profile: Profile, n_cases: int = 1, classes: int = 2
+) -> Network:
+    """nnU-Net's rule: start from a patch of the profile's volume shaped like the voxel spacing (isotropic in mm),
+    no larger than the median case, rounded up to a multiple of the network's total stride (so it may exceed the
+    median case by less than one stride; the case is padded); while a training step of the smallest batch exceeds the
+    memory budget (or, on the CPU, the patch exceeds the profile's volume), take one stride off the axis largest
+    relative to the median case. Spare memory on an accelerator raises the batch, up to 5% of the data set's voxels."""
+    median = [float(n) for n in median_shape]
+    inverse = [1.0 / float(s) for s in spacing]
+    scale = (profile.patch_voxels / math.prod(inverse)) ** (1 / len(inverse))
+    start = [max(1.0, min(round(v * scale), n)) for v, n in zip(inverse, median, strict=True)]
+    patch, kernels, strides = _rounded_up(start, spacing)
+    budget = profile.memory_gb * 2**30
+
+    def fits(patch: list[int], strides: list[list[int]]) -> bool:
         filters = filters_for(len(strides), profile)
-        needed = memory_bytes(patch, strides, filters, profile.batch_size, profile)
-        if needed <= profile.memory_gb * 2**30 and math.prod(patch) <= profile.max_patch_voxels:
+        needed = memory_bytes(patch, strides, filters, profile.batch_size, profile, classes)
+        capped = profile.device == "cpu" and math.prod(patch) > profile.patch_voxels
+        return needed <= budget and not capped
+
+    for _ in range(MAX_SHRINK_STEPS):
+        if fits(patch, strides):
             break
-        extent = [n * s if n > 2 * MIN_FEATURE_MAP else 0 for n, s in zip(patch, spacing, strict=True)]
-        if max(extent) == 0:
-            raise ValueError(f"no patch fits {profile.memory_gb:g} GB; raise the memory budget")
-        axis = int(np.argmax(extent))
-        patch[axis] = max(2 * MIN_FEATURE_MAP, patch[axis] - max(multiple[axis], patch[axis] // 10))
+        steps = _shrink_steps(patch, strides, spacing, median)
+        if not steps:
+            raise PlanError("--gpu_memory_gb", f"no patch fits {profile.memory_gb:g} GB; raise the memory budget")
+        # the axis largest relative to the median case; of equals, the first (nnU-Net's last, in z, y, x order)
+        axis = max(steps, key=lambda a: (patch[a] / median[a], -a))
+        patch[axis] -= steps[axis]
+        patch, kernels, strides = _rounded_up(patch, spacing)
+    else:
+        raise PlanError("--gpu_memory_gb", f"no patch fits {profile.memory_gb:g} GB; raise the memory budget")
+    filters = filters_for(len(strides), profile)
+    needed = memory_bytes(patch, strides, filters, profile.batch_size, profile, classes)
+    batch = profile.batch_size
+    why_batch = f"the smallest batch, {batch}"
+    if profile.device == "accelerator":
+        by_memory = round(budget / needed * profile.batch_size)
+        by_data = round(DATASET_COVERED * n_cases * math.prod(median) / math.prod(patch))
+        batch = max(profile.batch_size, min(by_memory, by_data))
+        why_batch = (
+            f"batch {batch}: as many patches as the budget holds ({by_memory}), at most 5% of the data set's voxels "
+            f"({by_data}), at least {profile.batch_size}"
+        )
     rule = (
-        f"median case shape at the target spacing ({[round(float(n)) for n in median_shape]}), shrunk along the axis "
-        f"spanning the most mm until a step fits {profile.memory_gb:g} GB (estimated {needed / 2**30:.2f} GB) "
-        f"and {round(profile.max_patch_voxels ** (1 / 3))}³ voxels; a multiple of the network's total stride "
-        f"{multiple}"
+        f"nnU-Net's rule: a {round(profile.patch_voxels ** (1 / 3))}³-voxel patch shaped like the spacing, no larger "
+        f"than the median case at the target spacing ({[round(n) for n in median]}), rounded up to a multiple of the "
+        f"network's total stride {total_strides(strides)}; shrunk one stride at a time along the axis largest "
+        f"relative to the median case until a step of {profile.batch_size} fits {profile.memory_gb:g} GB "
+        + (f"and {round(profile.patch_voxels ** (1 / 3))}³ voxels " if profile.device == "cpu" else "")
+        + f"(estimated {needed / 2**30:.2f} GB); {why_batch}"
     )
-    return Network(patch, kernels, strides, filters, needed / 2**30, rule)
+    return Network(patch, kernels, strides, filters, batch, needed * batch / profile.batch_size / 2**30, rule)
+
+
+@dataclass(frozen=True)
+class LowResolution:
+    """nnU-Net's low-resolution configuration: the spacing at which the patch covers enough of the median case."""
+
+    spacing: list[float]
+    median_shape: list[int]
+    network: Network
+    coverage: float  # of the full-resolution patch, over the median case
+
+
+def low_resolution(
+    median_shape: Sequence[float],
+    spacing: Sequence[float],
+    network: Network,
+    profile: Profile,
+    n_cases: int = 1,
+    classes: int = 2,
+) -> tuple[LowResolution | None, str]:
+    """Whether nnU-Net would add a 3d_lowres configuration (the full-resolution patch covers under 25% of the median
+    case), at which spacing, and the sentence saying so. The spacing grows by 3% per try, the finer axes first while
+    an axis is over twice as coarse, until the patch covers 25% of the median case; a result under half the
+    full-resolution voxels is dropped, as there."""
+    median = np.asarray(median_shape, dtype=float)
+    coverage = math.prod(network.patch) / float(np.prod(median))
+    if coverage >= LOWRES_COVERAGE:
+        return None, (
+            f"the patch covers {min(coverage, 1.0):.0%} of the median case (nnU-Net adds a low-resolution "
+            f"configuration under {LOWRES_COVERAGE:.0%}): one resolution"
+        )
+    full = np.asarray(spacing, dtype=float)
+    low = full.copy()
+    covered = coverage
+    while covered < LOWRES_COVERAGE:
+        coarser = low.max() / low > 2
+        low[coarser if coarser.any() else slice(None)] *= LOWRES_STEP
+        shape = full / low * median
+        lowres = plan_network(shape.tolist(), low.tolist(), profile, n_cases, classes)
+        covered = math.prod(lowres.patch) / float(np.prod(shape))
+    if np.prod(median) / np.prod(shape) < 2:
+        return None, (
+            f"the patch covers {coverage:.0%} of the median case, but a low-resolution plan would keep over half its "
+            "voxels (nnU-Net drops it then): one resolution"
+        )
+    spacing_low = [round(float(v), 4) for v in low]
+    result = LowResolution(spacing_low, [round(float(n)) for n in shape], lowres, coverage)
+    return result, (
+        f"the patch covers {coverage:.0%} of the median case (under {LOWRES_COVERAGE:.0%}): nnU-Net adds a "
+        f"low-resolution configuration, here at spacing {spacing_low} mm (median case {result.median_shape}, patch "
+        f"{lowres.patch}), and a cascade. This config is the full-resolution one; plan the low-resolution one with "
+        f"`unet3d-plan --spacing {' '.join(f'{v:g}' for v in spacing_low)}`. unet3d trains no cascade (a second "
+        "model fed the first one's prediction)"
+    )
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Spacing, patch, network and resolution of a plan, each with its reason."""
+
+    spacing: list[float]
+    median_shape: list[float]  # at the target spacing
+    network: Network
+    low_resolution: LowResolution | None
+    reasons: dict[str, str]
+
+
+def plan_geometry(
+    spacings: Sequence[Sequence[float]],
+    shapes: Sequence[Sequence[int]],
+    profile: Profile,
+    spacing: Sequence[float] | None = None,
+    classes: int = 2,
+) -> Geometry:
+    """From the cases' spacings and shapes (after cropping, in one axis order) to the target spacing (unless given),
+    the median case at it (each case's shape rounded first, as nnU-Net resamples it), the network and whether a
+    low-resolution plan is called for. `classes` counts the labels with the background, as nnU-Net's dataset.json
+    does (it enters the memory estimate)."""
+    spacings_array = np.asarray(spacings, dtype=float)
+    reasons = {}
+    if spacing is None:
+        spacing, reasons["dataset.spacing"] = target_spacing(spacings_array, np.asarray(shapes, dtype=float))
+    else:
+        spacing, reasons["dataset.spacing"] = [float(v) for v in spacing], "given (--spacing)"
+    resampled = np.round(spacings_array / np.asarray(spacing, dtype=float) * np.asarray(shapes, dtype=float))
+    largest = float(np.prod(resampled, axis=1).max())
+    if largest > MAX_RESAMPLED_VOXELS:
+        raise PlanError(
+            "--spacing",
+            f"{spacing} mm resamples the largest case to {largest:.3g} voxels ({largest * 4 / 2**30:.3g} GiB as "
+            "float32 per channel); choose a coarser spacing",
+        )
+    median = np.median(resampled, axis=0).tolist()
+    network = plan_network(median, spacing, profile, len(resampled), classes)
+    reasons["patch size"] = network.rule
+    lowres, reasons["resolution"] = low_resolution(median, spacing, network, profile, len(resampled), classes)
+    return Geometry(list(spacing), median, network, lowres, reasons)
 
 
 def is_ct(name: str | None, stats: dict[str, Any]) -> tuple[bool, str]:
