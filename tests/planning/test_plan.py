@@ -6,6 +6,7 @@ import math
 import nibabel as nib
 import numpy as np
 import pytest
+from monai.transforms import RandCropByLabelClassesd, RandCropByPosNegLabeld
 
 from unet3d.data.synthetic_layouts import write_nnunet_dataset
 from unet3d.errors import ConfigError, DataError
@@ -129,3 +130,41 @@ def test_the_plan_says_whether_one_resolution_suffices(tmp_path, dataset):
     assert "one resolution" in config["planned"]["rules"]["resolution"]
     assert "low_resolution" not in config["planned"]
     assert len(config["planned"]["median_shape"]) == 3
+
+
+def test_patches_are_centred_on_each_label_value_alike(tmp_path, dataset):
+    # nnU-Net's oversampling: a third of the patches on a foreground value drawn uniformly, so the enhancing tumour
+    # (value 3, the smallest) is the centre of one patch in nine, however few voxels it has
+    config = plan_experiment(dataset, tmp_path / "p.json", progress=False).config
+    crop = config["dataset"]["training"]["spatial_augmentations"][0]
+    assert crop["name"] == "RandCropByLabelClassesd" and crop["ratios"] == [6, 1, 1, 1]
+    assert "drawn uniformly among [1, 2, 3]" in config["planned"]["rules"]["augmentation"]
+    label = np.zeros((1, 48, 48, 48), dtype=np.uint8)
+    label[0, 4:44, 4:44, 4:44] = 1  # large
+    label[0, 10:30, 10:30, 10:30] = 2
+    label[0, 40, 40, 40] = 3  # one voxel
+    options = {k: v for k, v in crop.items() if k != "name"} | {"keys": ["label"], "spatial_size": [8, 8, 8]}
+    sampled = RandCropByLabelClassesd(**options)
+    posneg = RandCropByPosNegLabeld(["label"], "label", [8, 8, 8], pos=1, neg=2, allow_smaller=True)
+    rates = {}
+    for name, transform in (("classes", sampled), ("posneg", posneg)):
+        transform.set_random_state(0)
+        hits = sum(bool((transform({"label": label})[0]["label"] == 3).any()) for _ in range(900))
+        rates[name] = hits / 900
+    assert rates["classes"] == pytest.approx(1 / 9, abs=0.035)
+    assert rates["posneg"] < rates["classes"] / 4  # one voxel of 64,000 foreground voxels: by chance only
+
+
+def test_exclusive_classes_with_sparse_values_get_a_weight_per_value(tmp_path):
+    root = write_nnunet_dataset(tmp_path / "Dataset010", 3, seed=4, regions=False, orientations=("RAS",))
+    meta = json.loads((root / "dataset.json").read_text())
+    meta["labels"] = {"background": 0, "edema": 1, "non-enhancing core": 2, "enhancing tumour": 4}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    for path in (root / "labelsTr").glob("*.nii.gz"):
+        image = nib.load(str(path))
+        data = np.asarray(image.dataobj).astype(np.uint8)
+        data[data == 3] = 4
+        nib.save(nib.Nifti1Image(data, image.affine), str(path))
+    config = plan_experiment(root, tmp_path / "p.json", progress=False).config
+    crop = config["dataset"]["training"]["spatial_augmentations"][0]
+    assert crop["ratios"] == [6, 1, 1, 0, 1] and crop["num_classes"] == 5

@@ -75,18 +75,41 @@ def _loss(hierarchy: bool) -> tuple[dict[str, Any], str]:
     )
 
 
-def _augmentations(patch: list[int], coarse_axis: int | None) -> list[dict[str, Any]]:
+MAX_SAMPLED_VALUE = 255  # label values up to this get nnU-Net's per-class sampling (one weight per value)
+
+
+def _patch_sampler(patch: list[int], values: Sequence[int]) -> tuple[dict[str, Any], str]:
+    """nnU-Net's oversampling: a third of the patches centred on a voxel of one foreground label value, drawn
+    uniformly among those the case holds (so a small organ is the centre as often as a large one), the others on the
+    background. For nested regions the raw values are drawn, as nnU-Net does with regions."""
+    foreground = sorted({int(v) for v in values} - {0})
+    if not foreground or max(foreground) > MAX_SAMPLED_VALUE:
+        crop = {"name": "RandCropByPosNegLabeld", "label_key": "label", "spatial_size": patch, "pos": 1, "neg": 2}
+        return {**crop, "num_samples": 1, "allow_smaller": True}, "a third centred on foreground (pos 1 : neg 2)"
+    ratios = [0] * (max(foreground) + 1)
+    ratios[0] = 2 * len(foreground)
+    for value in foreground:
+        ratios[value] = 1
+    crop = {
+        "name": "RandCropByLabelClassesd",
+        "label_key": "label",
+        "spatial_size": patch,
+        "ratios": ratios,
+        "num_classes": len(ratios),
+        "num_samples": 1,
+        "allow_smaller": True,
+        "warn": False,  # a case without one of the values: its share goes to the others
+    }
+    return crop, (
+        f"a third centred on a voxel of one label value drawn uniformly among {foreground} (nnU-Net's oversampling: "
+        "a small structure is a patch's centre as often as a large one), the others on the background"
+    )
+
+
+def _augmentations(patch: list[int], coarse_axis: int | None, crop: dict[str, Any]) -> list[dict[str, Any]]:
     rotation = [0.5236 if coarse_axis in (None, axis) else 0.0 for axis in range(3)]
     return [
-        {
-            "name": "RandCropByPosNegLabeld",
-            "label_key": "label",
-            "spatial_size": patch,
-            "pos": 1,
-            "neg": 2,
-            "num_samples": 1,
-            "allow_smaller": True,
-        },
+        crop,
         {"name": "SpatialPadd", "spatial_size": patch},
         {"name": "RandAffined", "prob": 0.2, "rotate_range": rotation, "padding_mode": "zeros"},
         {"name": "RandAffined", "prob": 0.2, "scale_range": [[-0.3, 0.4]] * 3, "padding_mode": "zeros"},
@@ -150,8 +173,10 @@ def build_config(
     )
     anisotropic = max(spacing) / min(spacing) > rules.ANISOTROPY
     coarse = int(np.argmax(spacing)) if anisotropic else None
+    values = declared_values(layout.labels) if layout is not None else {int(v) for c in cases for v in c.label_voxels}
+    sampler, sampling = _patch_sampler(network.patch, sorted(values))
     reasons["augmentation"] = (
-        "random patches, a third centred on foreground (pos 1 : neg 2, nnU-Net's oversampling); rotations "
+        f"random patches, {sampling}; rotations "
         + (f"only about the coarse axis {coarse} (in-plane)" if anisotropic else "about every axis")
         + ", scaling, flips, noise, blur, brightness and contrast"
     )
@@ -194,7 +219,7 @@ def build_config(
             "normalization": normalization,
             "normalization_kwargs": kwargs,
             "training": {
-                "spatial_augmentations": _augmentations(network.patch, coarse),
+                "spatial_augmentations": _augmentations(network.patch, coarse, sampler),
                 "intensity_augmentations": INTENSITY_AUGMENTATIONS,
             },
         },
