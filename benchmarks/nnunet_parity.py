@@ -54,13 +54,21 @@ REGIONS = {"whole": (1, 2, 3), "core": (2, 3), "enhancing": (3,)}
 EQUAL_WIDTH = {"filters": [32, 64, 128, 256]}
 
 
-def prepare(work: Path, n_cases: int, n_folds: int, seed: int) -> tuple[Path, list[list[str]]]:
-    """Writes the data set (once) and returns its folder and the held-out case ids of each fold."""
+def prepare(
+    work: Path, n_cases: int, n_folds: int, seed: int, shapes: tuple[int, int] = (32, 40)
+) -> tuple[Path, list[list[str]]]:
+    """Writes the data set (once per work folder: another seed or shape range is refused there) and returns its
+    folder and the held-out case ids of each fold."""
     raw = work / "nnUNet_raw" / DATASET
+    settings = {"cases": n_cases, "seed": seed, "shapes": list(shapes)}
+    recorded = work / "data_settings.json"
+    if recorded.exists() and json.loads(recorded.read_text()) != settings:
+        sys.exit(f"{work} holds a data set written with {recorded.read_text()}; use another --work for {settings}")
     if not (raw / "dataset.json").exists():
         write_nnunet_dataset(
-            raw, n_cases, seed=seed, shape_range=(32, 40), background_range=(-300.0, 300.0), regions=True
+            raw, n_cases, seed=seed, shape_range=shapes, background_range=(-300.0, 300.0), regions=True
         )
+        recorded.write_text(json.dumps(settings))
     cases = sorted(p.name.removesuffix(".nii.gz") for p in (raw / "labelsTr").glob("*.nii.gz"))
     folds = KFold(n_folds, shuffle=True, random_state=seed).split(cases)
     return raw, [[cases[i] for i in sorted(held)] for _, held in folds]
@@ -259,12 +267,13 @@ def main() -> None:
     parser.add_argument("--patch", type=int, default=40, help="edge of the cubic training patch and window")
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--cases", type=int, default=12)
-    parser.add_argument("--seed", type=int, default=3110)
+    parser.add_argument("--seed", type=int, default=3110, help="the data set's and the folds'")
+    parser.add_argument("--shapes", type=int, nargs=2, default=[32, 40], help="smallest and largest edge of a case")
     args = parser.parse_args()
 
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    raw, held_out = prepare(work, args.cases, args.folds, args.seed)
+    raw, held_out = prepare(work, args.cases, args.folds, args.seed, tuple(args.shapes))
     (work / "results").mkdir(exist_ok=True)
     for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
         if method == "nnunet":
