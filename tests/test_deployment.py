@@ -66,7 +66,10 @@ def test_the_sidecar_says_how_to_preprocess_and_decode(trained_cv, tmp_path):
         "name": "NormalizeIntensityD",
         "kwargs": {"channel_wise": True, "nonzero": False},
     }
-    assert sidecar["sliding_window"]["roi_size"] == [16, 16, 16]
+    assert sidecar["preprocessing"]["channel_schemes"] == [{"scheme": "zscore", "nonzero": False, "joint": False}] * 4
+    inferer = sidecar["inferer"]  # the default: a Gaussian window of desired_shape, as unet3d-predict runs it
+    assert inferer["name"] == "sliding_window" and inferer["roi_size"] == [16, 16, 16]
+    assert inferer["overlap"] == 0.5 and inferer["mode"] == "gaussian" and inferer["sigma_scale"] == 0.125
     output = sidecar["output"]
     assert output["activation"] == "sigmoid"
     assert [(c["label_values"], c["writes"], c["inside_channel"]) for c in output["channels"]] == [
@@ -155,3 +158,29 @@ def test_a_folder_as_output_is_one_line(trained_cv, tmp_path):
         result.stderr.strip().splitlines()[-1]
         == f"error: refusing to write {tmp_path} (the exported network): it is a folder; give a file name"
     )
+
+
+def test_the_sidecar_describes_each_normalization_and_inferer_without_monai(tmp_path):
+    from unet3d.config.load import parse_config
+    from unet3d.deployment import channel_schemes, inferer_description
+
+    def parsed(**dataset):
+        config = {
+            "model": {"name": "UNet", "spatial_dims": 3, "in_channels": 2, "out_channels": 2, "channels": [4, 8]},
+            "optimizer": {"name": "Adam"},
+            "loss": {"name": "DiceLoss", "sigmoid": True},
+            "dataset": {"labels": [1], **dataset},
+        }
+        config["model"]["strides"] = [2]
+        return parse_config(config, tmp_path)
+
+    ct = {"lower": -100.0, "upper": 300.0, "mean": 50.0, "std": 80.0}
+    assert (
+        channel_schemes(parsed(normalization="CTNormalized", normalization_kwargs=ct)) == [{"scheme": "ct", **ct}] * 2
+    )
+    joint = parsed(normalization="NormalizeIntensityd", normalization_kwargs={"nonzero": True})
+    assert channel_schemes(joint) == [{"scheme": "zscore", "nonzero": True, "joint": True}] * 2
+    assert channel_schemes(parsed(normalization=None)) == [{"scheme": "none"}] * 2
+    ranged = {"a_min": 0.0, "a_max": 1.0, "b_min": 0.0, "b_max": 1.0}
+    assert channel_schemes(parsed(normalization="ScaleIntensityRanged", normalization_kwargs=ranged)) is None
+    assert inferer_description(parsed()) == {"name": "whole_volume"}  # no desired_shape, no inference section

@@ -14,19 +14,24 @@ import importlib.util
 import json
 import logging
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from monai.inferers import SlidingWindowInferer
 
 from unet3d.atomic import atomic_save, atomic_write_json, check_writable
 from unet3d.checkpoint import Checkpoint, load_model_weights, read_checkpoint
 from unet3d.config.schema import Config
 from unet3d.data.labels import enclosing
+from unet3d.data.transforms import FOREGROUND_TOLERANCE, normalization_transform
 from unet3d.errors import CheckpointError, ConfigError
+from unet3d.inferers import build_inferer
 from unet3d.losses import activation_from_loss
 from unet3d.models import build_model, spatial_dims, total_downsampling
+from unet3d.normalization import ChannelNormalized
 from unet3d.output_guard import check_outputs
 from unet3d.prediction import config_for, models_inputs
 from unet3d.version import __version__
@@ -102,6 +107,50 @@ def _save_onnx(network: torch.nn.Module, example: torch.Tensor, output: Path) ->
     return lambda x: torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
 
 
+def channel_schemes(config: Config) -> list[dict[str, Any]] | None:
+    """The normalization as one scheme per input channel, in `unet3d.normalization`'s terms, so that a deployer needs
+    no MONAI: 'ct', 'zscore' (with 'nonzero'; 'joint' when one mean and sd serve every channel), 'none',
+    'rescale_to_0_1', 'rgb_to_0_1'. None for a normalization with no such description."""
+    dataset, channels = config.dataset, int(config.model.kwargs.get("in_channels", 1))
+    if dataset.normalization is None:
+        return [{"scheme": "none"}] * channels
+    cls = normalization_transform(dataset)
+    kwargs = dataset.normalization_kwargs
+    if isinstance(cls, ChannelNormalized):
+        return cls.schemes * channels if len(cls.schemes) == 1 else list(cls.schemes)
+    if (
+        type(cls).__name__ == "NormalizeIntensityd"
+        and kwargs.get("subtrahend") is None
+        and kwargs.get("divisor") is None
+    ):
+        joint = not kwargs.get("channel_wise", False)
+        return [{"scheme": "zscore", "nonzero": bool(kwargs.get("nonzero", False)), "joint": joint}] * channels
+    return None
+
+
+def inferer_description(config: Config) -> dict[str, Any]:
+    """How the network meets a whole volume: a Gaussian-weighted sliding window (MONAI's, with its numbers) or the
+    whole volume at once."""
+    inferer = build_inferer(config)
+    if isinstance(inferer, SlidingWindowInferer):
+        return {
+            "name": "sliding_window",
+            "roi_size": [int(n) for n in inferer.roi_size],
+            "overlap": float(inferer.overlap if not isinstance(inferer.overlap, Sequence) else inferer.overlap[0]),
+            "mode": str(getattr(inferer.mode, "value", inferer.mode)),
+            "sigma_scale": float(
+                inferer.sigma_scale if not isinstance(inferer.sigma_scale, Sequence) else inferer.sigma_scale[0]
+            ),
+            "padding": "constant 0 around a volume smaller than the window, half before (rounded down), half after",
+            "weights": "gaussian: per axis exp(-x^2 / (2 (sigma_scale x size)^2)) at x = -(size - 1) / 2 ... "
+            "(size - 1) / 2, multiplied over the axes, then raised to at least max(its minimum, 0.001); the "
+            "volume is the weighted mean of the windows' outputs",
+        }
+    if type(inferer).__name__ == "SimpleInferer":
+        return {"name": "whole_volume"}
+    return {"name": type(inferer).__name__, "kwargs": dict(config.inference.kwargs) if config.inference else {}}
+
+
 def sidecar(config: Config, saved: Checkpoint, shape: list[int], result: dict[str, Any]) -> dict[str, Any]:
     """What a deployer needs besides the network: inputs, preprocessing, sliding window, outputs and decoding."""
     activation = activation_from_loss(config.loss)
@@ -114,7 +163,11 @@ def sidecar(config: Config, saved: Checkpoint, shape: list[int], result: dict[st
     ]
     if activation == "softmax":
         channels.insert(0, {"channel": 0, "label_values": [0], "writes": 0, "name": "background"})
-        decoding = "arg-max over the channels; each channel writes its first label value (channel 0: background, 0)"
+        decoding = (
+            "in the original space, channel 0 (background) gains what the inverted crop and resampling left out "
+            "(1 - the channels' sum, at least 0); then the arg-max over the channels; each channel writes its first "
+            "label value (channel 0: background, 0)"
+        )
     else:
         parents = enclosing(groups)
         for channel, parent in zip(channels, parents, strict=True):
@@ -125,7 +178,6 @@ def sidecar(config: Config, saved: Checkpoint, shape: list[int], result: dict[st
             "probable of the regions it directly encloses ('inside_channel') that is above the threshold, and so on; "
             "an inner channel where its enclosing region is not chosen is ignored; background writes 0"
         )
-    inference = config.inference.kwargs if config.inference is not None else {}
     return {
         "exported_by": f"unet3d {__version__}, torch {torch.__version__}",
         "checkpoint_epoch": saved.epoch if saved.is_training_state else None,
@@ -141,16 +193,15 @@ def sidecar(config: Config, saved: Checkpoint, shape: list[int], result: dict[st
             "spacing_mm": dataset.spacing,
             "crop_foreground": dataset.crop_foreground,
             "foreground_percentile": dataset.foreground_percentile if dataset.crop_foreground else None,
+            "foreground_tolerance": FOREGROUND_TOLERANCE,
             "desired_shape": dataset.desired_shape,
             "resample_to_desired_shape": dataset.resample,
             "normalization": {"name": dataset.normalization, "kwargs": dataset.normalization_kwargs},
+            "channel_schemes": channel_schemes(config),
+            "random_crop": dataset.random_crop,
             "order": "load channels, reorient, resample (images linear), crop to foreground, resize or pad, normalize",
         },
-        "sliding_window": {
-            "roi_size": shape,
-            "overlap": inference.get("overlap", 0.5),
-            "mode": inference.get("mode", "gaussian"),
-        },
+        "inferer": inferer_description(config),
         "output": {"activation": activation, "channels": channels, "decoding": decoding},
     }
 

@@ -13,7 +13,7 @@ from unet3d.data.datasets import case_items
 from unet3d.data.labels import decode
 from unet3d.data.synthetic import write_dataset
 from unet3d.data.transforms import build_transforms
-from unet3d.inference.original_space import write_label_map
+from unet3d.inference.original_space import fill_background, to_original_space, write_label_map
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +103,33 @@ def test_round_trip_through_a_fixed_voxel_spacing(cases, index):
     np.testing.assert_allclose(original.affine.numpy(), reference.affine, atol=1e-4)
     whole = (label_map > 0), (truth > 0)
     assert 2 * (whole[0] & whole[1]).sum() / (whole[0].sum() + whole[1].sum()) > 0.8
+
+
+@pytest.mark.parametrize("index", [0, 1, 2, 3])
+def test_softmax_probabilities_left_out_by_the_crop_are_background(cases, index):
+    # an undertrained network's softmax (class 2 the likeliest everywhere), inverted as predictions are (linear
+    # interpolation, through resampling and the crop): outside the crop every channel comes back 0 plus
+    # interpolation dust of 1e-16, whose arg-max wrote class 2 there; filled, those voxels are background
+    folder, entries = cases
+    config = {
+        "model": {"name": "UNet", "spatial_dims": 3, "in_channels": 4, "out_channels": 4, "channels": [4, 8]},
+        "optimizer": {"name": "Adam"},
+        "loss": {"name": "DiceCELoss", "softmax": True},
+        "dataset": {"labels": [2, 1, 4], "orientation": "RAS", "spacing": [1.5, 1.5, 1.5], "crop_foreground": True},
+        "training_filenames": entries,
+    }
+    config["model"]["strides"] = [2]
+    parsed = parse_config(config, folder)
+    case = parsed.groups["training"][index]
+    transform = build_transforms(parsed.dataset, with_label=False, softmax=True, augment=False)  # as prediction
+    image = transform(case_items([case], with_label=False)[0])["image"]
+    undertrained = torch.tensor([0.1, 0.5, 0.2, 0.2]).reshape(4, 1, 1, 1).expand(4, *image.shape[1:]).clone()
+    inverted = torch.as_tensor(to_original_space(undertrained, image, transform))
+    groups = label_regions([2, 1, 4], hierarchy=False)
+    outside, inside = inverted.sum(0) < 0.5, inverted.sum(0) > 0.999
+    assert outside.any() and inside.any()
+    assert (decode(inverted, groups, "softmax")[outside] == 2).any()  # the dust's arg-max, before the fill
+    filled = fill_background(inverted)
+    assert torch.allclose(filled.sum(0), torch.ones_like(filled[0]), atol=1e-5)
+    label_map = decode(filled, groups, "softmax")
+    assert (label_map[outside] == 0).all() and (label_map[inside] == 2).all()

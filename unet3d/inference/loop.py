@@ -21,7 +21,13 @@ from unet3d.data.labels import decode
 from unet3d.data.transforms import build_transforms
 from unet3d.errors import CheckpointError, raise_if_terminated
 from unet3d.formats import PROBABILITY_SUFFIX
-from unet3d.inference.original_space import check_geometry, to_original_space, write_label_map, write_probabilities
+from unet3d.inference.original_space import (
+    check_geometry,
+    fill_background,
+    to_original_space,
+    write_label_map,
+    write_probabilities,
+)
 from unet3d.inference.predictor import Predictor
 from unet3d.locking import LOCK_FILENAME
 from unet3d.output_guard import Inputs, check_outputs
@@ -93,6 +99,8 @@ def iter_predictions(
         inverted = to_original_space(probabilities, image, transform)
         check_geometry(inverted.shape[1:], inverted.affine.numpy(), case.images[0])
         original = torch.as_tensor(inverted)
+        if predictor.activation == "softmax":
+            original = fill_background(original)
         label_map = decode(original, groups, predictor.activation, threshold)
         yield CasePrediction(case, label_map, original, Path(case.images[0]))
 
