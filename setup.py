@@ -15,6 +15,7 @@ requirements = [
 ]
 
 ONNX = ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"]
+DICOM = ["highdicom>=0.22"]
 # MLflow's local store is SQLite (its file store is refused since 3.x): mlflow-skinny needs SQLAlchemy and Alembic.
 TRACKERS = {"mlflow": ["mlflow-skinny>=2.10", "sqlalchemy>=2", "alembic>=1.10"], "wandb": ["wandb>=0.19"]}
 
@@ -36,6 +37,7 @@ setup(
             "tensorboard>=2.10",
             "itk-io>=5.3",
             *ONNX,
+            *DICOM,
             *TRACKERS["mlflow"],
             *TRACKERS["wandb"],
         ],
@@ -43,6 +45,7 @@ setup(
         "itk": ["itk-io>=5.3"],  # MetaImage (.mhd/.mha) and NRRD through MONAI's ITKReader
         "tensorboard": ["tensorboard>=2.10"],
         "onnx": ONNX,  # unet3d-export --format onnx: the exporter and a runtime to check the export
+        "dicom": DICOM,  # a DICOM SEG beside the label map of each DICOM series predicted
         **TRACKERS,  # training.tracker: "mlflow" or "wandb"
     },
     entry_points={

@@ -12,6 +12,7 @@ NIFTI_SUFFIXES = (".nii.gz", ".nii")
 ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
 IMAGE_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES + PICTURE_SUFFIXES
+DICOM_SEG_SUFFIX = ".dcm"  # beside a DICOM series' label map: its DICOM Segmentation object (not an image ending)
 PROBABILITY_SUFFIX = "_probabilities.nii.gz"  # `--save_probabilities`: always NIfTI, whatever the input format
 AFFINE_TOLERANCE = 1e-3  # mm; scanners and converters round the affine differently between modalities
 

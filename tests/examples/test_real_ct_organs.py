@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -89,3 +90,24 @@ def test_real_ct_recipe_plans_trains_and_writes_label_maps_on_each_scans_grid(re
     with open(written.parent / "metrics.csv") as handle:
         rows = {row["case_id"]: row for row in csv.DictReader(handle)}
     assert 0.0 <= float(rows["dicom_ct"]["dice_2"]) <= 1.0  # scored against the mask in its other axis order
+    check_dicom_seg(written.with_suffix("").with_suffix(".dcm"), label_map, real_data / "raw" / "example_ct_dicom")
+
+
+def check_dicom_seg(path: Path, label_map: nib.Nifti1Image, series: Path) -> None:
+    """The series' DICOM SEG reads back (highdicom) equal to the NIfTI label map, slice by slice, one segment per
+    organ, and dciodvfy finds no error in it."""
+    hd = pytest.importorskip("highdicom", reason="the dicom extra (highdicom) is not installed")
+    from unet3d.inference.dicom_seg import _series, frames
+
+    seg = hd.seg.segread(str(path))
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["1", "2", "3", "4"]
+    source = _series(series)
+    planes = frames(np.asarray(label_map.dataobj), label_map.affine, source)
+    pixels = seg.get_pixels_by_source_instance([d.SOPInstanceUID for d in source], segment_numbers=[1, 2, 3, 4])
+    for number in range(4):
+        np.testing.assert_array_equal(pixels[..., number], planes == number + 1)
+    assert (planes > 0).sum() == (np.asarray(label_map.dataobj) > 0).sum()  # every labelled voxel is on a slice
+    if shutil.which("dciodvfy") is not None:
+        report = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+        errors = [line for line in (report.stdout + report.stderr).splitlines() if line.startswith("Error")]
+        assert not errors, errors

@@ -16,11 +16,12 @@ from unet3d.atomic import remove_stale_temporaries
 from unet3d.config.cases import Case
 from unet3d.config.schema import Config
 from unet3d.data.datasets import case_items
-from unet3d.data.image_io import label_map_suffix
+from unet3d.data.image_io import image_format, label_map_suffix, read_header
 from unet3d.data.labels import decode
 from unet3d.data.transforms import build_transforms
 from unet3d.errors import CheckpointError, raise_if_terminated
 from unet3d.formats import PROBABILITY_SUFFIX
+from unet3d.inference import dicom_seg
 from unet3d.inference.original_space import (
     check_geometry,
     fill_background,
@@ -46,6 +47,8 @@ def output_paths(folder: Path, cases: Sequence[Case], save_probabilities: bool) 
     outputs = {}
     for case in cases:
         outputs[prediction_path(folder, case)] = f"the label map of case {case.case_id!r}"
+        if image_format(case.images[0]) == "dicom":
+            outputs[folder / f"{case.case_id}{dicom_seg.SUFFIX}"] = f"the DICOM SEG of case {case.case_id!r}"
         if save_probabilities:
             outputs[folder / f"{case.case_id}{PROBABILITY_SUFFIX}"] = f"the probabilities of case {case.case_id!r}"
     return outputs
@@ -105,6 +108,22 @@ def iter_predictions(
         yield CasePrediction(case, label_map, original, Path(case.images[0]))
 
 
+def write_segmentation(folder: Path, case: Case, label_map: np.ndarray, config: Config) -> None:
+    """Beside a DICOM series' label map, the DICOM SEG that references the series (`unet3d[dicom]`)."""
+    if not dicom_seg.available():
+        if not _warned_missing_dicom:
+            log.warning("%s: no DICOM SEG beside the label map: it needs highdicom, %s", case.case_id, dicom_seg.EXTRA)
+            _warned_missing_dicom.append(case.case_id)
+        return
+    affine = read_header(case.images[0]).affine
+    names = config.dataset.region_names
+    path = folder / f"{case.case_id}{dicom_seg.SUFFIX}"
+    dicom_seg.write_dicom_seg(path, label_map, affine, Path(case.images[0]), config.regions, names)
+
+
+_warned_missing_dicom: list[str] = []  # once per process
+
+
 def predict_cases(
     predictor: Predictor,
     config: Config,
@@ -127,6 +146,8 @@ def predict_cases(
         if postprocess is not None:
             label_map = torch.from_numpy(postprocess(label_map.numpy()))
         write_label_map(path, label_map, prediction.reference)
+        if image_format(prediction.reference) == "dicom":
+            write_segmentation(folder, prediction.case, label_map.numpy(), config)
         if save_probabilities:
             write_probabilities(
                 folder / f"{prediction.case.case_id}{PROBABILITY_SUFFIX}",
