@@ -11,9 +11,13 @@ finds the reordering, and the checks, the loaders and the metrics apply it.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import logging
 import os
 import tempfile
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,12 +91,25 @@ def _require_itk(path: Path) -> None:
         raise DataError(f"{path}: {ITK_MISSING}")
 
 
+@contextlib.contextmanager
+def quiet_readers() -> Iterator[None]:
+    """Around the construction of MONAI's LoadImage, which builds every reader it knows: with pydicom installed
+    (the dicom extra) its GPU DICOM decoder says on every run, in a log line and a warning, that there is no GPU
+    decoder. unet3d reads DICOM through ITK; those two lines are noise."""
+    logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader")
+        yield
+
+
 def _monai_load(path: Path) -> Any:
     from monai.transforms import LoadImage
 
     _require_itk(path)
     try:
-        return LoadImage(reader=monai_reader(path), image_only=True)(str(path))
+        with quiet_readers():
+            loader = LoadImage(reader=monai_reader(path), image_only=True)
+        return loader(str(path))
     except Exception as error:  # readers raise many types for corrupt or foreign files
         first_line = str(error).splitlines()[0] if str(error) else ""
         raise DataError(f"{path}: cannot read as an image ({type(error).__name__}: {first_line})") from None

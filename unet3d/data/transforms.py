@@ -27,7 +27,7 @@ from monai.utils import GridSampleMode, InterpolateMode
 
 from unet3d.config.fields import NamedSpec
 from unet3d.config.schema import DatasetConfig
-from unet3d.data.image_io import monai_reader
+from unet3d.data.image_io import monai_reader, quiet_readers
 from unet3d.data.labels import LabelsToChannelsd
 from unet3d.errors import ConfigError
 from unet3d.registry import check_kwargs, lookup
@@ -86,7 +86,8 @@ class ThreadSafeLoadImaged(mt.LoadImaged):
     """
 
     def __init__(self, keys: Any, reader: str | None = None, **kwargs: Any) -> None:
-        super().__init__(keys, reader=reader, **kwargs)
+        with quiet_readers():
+            super().__init__(keys, reader=reader, **kwargs)
         self.choose_reader = reader is None
         self.readers: dict[str, Any] = {}
 
