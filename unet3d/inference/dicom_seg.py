@@ -18,11 +18,9 @@ import numpy as np
 
 from unet3d.atomic import atomic_save
 from unet3d.errors import DataError
-from unet3d.formats import DICOM_SEG_SUFFIX
 from unet3d.version import __version__
 
 log = logging.getLogger("unet3d")
-SUFFIX = DICOM_SEG_SUFFIX
 EXTRA = "pip install 'unet3d[dicom]'"
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
@@ -76,9 +74,11 @@ def _identified(datasets: list, folder: Path) -> list:
     return datasets
 
 
-def _frame_indices(dataset, inverse_affine: np.ndarray, shape: Sequence[int]) -> tuple[int, int, int, int, int]:
-    """For one slice: which label-map axis runs along its columns and rows (with direction), and at which index of
-    the remaining axis it lies; from its position, orientation and pixel spacing."""
+def _frame_indices(
+    dataset, inverse_affine: np.ndarray, shape: Sequence[int]
+) -> tuple[int, int, int, int, int, np.ndarray]:
+    """For one slice: which label-map axis runs along its rows and columns (with direction), the remaining axis, and
+    the voxel of its first pixel; from its position, orientation and pixel spacing."""
     position = np.asarray(dataset.ImagePositionPatient, dtype=np.float64)
     along_row, along_column = np.asarray(dataset.ImageOrientationPatient, dtype=np.float64).reshape(2, 3)
     row_spacing, column_spacing = (float(v) for v in dataset.PixelSpacing)
@@ -100,7 +100,7 @@ def _frame_indices(dataset, inverse_affine: np.ndarray, shape: Sequence[int]) ->
     index = np.round(origin).astype(int)
     if not np.allclose(origin, index, atol=1e-2) or not 0 <= index[slice_axis] < shape[slice_axis]:
         raise DataError(f"{dataset.filename}: its slice is not a plane of the label map's grid")
-    return row_axis, row_sign, column_axis, column_sign, int(index[slice_axis])
+    return row_axis, row_sign, column_axis, column_sign, slice_axis, index
 
 
 def frames(label_map: np.ndarray, affine: np.ndarray, datasets: Sequence) -> np.ndarray:
@@ -108,15 +108,15 @@ def frames(label_map: np.ndarray, affine: np.ndarray, datasets: Sequence) -> np.
     inverse = np.linalg.inv(affine)
     out = []
     for dataset in datasets:
-        row_axis, row_sign, column_axis, column_sign, index = _frame_indices(dataset, inverse, label_map.shape)
-        first = np.round((inverse @ np.append(LPS_TO_RAS @ np.asarray(dataset.ImagePositionPatient, float), 1))[:3])
-        rows = first[row_axis].astype(int) + row_sign * np.arange(int(dataset.Rows))
-        columns = first[column_axis].astype(int) + column_sign * np.arange(int(dataset.Columns))
+        row_axis, row_sign, column_axis, column_sign, slice_axis, first = _frame_indices(
+            dataset, inverse, label_map.shape
+        )
+        rows = first[row_axis] + row_sign * np.arange(int(dataset.Rows))
+        columns = first[column_axis] + column_sign * np.arange(int(dataset.Columns))
         for axis, where in ((row_axis, rows), (column_axis, columns)):
             if where.min() < 0 or where.max() >= label_map.shape[axis]:
                 raise DataError(f"{dataset.filename}: its pixels reach beyond the label map's grid")
-        slice_axis = ({0, 1, 2} - {row_axis, column_axis}).pop()
-        plane = np.take(label_map, index, axis=slice_axis)  # the other two axes, in their order
+        plane = np.take(label_map, first[slice_axis], axis=slice_axis)  # the other two axes, in their order
         if row_axis > column_axis:
             plane = plane.T
         out.append(plane[np.ix_(rows, columns)])

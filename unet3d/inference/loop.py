@@ -16,11 +16,11 @@ from unet3d.atomic import remove_stale_temporaries
 from unet3d.config.cases import Case
 from unet3d.config.schema import Config
 from unet3d.data.datasets import case_items
-from unet3d.data.image_io import image_format, label_map_suffix, read_header
+from unet3d.data.image_io import image_format, label_map_suffix
 from unet3d.data.labels import decode
 from unet3d.data.transforms import build_transforms
 from unet3d.errors import CheckpointError, raise_if_terminated
-from unet3d.formats import PROBABILITY_SUFFIX
+from unet3d.formats import DICOM_SEG_SUFFIX, PROBABILITY_SUFFIX
 from unet3d.inference import dicom_seg
 from unet3d.inference.original_space import (
     check_geometry,
@@ -48,7 +48,7 @@ def output_paths(folder: Path, cases: Sequence[Case], save_probabilities: bool) 
     for case in cases:
         outputs[prediction_path(folder, case)] = f"the label map of case {case.case_id!r}"
         if image_format(case.images[0]) == "dicom":
-            outputs[folder / f"{case.case_id}{dicom_seg.SUFFIX}"] = f"the DICOM SEG of case {case.case_id!r}"
+            outputs[folder / f"{case.case_id}{DICOM_SEG_SUFFIX}"] = f"the DICOM SEG of case {case.case_id!r}"
         if save_probabilities:
             outputs[folder / f"{case.case_id}{PROBABILITY_SUFFIX}"] = f"the probabilities of case {case.case_id!r}"
     return outputs
@@ -80,6 +80,7 @@ class CasePrediction:
     label_map: torch.Tensor  # (*spatial) label values
     probabilities: torch.Tensor  # (C, *spatial)
     reference: Path  # the case's first image, whose grid and affine the maps share
+    affine: np.ndarray  # that grid's affine (RAS), as the inversion restored it
 
 
 def iter_predictions(
@@ -105,20 +106,20 @@ def iter_predictions(
         if predictor.activation == "softmax":
             original = fill_background(original)
         label_map = decode(original, groups, predictor.activation, threshold)
-        yield CasePrediction(case, label_map, original, Path(case.images[0]))
+        yield CasePrediction(case, label_map, original, Path(case.images[0]), inverted.affine.numpy())
 
 
-def write_segmentation(folder: Path, case: Case, label_map: np.ndarray, config: Config) -> None:
+def write_segmentation(folder: Path, prediction: CasePrediction, label_map: np.ndarray, config: Config) -> None:
     """Beside a DICOM series' label map, the DICOM SEG that references the series (`unet3d[dicom]`)."""
+    case = prediction.case
     if not dicom_seg.available():
         if not _warned_missing_dicom:
             log.warning("%s: no DICOM SEG beside the label map: it needs highdicom, %s", case.case_id, dicom_seg.EXTRA)
             _warned_missing_dicom.append(case.case_id)
         return
-    affine = read_header(case.images[0]).affine
-    names = config.dataset.region_names
-    path = folder / f"{case.case_id}{dicom_seg.SUFFIX}"
-    dicom_seg.write_dicom_seg(path, label_map, affine, Path(case.images[0]), config.regions, names)
+    path = folder / f"{case.case_id}{DICOM_SEG_SUFFIX}"
+    regions, names = config.regions, config.dataset.region_names
+    dicom_seg.write_dicom_seg(path, label_map, prediction.affine, prediction.reference, regions, names)
 
 
 _warned_missing_dicom: list[str] = []  # once per process
@@ -147,7 +148,7 @@ def predict_cases(
             label_map = torch.from_numpy(postprocess(label_map.numpy()))
         write_label_map(path, label_map, prediction.reference)
         if image_format(prediction.reference) == "dicom":
-            write_segmentation(folder, prediction.case, label_map.numpy(), config)
+            write_segmentation(folder, prediction, label_map.numpy(), config)
         if save_probabilities:
             write_probabilities(
                 folder / f"{prediction.case.case_id}{PROBABILITY_SUFFIX}",
