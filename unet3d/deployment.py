@@ -25,8 +25,9 @@ from monai.inferers import SlidingWindowInferer
 from unet3d.atomic import atomic_save, atomic_write_json, check_writable
 from unet3d.checkpoint import Checkpoint, load_model_weights, read_checkpoint
 from unet3d.config.schema import Config
-from unet3d.data.labels import enclosing
-from unet3d.data.transforms import FOREGROUND_TOLERANCE, normalization_transform
+from unet3d.data.decoding import enclosing
+from unet3d.data.foreground import FOREGROUND_TOLERANCE
+from unet3d.data.transforms import normalization_transform
 from unet3d.errors import CheckpointError, ConfigError
 from unet3d.inferers import build_inferer
 from unet3d.losses import activation_from_loss

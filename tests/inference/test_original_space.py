@@ -10,10 +10,10 @@ import torch
 from unet3d.config.load import parse_config
 from unet3d.config.regions import label_regions
 from unet3d.data.datasets import case_items
-from unet3d.data.labels import decode
+from unet3d.data.decoding import decode, fill_background
 from unet3d.data.synthetic import write_dataset
 from unet3d.data.transforms import build_transforms
-from unet3d.inference.original_space import fill_background, to_original_space, write_label_map
+from unet3d.inference.original_space import to_original_space, write_label_map
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,12 @@
-"""Label maps ↔ network channels: `encode` makes training targets, `decode` makes label maps of network outputs.
+"""Label maps → network channels: `encode` makes training targets (`unet3d.data.decoding` goes the other way).
 
 A config's `labels` says which label values make each output channel: `[2, 1, 4]` gives one channel per value,
 `[[1, 2], 4]` makes a channel of the values 1 and 2, and `setup_label_hierarchy` makes channel i the union of
 `labels[i:]` (BraTS: [2, 1, 4] → whole tumour {2,1,4}, tumour core {1,4}, enhancing {4}). With a softmax activation
 the channels must be mutually exclusive and a background channel is put first.
 
-Decoding is the one place where channels become regions: every label map, every Dice (the training log's, the
-full-volume validation's, the evaluation's) and the postprocessing go through it, so that they all agree. Nested
-regions stay nested: a voxel gets an inner region only where its enclosing regions are predicted too.
+`region_masks` reads regions back from decoded label maps, so that every Dice (the training log's, the full-volume
+validation's, the evaluation's) scores exactly the regions a written label map holds.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
 from unet3d.config.regions import LabelSpec, label_regions
+from unet3d.data.decoding import decode
 from unet3d.errors import ConfigError
 
 
@@ -42,54 +42,6 @@ def check_label_spec(labels: LabelSpec | None, hierarchy: bool, activation: str,
 def n_target_channels(labels: LabelSpec, activation: str) -> int:
     """Output channels the network needs: one per channel group, plus background under softmax."""
     return len(labels) + (1 if activation == "softmax" else 0)
-
-
-def enclosing(groups: Sequence[Sequence[int]]) -> list[int | None]:
-    """For each channel, the channel that directly encloses its region (the smallest group that holds all of its
-    values and more), or None. Under `setup_label_hierarchy` channel i is enclosed by channel i - 1."""
-    sets = [frozenset(group) for group in groups]
-    parents: list[int | None] = []
-    for inner in sets:
-        outer = [j for j, candidate in enumerate(sets) if inner < candidate]
-        parents.append(min(outer, key=lambda j: len(sets[j])) if outer else None)
-    return parents
-
-
-def activate(logits: torch.Tensor, activation: str, dim: int = 1) -> torch.Tensor:
-    """Network outputs → probabilities: a sigmoid per channel, or a softmax over the channel axis `dim`."""
-    logits = logits.float()
-    return torch.sigmoid(logits) if activation == "sigmoid" else torch.softmax(logits, dim=dim)
-
-
-def decode(
-    probabilities: torch.Tensor, groups: Sequence[Sequence[int]], activation: str, threshold: float = 0.5
-) -> torch.Tensor:
-    """(C, *spatial) probabilities → (*spatial) int16 label map with the config's label values.
-
-    A channel stands for its group's first value (BraTS hierarchy: whole tumour 2, core 1, enhancing 4).
-    softmax: channel 0 is the background, the most probable channel wins. sigmoid: a voxel's region is chosen from
-    the outside in. Among the outermost regions (those no other channel encloses), the most probable one above
-    `threshold` wins (ties: the first channel); inside it, the most probable of the regions it directly encloses that
-    is above the threshold, and so on. An inner channel above the threshold where its enclosing region is not
-    predicted is ignored, so the decoded regions are always nested as the label groups are.
-    """
-    values = torch.tensor([0] + [group[0] for group in groups], dtype=torch.int16)
-    if activation == "softmax":
-        return values[probabilities.argmax(0)]
-    parents = enclosing(groups)
-    chosen = torch.full(probabilities.shape[1:], -1, dtype=torch.int64)  # -1: background, else a channel index
-    level = [i for i, parent in enumerate(parents) if parent is None]
-    while level:
-        index = torch.tensor(level)
-        candidates = probabilities[index]
-        parent = torch.tensor([-1 if parents[i] is None else parents[i] for i in level])
-        view = (len(level),) + (1,) * (probabilities.ndim - 1)
-        eligible = (candidates > threshold) & (chosen[None] == parent.view(view))
-        scores = torch.where(eligible, candidates, torch.full_like(candidates, -1.0))
-        winner = index[scores.argmax(0)]
-        chosen = torch.where(eligible.any(0), winner, chosen)
-        level = [i for i, p in enumerate(parents) if p is not None and p in level]
-    return values[chosen + 1]
 
 
 def region_masks(

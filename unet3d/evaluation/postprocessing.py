@@ -18,7 +18,7 @@ import numpy as np
 from scipy import ndimage
 
 from unet3d.atomic import atomic_write_json
-from unet3d.data.labels import enclosing
+from unet3d.data.decoding import enclosing
 from unet3d.errors import ConfigError
 from unet3d.evaluation.metrics import case_metrics, read_labels
 

@@ -16,15 +16,14 @@ from unet3d.atomic import remove_stale_temporaries
 from unet3d.config.cases import Case
 from unet3d.config.schema import Config
 from unet3d.data.datasets import case_items
+from unet3d.data.decoding import decode, fill_background
 from unet3d.data.image_io import image_format, label_map_suffix
-from unet3d.data.labels import decode
 from unet3d.data.transforms import build_transforms
 from unet3d.errors import CheckpointError, raise_if_terminated
 from unet3d.formats import DICOM_SEG_SUFFIX, PROBABILITY_SUFFIX
 from unet3d.inference import dicom_seg
 from unet3d.inference.original_space import (
     check_geometry,
-    fill_background,
     to_original_space,
     write_label_map,
     write_probabilities,

@@ -32,17 +32,6 @@ def to_original_space(probabilities: torch.Tensor, preprocessed: MetaTensor, tra
     return transform.inverse({"image": output})["image"]
 
 
-def fill_background(probabilities: torch.Tensor) -> torch.Tensor:
-    """Softmax probabilities back in the original space, with the background (channel 0) holding what the inversion
-    left out: outside the cropped or resampled region every channel came back 0 (plus interpolation dust of 1e-16,
-    whose arg-max wrote random classes around the crop), and at its border they sum to under 1. This is what padding
-    the background channel with 1 before interpolating would give."""
-    missing = (1.0 - probabilities.sum(0)).clamp_min(0.0)
-    filled = probabilities.clone()
-    filled[0] += missing
-    return filled
-
-
 def check_geometry(array_shape: Sequence[int], affine: np.ndarray, reference: Path) -> None:
     """Check that a prediction has the spatial shape and affine of its reference image."""
     header = image_io.read_header(reference)

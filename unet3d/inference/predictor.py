@@ -18,7 +18,7 @@ from monai.inferers import Inferer
 
 from unet3d.checkpoint import Checkpoint, load_model_weights, read_checkpoint
 from unet3d.config.schema import Config
-from unet3d.data.labels import activate
+from unet3d.data.decoding import activate
 from unet3d.devices import amp_dtype, autocast, empty_cache
 from unet3d.errors import CheckpointError, out_of_memory
 from unet3d.inferers import build_inferer

@@ -22,7 +22,8 @@ from tqdm import tqdm
 from unet3d import checkpoint as ckpt
 from unet3d.atomic import atomic_write_json
 from unet3d.config.schema import Config, TrainingConfig
-from unet3d.data.labels import activate, region_masks
+from unet3d.data.decoding import activate
+from unet3d.data.labels import region_masks
 from unet3d.devices import autocast, synchronize
 from unet3d.errors import TrainingDiverged, raise_if_terminated
 from unet3d.optim import current_lr, step_scheduler
