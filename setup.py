@@ -16,6 +16,8 @@ requirements = [
 
 ONNX = ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"]
 DICOM = ["highdicom>=0.22"]
+# unet3d-export --format bundle runs without them; `python -m monai.bundle run` on the bundle needs them.
+BUNDLE = ["fire>=0.4", "pytorch-ignite>=0.4.11"]
 # MLflow's local store is SQLite (its file store is refused since 3.x): mlflow-skinny needs SQLAlchemy and Alembic.
 TRACKERS = {"mlflow": ["mlflow-skinny>=2.10", "sqlalchemy>=2", "alembic>=1.10"], "wandb": ["wandb>=0.19"]}
 
@@ -38,6 +40,7 @@ setup(
             "itk-io>=5.3",
             *ONNX,
             *DICOM,
+            *BUNDLE,
             *TRACKERS["mlflow"],
             *TRACKERS["wandb"],
         ],
@@ -46,6 +49,7 @@ setup(
         "tensorboard": ["tensorboard>=2.10"],
         "onnx": ONNX,  # unet3d-export --format onnx: the exporter and a runtime to check the export
         "dicom": DICOM,  # a DICOM SEG beside the label map of each DICOM series predicted
+        "bundle": BUNDLE,  # to run an exported MONAI bundle with `python -m monai.bundle run`
         **TRACKERS,  # training.tracker: "mlflow" or "wandb"
     },
     entry_points={

@@ -232,3 +232,25 @@ def with_cv(n_folds: int = 3, **extra: Any) -> Callable[[dict[str, Any]], None]:
         config["cross_validation"] = {"n_folds": n_folds, "random_seed": 25, **extra}
 
     return mutate
+
+
+def ct_softmax_sliding_window(config: dict[str, Any]) -> None:
+    """A `mutate` for the `experiment` fixture taking every preprocessing and decoding step the tiny config does not:
+    reoriented to RAS, resampled to 1.5 mm, the CT scheme, random 16³ patches, exclusive classes under softmax, and a
+    16³ Gaussian sliding window over the larger volumes."""
+    config["dataset"].update(
+        orientation="RAS",
+        spacing=[1.5, 1.5, 1.5],
+        desired_shape=None,
+        resample=False,
+        normalization="CTNormalized",
+        normalization_kwargs={"lower": 0.0, "upper": 600.0, "mean": 200.0, "std": 150.0},
+    )
+    config["dataset"]["training"]["spatial_augmentations"] = [
+        {"name": "RandSpatialCropd", "roi_size": [16, 16, 16], "random_size": False},
+        {"name": "SpatialPadd", "spatial_size": [16, 16, 16]},
+    ]
+    config["dataset"]["setup_label_hierarchy"] = False
+    config["loss"] = {"name": "DiceCELoss", "softmax": True, "include_background": False}
+    config["model"]["out_channels"] = 4
+    config["inference"] = {"name": "SlidingWindowInferer", "roi_size": [16, 16, 16], "overlap": 0.5}

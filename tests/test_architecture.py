@@ -43,7 +43,7 @@ RANK = {
     "planning": 7,  # fingerprint the data, plan a config (checked by preflight), write the data report
     "experiment": 9,  # one work dir's steps, folds, splits, summary, SLURM scripts, the entry point
     "prediction": 9,
-    "deployment": 10,  # unet3d-export: a checkpoint's network as TorchScript/ONNX (reads configs as prediction does)
+    "deployment": 10,  # unet3d-export: TorchScript/ONNX and a sidecar, MONAI bundles (reads configs as prediction does)
     "cli": 11,
     "train": 12,  # `python -m unet3d.train`: the launch command of earlier versions' scripts, which calls the CLI
     "__init__": 13,  # the public API re-exports the entry points
@@ -86,3 +86,11 @@ def test_a_bare_import_of_the_package_counts_as_an_import_of_its_public_api(tmp_
     module = tmp_path / "module.py"
     module.write_text("import unet3d\nfrom unet3d import checkpoint as ckpt\nfrom unet3d.data import labels\n")
     assert unet3d_imports(module) == {"__init__", "checkpoint", "data"}
+
+
+def test_the_modules_a_bundle_ships_need_no_unet3d():
+    """`unet3d-export --format bundle` copies these into the bundle's scripts/, where unet3d is not installed."""
+    from unet3d.deployment.bundle import SCRIPTS
+
+    for name, module in SCRIPTS.items():
+        assert unet3d_imports(Path(module.__file__)) == set(), f"{name}: a bundle's script imports unet3d"

@@ -11,7 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import ct_softmax_sliding_window, run_cli
 from unet3d.deployment import export_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,25 +78,7 @@ def test_the_onnx_script_writes_unet3d_predicts_label_maps(trained_cv, tmp_path)
 def test_reorientation_spacing_and_a_sliding_window_too(experiment, tiny_data, tmp_path):
     # reoriented to RAS from four orientations, resampled to 1.5 mm, a 16³ Gaussian sliding window over larger
     # volumes, softmax over exclusive classes, the CT scheme: every step the first test does not take
-    def mutate(config):
-        config["dataset"].update(
-            orientation="RAS",
-            spacing=[1.5, 1.5, 1.5],
-            desired_shape=None,
-            resample=False,
-            normalization="CTNormalized",
-            normalization_kwargs={"lower": 0.0, "upper": 600.0, "mean": 200.0, "std": 150.0},
-        )
-        config["dataset"]["training"]["spatial_augmentations"] = [
-            {"name": "RandSpatialCropd", "roi_size": [16, 16, 16], "random_size": False},
-            {"name": "SpatialPadd", "spatial_size": [16, 16, 16]},
-        ]
-        config["dataset"]["setup_label_hierarchy"] = False
-        config["loss"] = {"name": "DiceCELoss", "softmax": True, "include_background": False}
-        config["model"]["out_channels"] = 4
-        config["inference"] = {"name": "SlidingWindowInferer", "roi_size": [16, 16, 16], "overlap": 0.5}
-
-    path = experiment("onnx_sw", n_epochs=1, mutate=mutate)
+    path = experiment("onnx_sw", n_epochs=1, mutate=ct_softmax_sliding_window)
     folder, entries = tiny_data
     done = run_cli("train", "--config_filename", str(path), "--output_dir", str(tmp_path / "run"), "--seed", "1")
     assert done.returncode == 0, done.stderr

@@ -1,4 +1,5 @@
-"""`unet3d-export` (unet3d/deployment.py): TorchScript and ONNX networks equal to the checkpoint's, with a sidecar."""
+"""`unet3d-export` (unet3d/deployment/export.py): TorchScript and ONNX networks equal to the checkpoint's, with a
+sidecar."""
 
 import importlib.util
 import json

@@ -38,7 +38,7 @@ from unet3d.prediction import config_for, models_inputs
 from unet3d.version import __version__
 
 log = logging.getLogger("unet3d")
-FORMATS = ("torchscript", "onnx")
+FORMATS = ("torchscript", "onnx", "bundle")
 ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
 TOLERANCE = 1e-4
 
@@ -64,17 +64,23 @@ def patch_size(config: Config) -> list[int]:
     return [16 * t for t in (total_downsampling(config.model, dims) or [1] * dims)]
 
 
-def _network(model_filename: Path, config: Config) -> tuple[torch.nn.Module, Checkpoint]:
+def load_network(model_filename: Path, config: Config) -> tuple[torch.nn.Module, Checkpoint]:
+    """The config's network with the checkpoint's weights, in eval mode, and the checkpoint."""
     saved = read_checkpoint(model_filename)
     network = build_model(config.model)
     load_model_weights(network, saved.model, model_filename)
     return network.eval(), saved
 
 
-def _save_torchscript(network: torch.nn.Module, example: torch.Tensor, output: Path) -> torch.nn.Module:
+def trace(network: torch.nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
+    """The network as TorchScript, traced on `example` (its outputs are checked against the network's by the caller)."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # trace's deprecation and tracer notes; the output check below is the test
-        traced = torch.jit.trace(network, example)
+        warnings.simplefilter("ignore")  # trace's deprecation and tracer notes
+        return torch.jit.trace(network, example)
+
+
+def _save_torchscript(network: torch.nn.Module, example: torch.Tensor, output: Path) -> torch.nn.Module:
+    traced = trace(network, example)
     atomic_save(output, lambda tmp: torch.jit.save(traced, tmp))
     return torch.jit.load(str(output))
 
@@ -214,15 +220,22 @@ def export_model(
     config_filename: str | Path | None = None,
     tolerance: float = TOLERANCE,
     overwrite: bool = False,
+    authors: str | None = None,
+    license_file: str | Path | None = None,
 ) -> ExportResult:
     """Export a checkpoint's network for inference, check it against the checkpoint on a random patch-sized input,
     and write the sidecar `<output>.json`. A CheckpointError when the export differs by more than `tolerance`.
     The output and sidecar never replace the checkpoint, its config, a case of its config or any work dir's files;
     an existing pair from an earlier export is replaced, any other existing file only with `overwrite` (see
-    `unet3d.output_guard`)."""
+    `unet3d.output_guard`). `format="bundle"` writes a MONAI bundle into the folder `output` instead (see
+    `unet3d.deployment.bundle`; `authors` and `license_file` go into it), and the result's sidecar is its metadata."""
     model_filename, output = Path(model_filename), Path(output)
     if format not in FORMATS:
         raise ConfigError(f"--format: expected one of {list(FORMATS)}, got {format!r}")
+    if format == "bundle":
+        from unet3d.deployment.bundle import export_bundle
+
+        return export_bundle(model_filename, output, config_filename, tolerance, overwrite, authors, license_file)
     sidecar_path = output.with_name(output.name + ".json")
     config_path = None if config_filename is None else Path(config_filename)
     config = config_for([model_filename], config_path)
@@ -233,7 +246,7 @@ def export_model(
         made_here=lambda path: _exported_here(sidecar_path, output),
     )
     check_writable(output.parent)
-    network, saved = _network(model_filename, config)
+    network, saved = load_network(model_filename, config)
     shape = patch_size(config)
     example = torch.randn(
         1, int(config.model.kwargs.get("in_channels", 1)), *shape, generator=torch.Generator().manual_seed(0)
