@@ -37,13 +37,14 @@ def monai_bundle(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return done
 
 
-def run_bundle(bundle: Path, images: list[list[Path]], output: Path, tmp_path: Path) -> None:
-    """`python -m monai.bundle run` on the cases, from another folder than the bundle's, as the bundle's README says."""
+def run_bundle(bundle: Path, images: list[list[Path]], output: Path, tmp_path: Path, *overrides: str) -> None:
+    """`python -m monai.bundle run` on the cases, from another folder than the bundle's, as the bundle's README says
+    (`overrides`: more `--id value` arguments)."""
     datalist = tmp_path / f"{output.name}_cases.json"
     datalist.write_text(json.dumps({"testing": [{"image": [str(p) for p in case]} for case in images]}))
     config = bundle / "configs" / "inference.json"
     args = ["--bundle_root", str(bundle), "--datalist_file", str(datalist), "--output_dir", str(output)]
-    monai_bundle("run", "--config_file", str(config), *args, cwd=tmp_path)
+    monai_bundle("run", "--config_file", str(config), *args, *overrides, cwd=tmp_path)
 
 
 def unet3d_predict(model: Path, images: list[list[Path]], output: Path, tmp_path: Path) -> None:
