@@ -109,7 +109,9 @@ def test_input_and_group_are_exclusive_and_a_missing_folder_is_named(trained_cv,
     result = predict_cli(
         "--model_dirs", str(work), "--input", str(tmp_path / "nowhere"), "--output_directory", str(tmp_path)
     )
-    assert result.returncode == 2 and f"{tmp_path / 'nowhere'}: input folder does not exist" in result.stderr
+    assert (
+        result.returncode == 2 and f"{tmp_path / 'nowhere'}: input folder or case list does not exist" in result.stderr
+    )
 
 
 def test_cv_records_a_postprocessing_decision_and_predict_applies_one(trained_cv, tmp_path):

@@ -96,7 +96,7 @@ def test_missing_data_file_exits_2_naming_the_file(experiment, tmp_path):
 
 def test_missing_config_and_bad_machine_config_exit_2(tmp_path):
     result = train("--config_filename", str(tmp_path / "none.json"))
-    assert result.returncode == 2 and "cannot read config" in result.stderr
+    assert result.returncode == 2 and "none.json: config does not exist" in result.stderr
     machine = tmp_path / "machine.json"
     machine.write_text(json.dumps({"n_gpu": 2}))
     config = tmp_path / "c.json"

@@ -10,7 +10,7 @@ import sys
 import threading
 import traceback
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from unet3d.errors import Busy, MachineError, Terminated, UserError, out_of_memory, request_termination
@@ -86,12 +86,30 @@ def setup_logging(debug: bool = False) -> None:
     warnings.showwarning = show
 
 
-def run_parsed(parser: argparse.ArgumentParser, argv: Sequence[str] | None, body: Callable[[Any], int]) -> int:
-    """A command's `main`: parse `argv` (the parser has --debug), set up logging, run `body(args)` through
-    `run_command`."""
+def run_parsed(
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    body: Callable[[Any], int],
+    inputs: Mapping[str, str] | None = None,
+) -> int:
+    """A command's `main`: parse `argv` (the parser has --debug), set up logging, refuse an input that does not exist
+    (`inputs`: argument name → what it is), then run `body(args)` through `run_command`. The check comes before
+    `body` imports the library (torch and MONAI take seconds), so a mistyped path is answered at once."""
     args = parser.parse_args(argv)
     setup_logging(args.debug)
-    return run_command(lambda: body(args))
+    return run_command(lambda: check_inputs_exist(args, inputs or {}) or body(args))
+
+
+def check_inputs_exist(args: argparse.Namespace, inputs: Mapping[str, str]) -> None:
+    """A UserError naming every path among `inputs` (argument name → what it is) that does not exist."""
+    missing = []
+    for name, what in inputs.items():
+        value = getattr(args, name, None)
+        for path in value if isinstance(value, (list, tuple)) else [value]:
+            if path is not None and not os.path.lexists(path):
+                missing.append(f"{path}: {what} does not exist")
+    if missing:
+        raise UserError("\n".join(missing))
 
 
 def _rank() -> int:

@@ -13,6 +13,13 @@ from pathlib import Path
 
 from unet3d.cli.common import EXIT_OK, run_parsed
 
+# The paths a run reads, refused at once when they do not exist (before the library is imported).
+INPUTS = {
+    "predictions": "predictions folder",
+    "config_filename": "config",
+    "ground_truth": "ground-truth folder",
+}
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of `unet3d-evaluate` (its flags are documented in the README's command tables)."""
@@ -48,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, score the predictions, print the summary; returns the exit code (0 ok, 2 bad input)."""
-    return run_parsed(build_parser(), argv, run)
+    return run_parsed(build_parser(), argv, run, INPUTS)
 
 
 def run(args: argparse.Namespace) -> int:

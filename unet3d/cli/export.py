@@ -15,6 +15,9 @@ from pathlib import Path
 from unet3d.cli.common import EXIT_OK, run_parsed
 from unet3d.errors import ConfigError
 
+# The paths a run reads, refused at once when they do not exist (before the library is imported).
+INPUTS = {"model_filename": "checkpoint", "config_filename": "config", "license": "licence file"}
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of `unet3d-export` (its flags are documented in the README's command tables)."""
@@ -43,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, export and check; returns the exit code (0 ok, 2 bad input or a failed check)."""
-    return run_parsed(build_parser(), argv, run)
+    return run_parsed(build_parser(), argv, run, INPUTS)
 
 
 def run(args: argparse.Namespace) -> int:

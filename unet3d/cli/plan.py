@@ -13,6 +13,9 @@ from pathlib import Path
 
 from unet3d.cli.common import EXIT_OK, run_parsed
 
+# The paths a run reads, refused at once when they do not exist (before the library is imported).
+INPUTS = {"dataset": "data set"}
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of `unet3d-plan` (its flags are documented in the README's command tables)."""
@@ -54,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, plan, print the data report; returns the exit code (0 ok, 2 bad input)."""
-    return run_parsed(build_parser(), argv, run)
+    return run_parsed(build_parser(), argv, run, INPUTS)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,9 +11,19 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from unet3d.cli.common import EXIT_OK, add_device_arguments, run_command, setup_logging
+from unet3d.cli.common import EXIT_OK, add_device_arguments, check_inputs_exist, run_command, setup_logging
 
 log = logging.getLogger("unet3d")
+
+
+# The paths a run reads, refused at once when they do not exist (before the library is imported).
+INPUTS = {
+    "model_filename": "checkpoint",
+    "model_dirs": "work dir",
+    "config_filename": "config",
+    "input": "input folder or case list",
+    "postprocessing": "postprocessing decision",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.debug)
 
     def body() -> int:
+        check_inputs_exist(args, INPUTS)
         from unet3d.prediction import predict
 
         result = predict(

@@ -10,6 +10,9 @@ from pathlib import Path
 from unet3d.cli.common import EXIT_OK, run_parsed
 from unet3d.errors import ConfigError
 
+# The paths a run reads, refused at once when they do not exist (before the library is imported).
+INPUTS = {"work_dir": "work dir"}
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of `unet3d-report`."""
@@ -24,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments and write the report; returns the exit code (0 ok, 2 not a work dir)."""
-    return run_parsed(build_parser(), argv, run)
+    return run_parsed(build_parser(), argv, run, INPUTS)
 
 
 def run(args: argparse.Namespace) -> int:

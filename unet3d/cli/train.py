@@ -18,12 +18,21 @@ from unet3d.cli.common import (
     EXIT_OK,
     add_device_arguments,
     add_overrides_argument,
+    check_inputs_exist,
     run_command,
     setup_logging,
 )
 from unet3d.errors import ConfigError, UserError
 
 log = logging.getLogger("unet3d")
+
+
+# The paths a run reads, refused at once when they do not exist (before the library is imported).
+INPUTS = {
+    "config_filename": "config",
+    "pretrained_model_filename": "checkpoint",
+    "machine_config_filename": "machine config",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -186,6 +195,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     setup_logging(args.debug)
+    checked = run_command(lambda: check_inputs_exist(args, INPUTS) or EXIT_OK)
+    if checked != EXIT_OK:
+        return checked
 
     # The library is imported once the work begins, so that --help and a wrong flag answer at once.
     from unet3d.devices import check_backend
