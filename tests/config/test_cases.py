@@ -73,7 +73,7 @@ def test_a_missing_folder_an_incomplete_case_and_no_match_are_data_errors(tmp_pa
     with pytest.raises(DataError, match=r"nowhere: input folder does not exist"):
         cases_in_folder(tmp_path / "nowhere", suffixes)
     touch(tmp_path / "empty")
-    with pytest.raises(DataError, match=r"empty: no image ending with '_t1.nii.gz' \(the config's first modality\)"):
+    with pytest.raises(DataError, match=r"empty: no image ending with '_t1.nii.gz' \(the first modality ending\)"):
         cases_in_folder(tmp_path / "empty", suffixes)
     touch(tmp_path / "cases", "a_t1.nii.gz", "a_t2.nii.gz", "b_t1.nii.gz")
     with pytest.raises(DataError) as raised:
@@ -83,6 +83,15 @@ def test_a_missing_folder_an_incomplete_case_and_no_match_are_data_errors(tmp_pa
         str(raised.value)
         == f"{incomplete.parent}: 1 case(s) lack a modality (_t1.nii.gz, _t2.nii.gz), e.g. {incomplete}"
     )
+
+
+def test_an_empty_input_folder_names_where_the_missing_ending_came_from(tmp_path):
+    touch(tmp_path / "empty")
+    config = listing(["x/x_t1.nii.gz", "x/x_t2.nii.gz"])
+    with pytest.raises(DataError, match=r"no image ending with 't1.nii.gz' \(the config's first modality\)"):
+        cases_from_input(tmp_path / "empty", config)
+    with pytest.raises(DataError, match=r"no image ending with '_0000.nii.gz' \(the first of --modality_suffixes\)"):
+        cases_from_input(tmp_path / "empty", config, ["_0000.nii.gz", "_0001.nii.gz"])
 
 
 def test_a_file_list_input_resolves_its_paths_beside_the_list(tmp_path):

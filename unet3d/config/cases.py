@@ -214,8 +214,9 @@ def _files_ending(folder: Path, ending: str) -> list[Path]:
     return sorted(found)
 
 
-def cases_in_folder(folder: Path, suffixes: Sequence[str]) -> list[Case]:
-    """Cases found under `folder` (recursively): files that share a prefix and end with each modality suffix."""
+def cases_in_folder(folder: Path, suffixes: Sequence[str], source: str = "the first modality ending") -> list[Case]:
+    """Cases found under `folder` (recursively): files that share a prefix and end with each modality suffix
+    (`source`: where the first suffix came from, for the message when no file has it)."""
     if not folder.is_dir():
         raise DataError(f"{folder}: input folder does not exist")
     first, *others = suffixes
@@ -233,7 +234,7 @@ def cases_in_folder(folder: Path, suffixes: Sequence[str]) -> list[Case]:
             f"{folder}: {len(incomplete)} case(s) lack a modality ({', '.join(suffixes)}), e.g. {incomplete[0]}"
         )
     if not cases:
-        raise DataError(f"{folder}: no image ending with {first!r} (the config's first modality)")
+        raise DataError(f"{folder}: no image ending with {first!r} ({source})")
     ids = [case.case_id for case in cases]
     duplicated = sorted({i for i in ids if ids.count(i) > 1})
     if duplicated:
@@ -250,7 +251,9 @@ def cases_from_input(path: Path, config: Config, suffixes: Sequence[str] | None 
     path = Path(path).resolve()
     if path.suffix in (".json", ".npy"):
         return parse_cases(str(path), path.parent, f"--input {path.name}")
-    return cases_in_folder(path, suffixes or modality_suffixes(config))
+    if suffixes:
+        return cases_in_folder(path, suffixes, "the first of --modality_suffixes")
+    return cases_in_folder(path, modality_suffixes(config), "the config's first modality")
 
 
 def find_label_map(folder: Path, case_id: str) -> Path | None:
