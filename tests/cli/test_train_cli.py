@@ -102,7 +102,7 @@ def test_missing_config_and_bad_machine_config_exit_2(tmp_path):
     config = tmp_path / "c.json"
     config.write_text("{}")
     result = train("--config_filename", str(config), "--machine_config_filename", str(machine))
-    assert result.returncode == 2 and "n_gpu: unknown key; did you mean 'n_gpus'?" in result.stderr
+    assert result.returncode == 2 and f"error: {machine}: n_gpu: unknown key; did you mean 'n_gpus'?" in result.stderr
 
 
 def test_machine_config_and_overrides_are_applied_and_recorded(experiment, tmp_path):

@@ -69,10 +69,10 @@ def test_a_machine_config_is_read_with_its_keys_and_types_checked(tmp_path):
     path.write_text(json.dumps(good))
     assert dataclasses.asdict(read_machine_config(path)) == good
     for data, message in [
-        ({"n_gpu": 2}, f"{path}.n_gpu: unknown key; did you mean 'n_gpus'?"),
-        ({"n_workers": -1}, f"{path}.n_workers: must be at least 0, got -1"),
-        ({"n_gpus": True}, f"{path}.n_gpus: expected an integer or null, got True"),
-        ({"pin_memory": 1}, f"{path}.pin_memory: expected true/false or null, got 1"),
+        ({"n_gpu": 2}, f"{path}: n_gpu: unknown key; did you mean 'n_gpus'?"),
+        ({"n_workers": -1}, f"{path}: n_workers: must be at least 0, got -1"),
+        ({"n_gpus": True}, f"{path}: n_gpus: expected an integer or null, got True"),
+        ({"pin_memory": 1}, f"{path}: pin_memory: expected true/false or null, got 1"),
     ]:
         path.write_text(json.dumps(data))
         with pytest.raises(ConfigError) as raised:

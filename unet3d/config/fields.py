@@ -153,7 +153,7 @@ def _check_bounds(value: Any, meta: typing.Mapping[str, Any], where: str) -> Non
 
 def parse_section(record: type, data: Any, where: str) -> Any:
     """Build `record` from a JSON object, checking keys, types and bounds; one ConfigError lists every problem of the
-    section, each with its JSON path."""
+    section, each with its JSON path below `where` (the top of a file when `where` is '')."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected an object, got {type(data).__name__}")
     hints = typing.get_type_hints(record)
@@ -161,14 +161,18 @@ def parse_section(record: type, data: Any, where: str) -> Any:
     problems = Problems()
     for key in data:
         if key not in known:
-            problems.add(f"{where}.{key}: unknown key{suggest(key, known)}")
+            problems.add(
+                f"{where}.{key}: unknown key{suggest(key, known)}"
+                if where
+                else f"{key}: unknown key{suggest(key, known)}"
+            )
     values = {}
     for name, f in known.items():
         if name not in data:
             if f.default is MISSING and f.default_factory is MISSING:
-                problems.add(f"{where}.{name}: required")
+                problems.add(f"{where}.{name}: required" if where else f"{name}: required")
             continue
-        value, tp, path = data[name], hints[name], f"{where}.{name}"
+        value, tp, path = data[name], hints[name], f"{where}.{name}" if where else name
         if not _matches(value, tp):
             problems.add(f"{path}: expected {type_name(tp)}, got {value!r}")
             continue

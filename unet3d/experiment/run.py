@@ -55,8 +55,13 @@ def work_dir_for(config_path: Path, output_dir: Path | None) -> Path:
 
 
 def read_machine_config(path: Path) -> MachineConfig:
-    """3DUnetCNN's machine config, with its keys and types checked (every problem in one ConfigError)."""
-    return parse_section(MachineConfig, read_json(Path(path)), str(path))
+    """3DUnetCNN's machine config, with its keys and types checked (every problem in one ConfigError, a line each
+    naming the file and the key)."""
+    data = read_json(Path(path))
+    try:
+        return parse_section(MachineConfig, data, "")
+    except ConfigError as error:
+        raise ConfigError("\n".join(f"{path}: {line}" for line in str(error).splitlines())) from None
 
 
 def run_experiment(
