@@ -41,6 +41,7 @@ setup(
             *ONNX,
             *DICOM,
             *BUNDLE,
+            "jsonschema>=4",  # the bundle metadata test validates against the fields of MONAI's schema
             *TRACKERS["mlflow"],
             *TRACKERS["wandb"],
         ],

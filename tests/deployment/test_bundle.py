@@ -141,9 +141,49 @@ def test_the_bundle_has_monai_s_layout_and_its_scripts_are_unet3d_s_own_modules(
     assert "No licence was given" in (folder / "LICENSE").read_text()
 
 
+# What MONAI's bundle metadata schema (meta_schema_20240725.json, the one the metadata names) requires, written here
+# from its published rules: `monai.bundle verify_metadata` downloads the schema, and this machine has no internet.
+TENSOR = {
+    "type": "object",
+    "required": ["type", "format", "num_channels", "spatial_shape", "dtype", "value_range"],
+    "properties": {
+        "type": {"type": "string"},
+        "format": {"type": "string"},
+        "num_channels": {"type": "integer"},
+        "spatial_shape": {"type": "array", "items": {"type": ["string", "integer"]}},
+        "dtype": {"type": "string"},
+        "value_range": {"type": "array", "items": {"type": "number"}},
+        "is_patch_data": {"type": "boolean"},
+        "channel_def": {"type": "object"},
+    },
+}
+STRINGS = ["schema", "version", "monai_version", "pytorch_version", "numpy_version", "task", "description", "authors"]
+METADATA_SCHEMA = {
+    "type": "object",
+    "required": [*STRINGS, "copyright", "required_packages_version", "network_data_format"],
+    "properties": {
+        **{key: {"type": "string"} for key in [*STRINGS, "copyright"]},
+        "required_packages_version": {"type": "object"},
+        "changelog": {"type": "object"},
+        "network_data_format": {
+            "type": "object",
+            "required": ["inputs", "outputs"],
+            "properties": {
+                "inputs": {"type": "object", "additionalProperties": TENSOR},
+                "outputs": {"type": "object", "additionalProperties": TENSOR},
+            },
+        },
+    },
+}
+
+
 def test_the_metadata_has_the_fields_of_monai_s_schema(bundle):
+    import jsonschema
+
     folder, _, _ = bundle
     meta = json.loads((folder / "configs" / "metadata.json").read_text())
+    jsonschema.validate(meta, METADATA_SCHEMA)
+    assert meta["schema"].endswith("/meta_schema_20240725.json")
     for key in ("version", "monai_version", "pytorch_version", "numpy_version", "task", "description", "authors"):
         assert isinstance(meta[key], str) and meta[key], key
     assert meta["authors"] == "Ada Lovelace" and meta["copyright"].endswith("Ada Lovelace")

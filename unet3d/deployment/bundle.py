@@ -46,7 +46,9 @@ from unet3d.version import __version__
 log = logging.getLogger("unet3d")
 # unet3d's modules a bundle carries, by their name in its `scripts/` package; each imports only torch, numpy and MONAI.
 SCRIPTS = {"foreground": foreground, "normalization": normalization, "decoding": decoding}
-SCHEMA = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20220324.json"
+# The schema MONAI's own test bundles name (it has required_packages_version, which MONAI 1.6 reads; the older
+# 20220324 schema named it optional_packages_version).
+SCHEMA = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json"
 MARKER = "unet3d_export"
 WRITERS = {
     "nifti": "NibabelWriter",
