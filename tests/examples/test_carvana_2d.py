@@ -7,6 +7,7 @@ import csv
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from recipes import load_config, make_data, train
@@ -40,3 +41,19 @@ def test_carvana_2d_example_trains_and_writes_png_masks(tmp_path: Path) -> None:
     assert {c["case_id"] for c in config["validation_filenames"]} <= set(metrics)
     assert 0 <= float(metrics["mean"]["dice_1"]) <= 1
     assert sorted(p.name for p in (work_dir / "test").glob("*.png")) == [f"test_{i:03d}.png" for i in range(4)]
+    check_bundle(
+        work_dir / "model.pth", [tmp_path / c["image"][0] for c in config["validation_filenames"][:2]], tmp_path
+    )
+
+
+def check_bundle(model: Path, pictures: list[Path], folder: Path) -> None:
+    """The 2D model as a MONAI bundle: MONAI's runner reads the JPEGs and writes the PNG masks unet3d wrote."""
+    pytest.importorskip("ignite", reason="the bundle's evaluator needs pytorch-ignite (the test extra installs it)")
+    from tests.deployment.test_bundle import run_bundle
+    from unet3d.deployment.bundle import export_bundle
+
+    export_bundle(model, folder / "bundle")
+    run_bundle(folder / "bundle", [[picture] for picture in pictures], folder / "bundle_out", folder)
+    for picture in pictures:
+        expected = np.asarray(Image.open(model.parent / "validation" / f"{picture.stem}.png"))
+        assert np.array_equal(np.asarray(Image.open(folder / "bundle_out" / f"{picture.stem}_seg.png")), expected)
