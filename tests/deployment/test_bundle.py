@@ -37,6 +37,14 @@ def monai_bundle(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return done
 
 
+def monai_python(code: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Python `code` with unet3d made unimportable, as BLOCKED runs MONAI's runner."""
+    blocked = BLOCKED.split("sys.argv =")[0] + code
+    done = subprocess.run([sys.executable, "-c", blocked, *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
 def run_bundle(bundle: Path, images: list[list[Path]], output: Path, tmp_path: Path, *overrides: str) -> None:
     """`python -m monai.bundle run` on the cases, from another folder than the bundle's, as the bundle's README says
     (`overrides`: more `--id value` arguments)."""
@@ -215,6 +223,29 @@ def test_monai_verifies_the_network_s_inputs_and_outputs_and_the_torchscript_mat
     other = torch.randn(1, 4, 24, 16, 32)
     with torch.no_grad():
         assert (scripted(other) - checkpoint_network(model)(other)).abs().max() <= 1e-4
+
+
+PROPERTIES = """
+import sys
+from monai.bundle import ConfigWorkflow
+config, root = sys.argv[1:3]
+workflow = ConfigWorkflow(config_file=config, workflow_type="inference", bundle_root=root, logging_file=False)
+workflow.initialize()
+print("missing:", workflow.check_properties(), type(workflow.preprocessing).__name__, type(workflow.inferer).__name__)
+"""
+
+
+def test_monai_s_inference_workflow_finds_every_property_without_a_data_list(bundle, tmp_path):
+    """What MONAI Label and MONAI Deploy read: the inference workflow's required ids, built outside `run`; and a run
+    without a data list fails naming the file it needs instead of predicting nothing."""
+    folder, _, _ = bundle
+    config = str(folder / "configs" / "inference.json")
+    done = monai_python(PROPERTIES, config, str(folder), cwd=tmp_path)
+    assert "missing: [] Compose SlidingWindowInferer" in done.stdout
+    args = ["run", "--config_file", config, "--bundle_root", str(folder), "--output_dir", str(tmp_path / "out")]
+    done = subprocess.run([sys.executable, "-c", BLOCKED, *args], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode != 0
+    assert f"No such file or directory: '{folder}/configs/datalist.json'" in done.stderr
 
 
 def test_an_export_replaces_its_own_bundle_but_no_one_else_s_files(bundle, tmp_path):

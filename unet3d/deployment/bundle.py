@@ -204,12 +204,15 @@ def inference_config(config: Config, activation: str) -> dict[str, Any]:
     """`configs/inference.json`: MONAI's inference-bundle layout (the ids MONAI Label and Deploy look up)."""
     model = config.model
     return {
-        "imports": ["$import glob", "$import os"],
+        "imports": ["$import os", "$import sys"],
         "bundle_root": ".",
         "output_dir": "$@bundle_root + '/eval'",
         "dataset_dir": ".",
         "datalist_file": "$@bundle_root + '/configs/datalist.json'",
-        "datalist": "$monai.data.load_decathlon_datalist(@datalist_file, True, 'testing', @dataset_dir)",
+        # No data list yet (MONAI Label, MONAI Deploy and MONAI's property check read the bundle without one): no
+        # cases; `run` then fails naming the file it needs.
+        "datalist": "$monai.data.load_decathlon_datalist(@datalist_file, True, 'testing', @dataset_dir) "
+        "if os.path.exists(@datalist_file) else []",
         "device": "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')",
         "network_def": _component(f"monai.networks.nets.{model.name}", **dict(model.kwargs)),
         "network": "$@network_def.to(@device)",
@@ -236,8 +239,9 @@ def inference_config(config: Config, activation: str) -> dict[str, Any]:
             val_handlers="@handlers",
             amp=False,
         ),
-        "initialize": ["$monai.utils.set_determinism(seed=0)"],
-        "run": ["$@evaluator.run()"],
+        # scripts/ must import before `run` too (MONAI adds the bundle's folder to the path only there)
+        "initialize": ["$sys.path.insert(0, os.path.abspath(@bundle_root))", "$monai.utils.set_determinism(seed=0)"],
+        "run": ["$@evaluator.run() if @datalist else open(@datalist_file)"],
     }
 
 
