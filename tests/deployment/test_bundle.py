@@ -2,6 +2,7 @@
 unet3d, to the label maps `unet3d-predict` writes."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -146,6 +147,10 @@ def test_the_bundle_has_monai_s_layout_and_its_scripts_are_unet3d_s_own_modules(
         assert "unet3d." not in "".join(line for line in source.splitlines() if line.startswith(("import", "from")))
     readme = (folder / "docs" / "README.md").read_text()
     assert "python -m monai.bundle run --config_file BUNDLE/configs/inference.json" in readme
+    assert "`<first file's name>_seg.nii.gz` in\n`output_dir`" in readme
+    assert "nested regions: each inner region lies inside the one that encloses it" in readme
+    assert "- 2+1+4: written as 2\n- 1+4: written as 1\n- 4: written as 4" in readme
+    assert re.search(r"- 0: channel 0, as the file case_\d{3}_flair.nii.gz of a training case\n- 1: ", readme)
     assert "No licence was given" in (folder / "LICENSE").read_text()
 
 

@@ -158,8 +158,7 @@ def postprocessing(config: Config, activation: str) -> dict[str, Any]:
     label values, and the label map written beside nothing else (`@output_dir`)."""
     values = [value for group in config.regions for value in group]
     dtype = "$numpy.uint8" if min(values, default=0) >= 0 and max(values, default=0) <= 255 else "$numpy.int16"
-    first = next(iter(config.groups.get("training", [])), None)
-    suffix = label_map_suffix(first.images[0]) if first is not None else ".nii.gz"
+    suffix = _output_suffix(config)
     steps = [
         _component("Activationsd", keys="pred", **{activation: True}),
         _component(
@@ -252,7 +251,25 @@ def _channel_names(config: Config) -> dict[str, str]:
         return {
             str(i): f"channel {i}, as the file {path.name} of a training case" for i, path in enumerate(first.images)
         }
+    if first is not None and len(first.images) == 1:
+        return {
+            str(i): f"channel {i} of one file, as {first.images[0].name} of a training case" for i in range(channels)
+        }
     return {str(i): f"channel {i}" for i in range(channels)}
+
+
+def _output_suffix(config: Config) -> str:
+    """The ending of the label maps: the one `unet3d-predict` writes for the training cases' format."""
+    first = next(iter(config.groups.get("training", [])), None)
+    return label_map_suffix(first.images[0]) if first is not None else ".nii.gz"
+
+
+def _regions_phrase(config: Config, activation: str) -> str:
+    if activation == "softmax":
+        return "exclusive classes"
+    if any(parent is not None for parent in decoding.enclosing(config.regions)):
+        return "nested regions: each inner region lies inside the one that encloses it"
+    return "one region per channel"
 
 
 def metadata(config: Config, activation: str, shape: list[int], export: Mapping[str, Any]) -> dict[str, Any]:
@@ -337,17 +354,15 @@ Exported from `{export["checkpoint"]}` (epoch {export["checkpoint_epoch"]}). The
 checkpoint's by at most {export["max_abs_difference"]:.3g} on a random {export["checked_on"]} input.
 
 ## Input
-A case is one image file (or DICOM series folder) per channel, in this order:
+A case is its image files (or DICOM series folders), in channel order:
 {channels}
 
 The network sees patches of {shape} voxels after the preprocessing in `configs/inference.json`
 (orientation, spacing, crop to the foreground, resize or pad, normalization with the training set's statistics).
 
 ## Output
-One label map per case, on the grid of the case's first image (`<name>_seg{label_map_suffix(Path("x.nii.gz"))}` in
-`output_dir`), with these values ({
-        "nested regions: each lies inside the one before" if activation == "sigmoid" else "exclusive classes"
-    }), 0 elsewhere:
+One label map per case, on the grid of the case's first image (`<first file's name>_seg{_output_suffix(config)}` in
+`output_dir`), with these values ({_regions_phrase(config, activation)}), 0 elsewhere:
 {values}
 
 ## Run
