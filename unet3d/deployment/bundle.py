@@ -20,7 +20,6 @@ from __future__ import annotations
 import datetime
 import getpass
 import json
-import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -43,18 +42,13 @@ from unet3d.output_guard import check_outputs
 from unet3d.prediction import config_for, models_inputs
 from unet3d.version import __version__
 
-log = logging.getLogger("unet3d")
 # unet3d's modules a bundle carries, by their name in its `scripts/` package; each imports only torch, numpy and MONAI.
 SCRIPTS = {"foreground": foreground, "normalization": normalization, "decoding": decoding}
 # The schema MONAI's own test bundles name (it has required_packages_version, which MONAI 1.6 reads; the older
 # 20220324 schema named it optional_packages_version).
 SCHEMA = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json"
-MARKER = "unet3d_export"
-WRITERS = {
-    "nifti": "NibabelWriter",
-    "picture": "PILWriter",
-    "itk": "ITKWriter",
-}  # by the label map's format  # metadata.json's record of the export, which lets a later export replace the bundle
+MARKER = "unet3d_export"  # metadata.json's record of the export, which lets a later export replace the bundle
+WRITERS = {"nifti": "NibabelWriter", "picture": "PILWriter", "itk": "ITKWriter"}  # by the label map's format
 
 
 def bundle_files(folder: Path) -> dict[Path, str]:
@@ -155,7 +149,7 @@ def inferer(config: Config) -> dict[str, Any]:
 
 def postprocessing(config: Config, activation: str) -> dict[str, Any]:
     """Activation, back to each case's grid (MONAI's Invertd undoes the recorded spatial steps), unet3d's decoding to
-    label values, and the label map written beside nothing else (`@output_dir`)."""
+    label values, and the label map written into `@output_dir` in the format `unet3d-predict` writes."""
     values = [value for group in config.regions for value in group]
     dtype = "$numpy.uint8" if min(values, default=0) >= 0 and max(values, default=0) <= 255 else "$numpy.int16"
     suffix = _output_suffix(config)
