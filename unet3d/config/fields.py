@@ -76,6 +76,11 @@ def _matches(value: Any, tp: Any) -> bool:
     return isinstance(value, tp)
 
 
+def key_path(where: str, key: str) -> str:
+    """The JSON path of `key` inside `where` ('' for the top of a file)."""
+    return f"{where}.{key}" if where else key
+
+
 def non_finite(value: Any, where: str) -> list[str]:
     """One line per NaN or ±Infinity anywhere in a JSON value (Python's json module reads them; no bound check sees
     them), naming its JSON path."""
@@ -83,7 +88,7 @@ def non_finite(value: Any, where: str) -> list[str]:
         spelled = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
         return [f"{where}: {spelled} is not a finite number; give a finite value"]
     if isinstance(value, dict):
-        return [line for key, item in value.items() for line in non_finite(item, f"{where}.{key}" if where else key)]
+        return [line for key, item in value.items() for line in non_finite(item, key_path(where, key))]
     if isinstance(value, list):
         return [line for index, item in enumerate(value) for line in non_finite(item, f"{where}[{index}]")]
     return []
@@ -161,18 +166,14 @@ def parse_section(record: type, data: Any, where: str) -> Any:
     problems = Problems()
     for key in data:
         if key not in known:
-            problems.add(
-                f"{where}.{key}: unknown key{suggest(key, known)}"
-                if where
-                else f"{key}: unknown key{suggest(key, known)}"
-            )
+            problems.add(f"{key_path(where, key)}: unknown key{suggest(key, known)}")
     values = {}
     for name, f in known.items():
         if name not in data:
             if f.default is MISSING and f.default_factory is MISSING:
-                problems.add(f"{where}.{name}: required" if where else f"{name}: required")
+                problems.add(f"{key_path(where, name)}: required")
             continue
-        value, tp, path = data[name], hints[name], f"{where}.{name}" if where else name
+        value, tp, path = data[name], hints[name], key_path(where, name)
         if not _matches(value, tp):
             problems.add(f"{path}: expected {type_name(tp)}, got {value!r}")
             continue

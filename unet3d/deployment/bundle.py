@@ -33,7 +33,15 @@ from unet3d.config.schema import Config
 from unet3d.data import decoding, foreground
 from unet3d.data.image_io import image_format, label_map_suffix, monai_reader
 from unet3d.data.transforms import AXIS_LABELS, CROP_MARGIN, NORMALIZATION_ALIASES
-from unet3d.deployment.export import TOLERANCE, ExportResult, channel_schemes, load_network, patch_size, trace
+from unet3d.deployment.export import (
+    TOLERANCE,
+    ExportResult,
+    channel_schemes,
+    example_input,
+    load_network,
+    patch_size,
+    trace,
+)
 from unet3d.errors import CheckpointError, ConfigError
 from unet3d.inferers import DEFAULT_OVERLAP
 from unet3d.losses import activation_from_loss
@@ -450,8 +458,7 @@ def export_bundle(
     check_writable(folder)
     network, saved = load_network(model_filename, config)
     shape = patch_size(config)
-    in_channels = int(config.model.kwargs.get("in_channels", 1))
-    example = torch.randn(1, in_channels, *shape, generator=torch.Generator().manual_seed(0))
+    example = example_input(config, shape)
     with torch.no_grad():
         expected = network(example)
         traced = trace(network, example)

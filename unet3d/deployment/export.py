@@ -64,6 +64,12 @@ def patch_size(config: Config) -> list[int]:
     return [16 * t for t in (total_downsampling(config.model, dims) or [1] * dims)]
 
 
+def example_input(config: Config, shape: Sequence[int]) -> torch.Tensor:
+    """The seeded random input of one patch that an export is compared with the checkpoint's network on."""
+    channels = int(config.model.kwargs.get("in_channels", 1))
+    return torch.randn(1, channels, *shape, generator=torch.Generator().manual_seed(0))
+
+
 def load_network(model_filename: Path, config: Config) -> tuple[torch.nn.Module, Checkpoint]:
     """The config's network with the checkpoint's weights, in eval mode, and the checkpoint."""
     saved = read_checkpoint(model_filename)
@@ -248,9 +254,7 @@ def export_model(
     check_writable(output.parent)
     network, saved = load_network(model_filename, config)
     shape = patch_size(config)
-    example = torch.randn(
-        1, int(config.model.kwargs.get("in_channels", 1)), *shape, generator=torch.Generator().manual_seed(0)
-    )
+    example = example_input(config, shape)
     with torch.no_grad():
         expected = network(example)
         output.parent.mkdir(parents=True, exist_ok=True)
