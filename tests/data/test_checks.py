@@ -141,6 +141,31 @@ def test_undeclared_label_values_are_listed(tmp_path):
     assert "[0, 1]" in message
 
 
+@pytest.mark.parametrize(
+    "declared, unknown",
+    [({0, 1, 2, 3, 4}, None), ({0, 1, 2, 4, 7}, None), ({0, 1, 2, 3}, [4]), ({1, 2, 3, 4}, [0]), ({0, 1, 3, 4}, [2])],
+)
+def test_label_values_within_and_beyond_the_declared_range(tmp_path, declared, unknown):
+    # every value between the smallest and the largest is declared: passes without listing the values; else listed
+    case = new_case(tmp_path)  # synthetic labels are 0, 1, 2, 4
+    if unknown is None:
+        assert check_case(case, declared).n_channels == 4
+    else:
+        assert f"label values {unknown} are not among the declared labels {sorted(declared)}" in data_error(
+            case, declared
+        )
+
+
+@pytest.mark.parametrize("index", [0, 3, "label"])
+def test_data_truncated_behind_a_readable_header_is_named(tmp_path, index):
+    case = new_case(tmp_path)
+    path = case.label if index == "label" else case.images[index]
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) * 2 // 3])
+    message = data_error(case)
+    assert message.startswith(f"{path}: cannot read the image data")
+
+
 def test_label_values_not_checked_without_declared_labels(tmp_path):
     case = new_case(tmp_path)
     assert check_case(case, None).n_channels == 4
@@ -249,7 +274,7 @@ def test_many_cases_are_checked_in_processes_with_the_same_results_and_lines(tmp
     original = checks.ProcessPoolExecutor
 
     def spy(*args, **kwargs):
-        started.append(kwargs["mp_context"].get_start_method())
+        started.append((kwargs["mp_context"].get_start_method(), kwargs["initializer"].__name__))
         return original(*args, **kwargs)
 
     monkeypatch.setattr(checks, "PROCESS_MINIMUM", 1)
@@ -258,4 +283,4 @@ def test_many_cases_are_checked_in_processes_with_the_same_results_and_lines(tmp
     with pytest.raises(DataError) as processes_error:
         check_cases(groups, {0, 2}, labelled_groups=("training",), n_threads=2)
     assert str(processes_error.value) == str(threads_error.value)
-    assert started == ["forkserver", "forkserver"]
+    assert started == [("forkserver", "keep_freed_memory")] * 2

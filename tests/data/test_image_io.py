@@ -159,3 +159,68 @@ def test_checks_loader_and_metrics_accept_a_label_map_in_another_axis_order(tmp_
     image_io.write_label_map(prediction, expected, image)  # a perfect prediction on the image's grid
     table = evaluate_cases([("c", prediction, label)], [(3,)], ["3"], n_threads=1)
     assert table.loc[0, "dice_3"] == 1.0
+
+
+def _nifti(path: Path, data: np.ndarray, nifti2: bool = False, slope: float | None = None, inter: float = 0.0) -> Path:
+    import nibabel as nib
+
+    image = (nib.Nifti2Image if nifti2 else nib.Nifti1Image)(data, np.diag([0.8, 0.8, 5.0, 1.0]))
+    if slope is not None:
+        image.header.set_slope_inter(slope, inter)
+    nib.save(image, str(path))
+    return path
+
+
+GZIPPED = {
+    "int16": dict(dtype=np.int16),
+    "float32 CT-like, negative background": dict(dtype=np.float32, offset=-1000.0),
+    "uint8 label map": dict(dtype=np.uint8),
+    "int16 scaled by slope and intercept": dict(dtype=np.int16, slope=0.5, inter=-1024.0),
+    "NIfTI-2": dict(dtype=np.int16, nifti2=True),
+}
+
+
+@pytest.mark.parametrize("in_memory", [True, False], ids=["inflated whole", "nibabel's stream"])
+@pytest.mark.parametrize("kind", list(GZIPPED))
+def test_a_gzipped_nifti_reads_as_nibabel_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, in_memory: bool
+):
+    import nibabel as nib
+
+    spec = dict(GZIPPED[kind])
+    dtype, offset = spec.pop("dtype"), spec.pop("offset", 0.0)
+    rng = np.random.default_rng(0)
+    data = (rng.integers(0, 200, size=(13, 11, 7)) + offset).astype(dtype)
+    path = _nifti(tmp_path / "image.nii.gz", data, **spec)
+    if not in_memory:
+        monkeypatch.setattr(image_io, "GUNZIP_IN_MEMORY", 0)
+    read = image_io.read_array(path)
+    expected = np.asanyarray(nib.load(str(path)).dataobj)
+    assert read.dtype == expected.dtype and read.shape == expected.shape == (13, 11, 7)
+    np.testing.assert_array_equal(read, expected)
+    assert not np.shares_memory(image_io.read_array(path), read)  # a view of its own file's bytes, not a shared one
+
+
+@pytest.mark.parametrize(
+    "damage, in_memory",
+    # nibabel's stream stops before gzip's checksum, so a flipped byte that still inflates passes it (files over
+    # GUNZIP_IN_MEMORY); the whole inflate checks the checksum
+    [("truncated", True), ("truncated", False), ("a flipped byte", True)],
+    ids=["truncated, inflated whole", "truncated, nibabel's stream", "a flipped byte, inflated whole"],
+)
+def test_damaged_gzipped_data_behind_a_readable_header_is_a_data_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str, in_memory: bool
+):
+    rng = np.random.default_rng(1)
+    path = _nifti(tmp_path / "image.nii.gz", rng.normal(size=(24, 24, 24)).astype(np.float32))
+    raw = bytearray(path.read_bytes())
+    if damage == "truncated":
+        raw = raw[: len(raw) // 2]
+    else:
+        raw[len(raw) // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    assert image_io.read_header(path).shape == (24, 24, 24)  # the header still reads
+    if not in_memory:
+        monkeypatch.setattr(image_io, "GUNZIP_IN_MEMORY", 0)
+    with pytest.raises(DataError, match=f"{path}: cannot read the image data"):
+        image_io.read_array(path)

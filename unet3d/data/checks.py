@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from unet3d.allocator import keep_freed_memory
 from unet3d.config.cases import Case
 from unet3d.data.checked_files import CheckedFiles
 from unet3d.data.image_io import Header, aligned_to, read_array, read_header
@@ -103,7 +104,12 @@ def _is_constant(path: Path) -> bool:
 
 
 def _check_label_values(path: Path, labels: set[int] | None) -> None:
-    values = np.unique(read_array(path))
+    data = read_array(path)
+    if labels is not None and data.size and data.dtype.kind in "iu":
+        low, high = int(data.min()), int(data.max())
+        if high - low <= len(labels) and labels.issuperset(range(low, high + 1)):
+            return  # every value in [min, max] is declared: 2 ms where np.unique takes 30 (240 x 240 x 155 voxels)
+    values = np.unique(data)
     fractional = values[~np.isclose(values, np.round(values))]
     if fractional.size:
         raise DataError(f"{path}: label map holds non-integer values, e.g. {fractional[0]}")
@@ -189,12 +195,15 @@ def _run_checks(arguments: list[tuple[Case, set[int] | None, int, bool]], n_work
     """check_case for each argument tuple, in order. Many cases go to `n_workers` processes: reading a gzipped NIfTI
     holds the interpreter lock between its decompression calls, so threads gained nothing (a BraTS-size case took
     0.19 s with 2 threads, 0.077 s with 2 processes). The processes come from a fork server that imports only this
-    module (0.3 s to start), never from a fork of a process that may run threads; where one cannot start, threads."""
+    module (0.3 s to start), never from a fork of a process that may run threads; where one cannot start, threads.
+    The processes keep freed memory for the next image (`unet3d.allocator`): half of a case's time went to page
+    faults."""
     if n_workers > 1 and len(arguments) >= PROCESS_MINIMUM:
         try:
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload([__name__])
-            with ProcessPoolExecutor(min(n_workers, len(arguments)), mp_context=context) as pool:
+            workers = min(n_workers, len(arguments))
+            with ProcessPoolExecutor(workers, mp_context=context, initializer=keep_freed_memory) as pool:
                 return list(pool.map(_check_or_error, arguments, chunksize=2))
         except (OSError, BrokenProcessPool, ValueError) as error:
             log.debug("file checks in threads: no process pool (%s)", error)
