@@ -13,8 +13,8 @@ process tree (sampled every 50 ms from /proc):
   plan        unet3d-plan; nnU-Net: nnUNetv2_extract_fingerprint + nnUNetv2_plan_experiment
   check       every file read and checked, first run and rerun: unet3d-train --setup_crossval_only; nnU-Net: its
               dataset integrity check (verify_dataset_integrity), which has no memory between runs
-  preprocess  unet3d: its disk cache filled for every training case; nnU-Net: nnUNetv2_preprocess (3d_fullres); with
-              the cache's size on disk
+  preprocess  unet3d: its disk cache filled for every training case (the chain up to its random crop); nnU-Net:
+              nnUNetv2_preprocess (3d_fullres); with the cache's size on disk
   pipeline    the training pipeline alone at the planned patch and batch size with each tool's planned augmentations
               and oversampling: batches per second with 0 and 1 loader workers, per CPU core used; unet3d also with
               `training.augment_on: device`, and on an accelerator the training step fed from memory (what the
@@ -465,22 +465,31 @@ def _load(plan: str, cache: str, overrides: dict[str, Any] | None = None) -> Any
 
 def fill_cache(plan: str, cache: str, workers: str) -> None:
     """unet3d's preprocessing: every training case through the cached part of the training chain, to disk, by
-    `workers` loader processes as the first epoch of a run with `--nthreads workers` fills it."""
-    import torch
-
+    `workers` loader processes as the first epoch of a run with `--nthreads workers` fills it; the random part (the
+    crop and the augmentations), which nnU-Net's preprocessing does not run either, is left out."""
+    from unet3d.data.datasets import make_loader
     from unet3d.runtime import resolve_runtime
     from unet3d.training.components import build_dataset
 
     config = _load(plan, cache)
     runtime = resolve_runtime(0, int(workers), False, device="cpu")
     dataset, _ = build_dataset(config, "training", Path(cache), runtime, augment=True)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=int(workers), collate_fn=_nothing)
-    for _ in loader:
+    for _ in make_loader(_CachedPart(dataset), batch_size=1, n_workers=int(workers), pin_memory=False):
         pass
 
 
-def _nothing(item: Any) -> None:
-    return None
+class _CachedPart:
+    """A dataset whose item i fills the disk cache's entry of case i (and returns 0)."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> int:
+        self.dataset._cachecheck(self.dataset.data[index])
+        return 0
 
 
 def pipeline(plan: str, cache: str, out: str, workers: str, mode: str, device: str, batches: str) -> None:

@@ -24,7 +24,7 @@ RANK = {
     "output_guard": 2,  # one rule for every file a command writes
     "registry": 1,
     "devices": 1,  # the kinds of device, through torch.accelerator
-    "allocator": 0,  # the C allocator's settings for workers that read one large image after another
+    "allocator": 0,  # the C allocator's settings for processes that read one large image after another
     "runtime": 2,  # this process's device, process group, seeds
     # config → data → building blocks
     "config": 2,

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -273,3 +276,37 @@ def test_a_cropped_case_is_cached_without_the_scan_it_was_cropped_from(tmp_path:
     for key in ("image", "label"):
         tensor = stored[key]
         assert tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size(), key
+
+
+LOADER_FAULTS = r"""
+import platform, resource, sys
+import torch
+from unet3d.data.datasets import make_loader
+
+class Cases(torch.utils.data.Dataset):
+    # each item: five cases of three 18 MB arrays, made and dropped; the page faults of the last four
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, index):
+        faults = []
+        for _ in range(5):
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            arrays = [bytearray(18 * 2**20) for _ in range(3)]
+            del arrays
+            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+        return max(faults[1:])
+
+for workers in (1, 0):  # a worker first: forked from this process before it sets anything itself
+    print(int(next(iter(make_loader(Cases(), batch_size=1, n_workers=workers, pin_memory=False)))))
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the allocator settings are glibc's")
+def test_the_processes_that_run_the_chain_keep_freed_memory():
+    # in a fresh interpreter: a forked worker inherits what this test process has set
+    run = subprocess.run([sys.executable, "-c", LOADER_FAULTS], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    in_worker, in_this_process = (int(n) for n in run.stdout.split()[-2:])
+    pages = 18 * 2**20 // 4096  # glibc's default faults in about 9,000 pages a case (test_allocator.py)
+    assert in_worker < pages // 20 and in_this_process < pages // 20

@@ -22,9 +22,11 @@ import numpy as np
 import torch
 from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset, ThreadDataLoader
 from monai.data.utils import pad_list_data_collate
+from monai.data.utils import worker_init_fn as monai_worker_init
 from monai.transforms import Compose, RandomizableTrait, Transform
 from monai.utils import convert_to_tensor
 
+from unet3d.allocator import keep_freed_memory
 from unet3d.atomic import atomic_write, atomic_write_text
 from unet3d.config.cases import Case
 from unet3d.data.image_io import read_header
@@ -252,6 +254,10 @@ def make_loader(
     loader = DataLoader
     if thread_workers and n_workers > 0:
         loader, kwargs["use_thread_workers"] = ThreadDataLoader, True
+    if n_workers > 0 and not thread_workers:
+        kwargs["worker_init_fn"] = _init_worker
+    else:
+        keep_freed_memory()  # this process runs the chain
     return loader(
         dataset,
         batch_size=batch_size,
@@ -260,6 +266,15 @@ def make_loader(
         pin_memory=pin_memory,
         **kwargs,
     )
+
+
+def _init_worker(worker_id: int) -> None:
+    """MONAI's seeding of a loader worker, and freed memory kept for the next sample: every transform of the chain
+    allocates whole volumes, and with glibc's defaults each arrived in fresh pages (a BraTS-size training sample from
+    the disk cache took 0.30-0.34 s in one thread, 0.14-0.17 s with freed memory kept; filling the cache, 0.63 s ->
+    0.44 s per case)."""
+    monai_worker_init(worker_id)
+    keep_freed_memory()
 
 
 def stop_workers(loader: torch.utils.data.DataLoader | None) -> None:
