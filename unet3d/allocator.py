@@ -4,8 +4,9 @@ glibc hands an allocation of more than 128 KiB to 32 MiB (its threshold adapts) 
 returns it when freed, or trims the heap's top back; so every image a process reads and every whole-volume array a
 transform makes arrives in fresh pages that the kernel faults in and zeroes 4 KiB at a time. Measured on the 2-core
 EPYC (glibc 2.36), BraTS-size cases: checking a case 0.108 s -> 0.043 s, a training sample from the disk cache 0.30-0.34
-s -> 0.14-0.17 s, preprocessing a case 0.63 s -> 0.44 s, with freed memory kept for the next array. Elsewhere (macOS,
-musl, Windows) nothing is set.
+s -> 0.14-0.17 s, preprocessing a case 0.63 s -> 0.44 s, with freed memory kept for the next array. Set in the file
+checks' processes and the loader workers, whose peak memory it left as it was; not in a process that predicts, whose
+peak it raised (a BraTS-size case: 2.7 -> 3.6 GB). Elsewhere (macOS, musl, Windows) nothing is set.
 """
 
 from __future__ import annotations
