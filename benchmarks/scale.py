@@ -298,6 +298,7 @@ class Bench:
         if tool == "unet3d":
             cache = self.unet3d_dir(size) / "file_checks"
             shutil.rmtree(cache, ignore_errors=True)
+            shutil.rmtree(self.unet3d_dir(size) / "cv", ignore_errors=True)  # fold configs of an earlier plan
             env = {"UNET3D_CACHE_DIR": str(cache)}
             command = self.unet3d(
                 "train",
