@@ -50,8 +50,9 @@ def test_a_4d_image_gives_one_statistics_entry_per_channel(tmp_path):
 
 
 def test_summary_pools_the_cases(permuted_case, tmp_path):
+    grid = nib.load(permuted_case.images[0])  # an empty label map on its images' grid
     empty = Case(
-        permuted_case.images, write(tmp_path / "empty.nii.gz", np.zeros((10, 20, 30), np.uint8), np.eye(4)), "e"
+        permuted_case.images, write(tmp_path / "empty.nii.gz", np.zeros(grid.shape, np.uint8), grid.affine), "e"
     )
     cases = fingerprint_cases([permuted_case, empty], n_threads=2, progress=False)
     summary = summarize(cases)
@@ -118,3 +119,17 @@ def test_the_nonzero_box_is_what_nnunet_crops_to_in_ras_order(tmp_path):
 
 def test_an_image_without_background_is_its_own_box(permuted_case):
     assert fingerprint_case(permuted_case).nonzero_shape == [20, 30, 10]
+
+
+def test_a_label_map_in_another_axis_order_counts_the_same_voxels(permuted_case, tmp_path):
+    # a NIfTI mask beside a DICOM series often stores the grid in another axis order: before, its voxels were paired
+    # with the image's in storage order (the wrong ones, silently, when the shapes allowed it)
+    canonical = nib.as_closest_canonical(nib.load(permuted_case.label))
+    reordered = tmp_path / "seg_ras.nii.gz"
+    nib.save(canonical, str(reordered))
+    assert canonical.shape != nib.load(permuted_case.label).shape
+    on_grid = fingerprint_case(permuted_case)
+    other_order = fingerprint_case(Case(permuted_case.images, reordered, "c"))
+    assert other_order.label_voxels == on_grid.label_voxels == {"1": 50, "2": 4}
+    assert other_order.channels == on_grid.channels
+    assert other_order.foreground_samples == on_grid.foreground_samples

@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from unet3d.config.cases import Case
-from unet3d.data.image_io import read_array, read_header
+from unet3d.data.image_io import read_aligned, read_array, read_header
 
 SAMPLE_SIZE = 10_000  # quantiles per case and channel that the pooled percentiles are taken over
 PERCENTILES = (0.5, 99.5)
@@ -100,15 +100,19 @@ def fingerprint_case(case: Case) -> CaseFingerprint:
         orientation = "".join(nib.aff2axcodes(affine))
     else:
         orientation = ""
-    label = np.asarray(read_array(case.label)) if case.label is not None else None
+    # on the image's grid: a label map may store it in another axis order (a NIfTI mask beside a DICOM series)
+    label = np.asarray(read_aligned(case.label, header)) if case.label is not None else None
     values, counts = (np.unique(label, return_counts=True)) if label is not None else ([], [])
     voxels = {str(int(v)): int(c) for v, c in zip(values, counts, strict=True) if int(v) != 0}
     stats, samples = [], []
     channels = _channels(case)
     box = _nonzero_box(channels)
+    # Statistics do not depend on the voxel order: the arrays are read as stored (NIfTI: Fortran order), and a C-order
+    # reshape of each copied it (0.1 s of a BraTS-size case's 0.5 s)
+    inside = label > 0 if label is not None else None
     for channel in channels:
-        flat = channel.reshape(-1)
-        foreground = (flat[label.reshape(-1) > 0] if label is not None else flat).astype(np.float64)
+        flat = channel.ravel(order="K")
+        foreground = (channel[inside] if inside is not None else flat).astype(np.float64)
         low, high = np.percentile(foreground, PERCENTILES) if foreground.size else (0.0, 0.0)
         stats.append(
             ChannelStats(
