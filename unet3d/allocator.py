@@ -3,10 +3,11 @@
 glibc hands an allocation of more than 128 KiB to 32 MiB (its threshold adapts) to the kernel as its own mapping and
 returns it when freed, or trims the heap's top back; so every image a process reads and every whole-volume array a
 transform makes arrives in fresh pages that the kernel faults in and zeroes 4 KiB at a time. Measured on the 2-core
-EPYC (glibc 2.36), BraTS-size cases: checking a case 0.108 s -> 0.043 s, a training sample from the disk cache 0.30-0.34
-s -> 0.14-0.17 s, preprocessing a case 0.63 s -> 0.44 s, with freed memory kept for the next array. Set in the file
-checks' processes and the loader workers, whose peak memory it left as it was; not in a process that predicts, whose
-peak it raised (a BraTS-size case: 2.7 -> 3.6 GB). Elsewhere (macOS, musl, Windows) nothing is set.
+EPYC (glibc 2.36), BraTS-size cases: checking a case 0.108 s -> 0.043 s, a training sample from the disk cache 0.25-0.34
+s -> 0.10-0.17 s (peak 1.14 -> 1.13 GB), preprocessing a case 0.63 s -> 0.44 s, with freed memory kept for the next
+array. Set in the file checks' processes and the loader workers; not in a process that predicts, where it was 30-38%
+faster but raised the peak (a BraTS-size case: 2.5 -> 2.9 GB and 2.7 -> 3.6 GB in two tries). Elsewhere (macOS, musl,
+Windows) nothing is set.
 """
 
 from __future__ import annotations

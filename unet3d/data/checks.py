@@ -192,12 +192,12 @@ def _check_or_error(arguments: tuple[Case, set[int] | None, int, bool]) -> CaseI
 
 
 def _run_checks(arguments: list[tuple[Case, set[int] | None, int, bool]], n_workers: int) -> list[CaseInfo | DataError]:
-    """check_case for each argument tuple, in order. Many cases go to `n_workers` processes: reading a gzipped NIfTI
-    holds the interpreter lock between its decompression calls, so threads gained nothing (a BraTS-size case took
-    0.19 s with 2 threads, 0.077 s with 2 processes). The processes come from a fork server that imports only this
-    module (0.3 s to start), never from a fork of a process that may run threads; where one cannot start, threads.
-    The processes keep freed memory for the next image (`unet3d.allocator`): half of a case's time went to page
-    faults."""
+    """check_case for each argument tuple, in order. Many cases go to `n_workers` processes: nibabel's gzip stream
+    held the interpreter lock between its decompression calls, so threads gained nothing (a BraTS-size case took
+    0.19 s with 2 threads, 0.077 s with 2 processes); the one-call inflate of `image_io` releases it, but only a
+    process of its own can keep freed memory for the next image (`unet3d.allocator`, half of a case's time) without
+    changing this process's allocator. The processes come from a fork server that imports only this module (0.3 s to
+    start), never from a fork of a process that may run threads; where one cannot start, threads."""
     if n_workers > 1 and len(arguments) >= PROCESS_MINIMUM:
         try:
             context = multiprocessing.get_context("forkserver")

@@ -267,11 +267,9 @@ def make_loader(
 
 
 def _init_worker(worker_id: int) -> None:
-    """MONAI's seeding of a loader worker, and freed memory kept for the next sample: every transform of the chain
-    allocates whole volumes, and with glibc's defaults each arrived in fresh pages (a BraTS-size training sample from
-    the disk cache took 0.25-0.34 s in one thread, 0.10-0.17 s with freed memory kept, at the same peak memory;
-    filling the cache, 0.63 s -> 0.44 s per case). Not in the main process: there the sliding-window validation and
-    prediction also run, and kept memory raised a BraTS-size prediction's peak from 2.7 to 3.6 GB (24 s -> 17 s)."""
+    """MONAI's seeding of a loader worker, and freed memory kept for the next sample (`unet3d.allocator`, which has
+    the measurements): every transform of the chain allocates whole volumes. Not in the main process, where the
+    sliding-window validation and prediction also run and kept memory raised the peak."""
     monai_worker_init(worker_id)
     keep_freed_memory()
 
